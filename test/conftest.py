@@ -1,0 +1,28 @@
+"""Shared fixtures.
+
+Real data and prebuilt wheels live in ``../shared`` beside the clone (or in
+``$SDT_SHARED``). Tests that need them skip with a reason when it is absent.
+Slow tests use :func:`torch_geometric.testing.onlyFullTest` and run only with
+``FULL_TEST=1``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SHARED = Path(
+    os.environ.get('SDT_SHARED', Path(__file__).resolve().parents[1].parent / 'shared')
+)
+LFW = SHARED / 'data' / 'lfw_mobilefacenet192'
+
+
+@pytest.fixture(scope='session')
+def lfw() -> tuple[np.ndarray, np.ndarray]:
+    """LFW MobileFaceNet embeddings ``(x [13233, 192] float32, y [13233] int64)``."""
+    if not (LFW / 'features.npy').exists():
+        pytest.skip(f'real data not found at {LFW} (set SDT_SHARED)')
+    return np.load(LFW / 'features.npy'), np.load(LFW / 'labels.npy')

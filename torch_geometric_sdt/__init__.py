@@ -1,0 +1,16 @@
+"""torch_geometric_sdt: noise-resilient clustering of embeddings for PyG.
+
+Implements "Enhancing Noise Resilience in Face Clustering via Sparse
+Differential Transformer" (AAAI 2026, https://arxiv.org/abs/2512.22612):
+Top-K Jaccard edge scores, differential attention on sparse graphs and
+Infomap clustering, with the field's baselines, metrics and file formats.
+"""
+
+__version__ = '0.1.0'
+
+# [exports]
+
+__all__ = [
+    '__version__',
+    # [all]
+]
