@@ -1,5 +1,9 @@
-# [exports]
+from .real import load_embeddings
+from .synthetic import demo_data, identity_sizes, synthetic_faces
 
 __all__ = [
-    # [all]
+    'load_embeddings',
+    'synthetic_faces',
+    'demo_data',
+    'identity_sizes',
 ]

@@ -1,0 +1,640 @@
+r"""Reading and writing embeddings, labels and kNN lists.
+
+The field's file conventions (learn-to-cluster, used by the MS-Celeb-1M
+clustering benchmark and its successors):
+
+* **Features** ``.bin``: raw :obj:`float32`, row-major :math:`N \times D`, no
+  header. :math:`D` is passed, or derived from the number of lines of the
+  labels file ``.meta`` beside it (:math:`N` = number of lines).
+* **Labels** ``.meta`` (or ``.txt``): one integer per line; :obj:`-1` marks an
+  unlabeled item.
+* **kNN lists** ``.npz``: key ``data`` holding a :obj:`[N, 2, k]` array whose
+  ``[:, 0]`` are neighbour ids stored as floats and ``[:, 1]`` cosine
+  distances :math:`1 - \cos` in ascending order, self first.
+
+NumPy ``.npy`` / ``.npz`` files are read for features and labels as well. Large
+files are memory-mapped (:class:`numpy.memmap` for ``.bin``, ``mmap_mode='r'``
+for ``.npy``), so loading is cheap until the rows are touched.
+
+Every writer goes through :func:`atomic_write`: the data lands in a temporary
+file in the target directory, is flushed to disk and then renamed over the
+target, so a crash or an interrupt never leaves a partial file behind and an
+existing file is only replaced on :obj:`overwrite=True`.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import zipfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Union
+
+import numpy as np
+import torch
+from torch import Tensor
+
+if TYPE_CHECKING:
+    from torch_geometric_sdt.nn.knn import KNN
+
+PathLike = Union[str, 'os.PathLike[str]']
+ArrayLike = np.ndarray | Tensor
+
+FEATURE_SUFFIXES = ('.bin', '.npy', '.npz')
+LABEL_SUFFIXES = ('.meta', '.txt', '.npy', '.npz')
+_FEATURE_KEYS = ('features', 'x', 'feats', 'embeddings', 'data')
+_LABEL_KEYS = ('labels', 'y', 'label', 'data')
+_CHUNK_ROWS = 1 << 16
+
+
+# Atomic writes ###############################################################
+
+
+@contextmanager
+def atomic_write(path: PathLike, overwrite: bool = False) -> Iterator[Path]:
+    r"""Context manager for writing :obj:`path` all at once or not at all.
+
+    Yields a temporary path in the same directory as :obj:`path` (hidden, with
+    the same suffix, so that writers such as :func:`numpy.save` keep the name).
+    When the block exits normally the temporary file is flushed with
+    :func:`os.fsync` and renamed onto :obj:`path` with :func:`os.replace`,
+    which is atomic on POSIX and Windows; the directory entry is synced too.
+    When the block raises, including :class:`KeyboardInterrupt`, the temporary
+    file is removed and :obj:`path` is untouched. A process killed outright
+    (``SIGKILL``) can leave the hidden temporary behind, but never a partial
+    :obj:`path`.
+
+    .. code-block:: python
+
+        with atomic_write('labels.npy') as tmp:
+            np.save(tmp, labels)
+
+    Args:
+        path (str or os.PathLike): The final file.
+        overwrite (bool, optional): Replace :obj:`path` if it exists. Checked
+            before anything is written. (default: :obj:`False`)
+
+    Raises:
+        FileExistsError: If :obj:`path` exists and :obj:`overwrite` is
+            :obj:`False`.
+        FileNotFoundError: If the parent directory does not exist.
+    """
+    path = Path(path)
+    _check_writable(path, overwrite)
+    fd, name = tempfile.mkstemp(
+        prefix=f'.{path.stem}.', suffix=f'.tmp{path.suffix}', dir=path.parent
+    )
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        # mkstemp creates 0o600; give the result the usual permissions (those
+        # of the replaced file, else 0o666 masked by the umask).
+        if path.exists():
+            mode = path.stat().st_mode & 0o7777
+        else:
+            umask = os.umask(0)
+            os.umask(umask)
+            mode = 0o666 & ~umask
+        os.chmod(tmp, mode)
+        yield tmp
+        with open(tmp, 'rb+') as f:
+            os.fsync(f.fileno())
+        if not overwrite and path.exists():
+            raise FileExistsError(f'{path} appeared while it was being written')
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _check_writable(path: Path, overwrite: bool) -> None:
+    if path.exists() and not overwrite:
+        raise FileExistsError(f'{path} exists (pass overwrite=True to replace it)')
+    if path.is_dir():
+        raise IsADirectoryError(f'{path} is a directory')
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f'directory {path.parent} does not exist')
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # Not supported (e.g. Windows); the rename itself is done.
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+# Helpers #####################################################################
+
+
+def _existing(path: PathLike) -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f'no such file: {path}')
+    if path.is_dir():
+        raise IsADirectoryError(f'{path} is a directory, expected a file')
+    if path.stat().st_size == 0:
+        raise ValueError(f'{path} is empty')
+    return path
+
+
+def _suffix(path: Path, allowed: Sequence[str], what: str) -> str:
+    suffix = path.suffix.lower()
+    if suffix not in allowed:
+        raise ValueError(
+            f'unsupported {what} file extension {suffix!r} in {path} '
+            f'(expected one of {", ".join(allowed)})'
+        )
+    return suffix
+
+
+def _to_numpy(value: ArrayLike, name: str) -> np.ndarray:
+    if isinstance(value, Tensor):
+        return value.detach().cpu().numpy()
+    if isinstance(value, np.ndarray):
+        return value
+    raise TypeError(
+        f'{name} must be a numpy array or a torch tensor (got {type(value).__name__})'
+    )
+
+
+def _npz_array(
+    path: Path, keys: Sequence[str], key: str | None, what: str
+) -> np.ndarray:
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f'{path} is not a valid .npz file (not a zip archive)')
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            names = list(archive.files)
+            if key is None:
+                if len(names) == 1:
+                    key = names[0]
+                else:
+                    key = next((k for k in keys if k in names), None)
+                    if key is None:
+                        raise ValueError(
+                            f'{path} has no {what} key: found {names}, expected '
+                            f'one of {list(keys)} (or pass key=...)'
+                        )
+            elif key not in names:
+                raise ValueError(f'{path} has no key {key!r} (found {names})')
+            return archive[key]
+    except (zipfile.BadZipFile, OSError, EOFError) as e:
+        raise ValueError(f'{path} is not a valid .npz file ({e})') from e
+
+
+def _load_npy(path: Path, mmap: bool) -> np.ndarray:
+    with open(path, 'rb') as f:
+        if f.read(6) != b'\x93NUMPY':
+            raise ValueError(f'{path} is not a valid .npy file (bad magic string)')
+    try:
+        return np.load(path, mmap_mode='r' if mmap else None, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise ValueError(f'{path} is not a valid .npy file ({e})') from e
+
+
+def count_lines(path: PathLike) -> int:
+    r"""Counts the lines of a text file in bounded memory (a last line without
+    a trailing newline counts).
+
+    Args:
+        path (str or os.PathLike): The file.
+    """
+    path = _existing(path)
+    count, last = 0, b'\n'
+    with open(path, 'rb') as f:
+        while block := f.read(1 << 24):
+            count += block.count(b'\n')
+            last = block[-1:]
+    return count + (last != b'\n')
+
+
+# Features ####################################################################
+
+
+def load_features(
+    path: PathLike,
+    dim: int | None = None,
+    mmap: bool = True,
+    *,
+    key: str | None = None,
+) -> np.ndarray:
+    r"""Loads an :math:`N \times D` embedding matrix, dispatching on the file
+    extension.
+
+    * ``.bin``: raw :obj:`float32` without header. :obj:`dim` is required
+      unless a labels file with the same stem and suffix ``.meta`` lies beside
+      it, in which case :math:`N` is its line count and :math:`D` follows from
+      the file size.
+    * ``.npy``: a 2-D floating point array.
+    * ``.npz``: a 2-D floating point array stored under :obj:`key`, or under
+      the only key, or under the first of ``features``, ``x``, ``feats``,
+      ``embeddings``, ``data`` present.
+
+    Args:
+        path (str or os.PathLike): The features file.
+        dim (int, optional): The embedding dimension :math:`D` of a ``.bin``
+            file; checked against the file for the other formats.
+            (default: :obj:`None`)
+        mmap (bool, optional): Memory-map ``.bin`` and ``.npy`` files
+            (read-only) instead of reading them into memory. ``.npz`` files are
+            always read. (default: :obj:`True`)
+        key (str, optional): The array name inside a ``.npz`` file.
+            (default: :obj:`None`)
+
+    Returns:
+        numpy.ndarray: The :obj:`[N, D]` features, in the stored floating
+        point type (:obj:`float32` for ``.bin``).
+
+    Raises:
+        FileNotFoundError: If :obj:`path` does not exist.
+        ValueError: If the file is empty, truncated, of the wrong rank or
+            type, or does not match :obj:`dim`.
+    """
+    path = _existing(path)
+    suffix = _suffix(path, FEATURE_SUFFIXES, 'features')
+    if dim is not None and (not isinstance(dim, (int, np.integer)) or dim <= 0):
+        raise ValueError(f'dim must be a positive integer (got {dim!r})')
+
+    if suffix == '.bin':
+        return _load_bin(path, dim, mmap)
+    if suffix == '.npy':
+        x = _load_npy(path, mmap)
+    else:
+        x = _npz_array(path, _FEATURE_KEYS, key, 'features')
+    if x.ndim != 2:
+        raise ValueError(
+            f'features in {path} must be 2-D [N, D] (got shape {tuple(x.shape)})'
+        )
+    if not np.issubdtype(x.dtype, np.floating):
+        raise ValueError(
+            f'features in {path} must be floating point (got dtype {x.dtype})'
+        )
+    if x.shape[0] == 0 or x.shape[1] == 0:
+        raise ValueError(f'features in {path} are empty (shape {tuple(x.shape)})')
+    if dim is not None and x.shape[1] != dim:
+        raise ValueError(
+            f'features in {path} have dimension {x.shape[1]}, expected dim={dim}'
+        )
+    return x
+
+
+def _load_bin(path: Path, dim: int | None, mmap: bool) -> np.ndarray:
+    size = path.stat().st_size
+    if dim is None:
+        meta = path.with_suffix('.meta')
+        if not meta.exists():
+            raise ValueError(
+                f'pass dim= to read {path}: its dimension cannot be derived '
+                f'without a labels file {meta.name} beside it'
+            )
+        num = count_lines(meta)
+        if size % (4 * num) != 0:
+            raise ValueError(
+                f'{path} holds {size} bytes, which is not N * D * 4 for the '
+                f'N={num} lines of {meta} (truncated or mismatched file?)'
+            )
+        dim = size // (4 * num)
+    elif size % (4 * dim) != 0:
+        raise ValueError(
+            f'{path} holds {size} bytes, which is not divisible by '
+            f'4 * dim = {4 * dim} (truncated file or wrong dim?)'
+        )
+    num = size // (4 * dim)
+    if mmap:
+        return np.memmap(path, dtype='<f4', mode='r', shape=(num, dim))
+    return np.fromfile(path, dtype='<f4').reshape(num, dim)
+
+
+def save_features(
+    path: PathLike,
+    x: ArrayLike,
+    overwrite: bool = False,
+    *,
+    key: str = 'features',
+) -> Path:
+    r"""Writes an :math:`N \times D` embedding matrix atomically, choosing the
+    format from the extension (``.bin``: raw :obj:`float32`; ``.npy``;
+    ``.npz`` under :obj:`key`). Rows are streamed in chunks, so memory-mapped
+    input is never loaded whole.
+
+    Args:
+        path (str or os.PathLike): The output file.
+        x (numpy.ndarray or torch.Tensor): The :obj:`[N, D]` features. ``.bin``
+            files store :obj:`float32`; the other formats keep the type.
+        overwrite (bool, optional): Replace an existing file.
+            (default: :obj:`False`)
+        key (str, optional): The array name in a ``.npz`` file.
+            (default: :obj:`'features'`)
+
+    Returns:
+        pathlib.Path: The written path.
+    """
+    path = Path(path)
+    suffix = _suffix(path, FEATURE_SUFFIXES, 'features')
+    _check_writable(path, overwrite)
+    x = _to_numpy(x, 'x')
+    if x.ndim != 2 or not np.issubdtype(x.dtype, np.floating):
+        raise ValueError(
+            f'x must be a 2-D floating point array '
+            f'(got shape {tuple(x.shape)}, dtype {x.dtype})'
+        )
+    with atomic_write(path, overwrite) as tmp:
+        if suffix == '.bin':
+            with open(tmp, 'wb') as f:
+                for start in range(0, x.shape[0], _CHUNK_ROWS):
+                    chunk = x[start : start + _CHUNK_ROWS]
+                    f.write(np.ascontiguousarray(chunk, dtype='<f4').tobytes())
+        elif suffix == '.npy':
+            out = np.lib.format.open_memmap(
+                tmp, mode='w+', dtype=x.dtype, shape=x.shape
+            )
+            for start in range(0, x.shape[0], _CHUNK_ROWS):
+                out[start : start + _CHUNK_ROWS] = x[start : start + _CHUNK_ROWS]
+            out.flush()
+            del out
+        else:
+            with open(tmp, 'wb') as f:
+                np.savez(f, **{key: np.asarray(x)})
+    return path
+
+
+# Labels ######################################################################
+
+
+def load_labels(
+    path: PathLike,
+    num_samples: int | None = None,
+    *,
+    key: str | None = None,
+) -> np.ndarray:
+    r"""Loads integer labels, dispatching on the file extension.
+
+    * ``.meta`` / ``.txt``: one integer per line (any integers; :obj:`-1`
+      conventionally marks an unlabeled item). A trailing newline is allowed,
+      blank or non-integer lines are not.
+    * ``.npy``: a 1-D integer array.
+    * ``.npz``: a 1-D integer array under :obj:`key`, or the only key, or the
+      first of ``labels``, ``y``, ``label``, ``data`` present.
+
+    Args:
+        path (str or os.PathLike): The labels file.
+        num_samples (int, optional): The expected number of labels, e.g. the
+            number of feature rows. (default: :obj:`None`)
+        key (str, optional): The array name inside a ``.npz`` file.
+            (default: :obj:`None`)
+
+    Returns:
+        numpy.ndarray: The :obj:`[N]` labels as :obj:`int64`.
+
+    Raises:
+        FileNotFoundError: If :obj:`path` does not exist.
+        ValueError: If the file is empty, a line is not an integer, the array
+            has the wrong rank or type, or the count is not
+            :obj:`num_samples`.
+    """
+    path = _existing(path)
+    suffix = _suffix(path, LABEL_SUFFIXES, 'labels')
+    if suffix in ('.meta', '.txt'):
+        y = _parse_int_lines(path)
+    else:
+        if suffix == '.npy':
+            y = _load_npy(path, mmap=False)
+        else:
+            y = _npz_array(path, _LABEL_KEYS, key, 'labels')
+        if y.ndim != 1:
+            raise ValueError(
+                f'labels in {path} must be 1-D [N] (got shape {tuple(y.shape)})'
+            )
+        if not np.issubdtype(y.dtype, np.integer):
+            raise ValueError(f'labels in {path} must be integers (got dtype {y.dtype})')
+        if y.shape[0] == 0:
+            raise ValueError(f'{path} holds no labels')
+        y = y.astype(np.int64, copy=False)
+    if num_samples is not None and y.shape[0] != num_samples:
+        raise ValueError(
+            f'{path} holds {y.shape[0]} labels, expected '
+            f'{num_samples} (one per feature row)'
+        )
+    return y
+
+
+def _parse_int_lines(path: Path) -> np.ndarray:
+    lines = path.read_bytes().splitlines()
+    if len(lines) == 0:
+        raise ValueError(f'{path} holds no labels')
+    try:
+        return np.array(lines).astype(np.int64)
+    except (ValueError, OverflowError):
+        pass
+    for num, line in enumerate(lines, start=1):  # Error path only.
+        try:
+            int(line)
+        except (ValueError, OverflowError):
+            raise ValueError(
+                f'{path}, line {num}: expected one integer label, got '
+                f'{line[:50].decode(errors="replace")!r}'
+            ) from None
+    raise ValueError(f'{path} could not be parsed as integer labels')
+
+
+def save_labels(
+    path: PathLike,
+    y: ArrayLike,
+    overwrite: bool = False,
+) -> Path:
+    r"""Writes integer labels atomically, choosing the format from the
+    extension: ``.meta`` / ``.txt`` (one integer per line) or ``.npy``
+    (:obj:`int64`).
+
+    Args:
+        path (str or os.PathLike): The output file.
+        y (numpy.ndarray or torch.Tensor): The :obj:`[N]` integer labels.
+        overwrite (bool, optional): Replace an existing file.
+            (default: :obj:`False`)
+
+    Returns:
+        pathlib.Path: The written path.
+    """
+    path = Path(path)
+    suffix = _suffix(path, ('.meta', '.txt', '.npy'), 'labels')
+    _check_writable(path, overwrite)
+    y = _to_numpy(y, 'y')
+    if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
+        raise ValueError(
+            f'y must be a 1-D integer array '
+            f'(got shape {tuple(y.shape)}, dtype {y.dtype})'
+        )
+    with atomic_write(path, overwrite) as tmp:
+        with open(tmp, 'wb') as f:
+            if suffix == '.npy':
+                np.save(f, y.astype(np.int64, copy=False))
+            else:
+                for start in range(0, y.shape[0], 1 << 20):
+                    chunk = y[start : start + (1 << 20)].tolist()
+                    f.write(('\n'.join(map(str, chunk)) + '\n').encode())
+    return path
+
+
+# kNN lists ###################################################################
+
+
+def read_knn(
+    path: PathLike,
+    *,
+    num_nodes: int | None = None,
+    k: int | None = None,
+    similarity: bool = False,
+    with_self: bool = True,
+    key: str = 'data',
+) -> KNN:
+    r"""Reads a learn-to-cluster kNN file into a :class:`KNN`.
+
+    The file is an ``.npz`` archive with an :obj:`[N, 2, k]` array under
+    ``data``: ``[:, 0]`` the neighbour ids (stored as floats), ``[:, 1]`` the
+    cosine distance :math:`d = 1 - \cos` in ascending order, self first.
+    The returned similarities are :math:`\cos = 1 - d`.
+
+    Args:
+        path (str or os.PathLike): The ``.npz`` file.
+        num_nodes (int, optional): The expected :math:`N`. (default:
+            :obj:`None`)
+        k (int, optional): The expected list length of the *returned*
+            :class:`KNN` (self included). (default: :obj:`None`)
+        similarity (bool, optional): The file stores cosine similarities
+            (descending) instead of distances. (default: :obj:`False`)
+        with_self (bool, optional): The lists start with the node itself. If
+            :obj:`False`, self is inserted at rank 0 with similarity 1
+            (distance 0), so the result has one more column than the file.
+            (default: :obj:`True`)
+        key (str, optional): The array name. (default: :obj:`'data'`)
+
+    Returns:
+        KNN: :obj:`index` as :obj:`LongTensor[N, k]` and :obj:`sim` as
+        :obj:`float32` :obj:`Tensor[N, k]`.
+
+    Raises:
+        ValueError: On a wrong key, rank or shape, a mismatch with
+            :obj:`num_nodes` or :obj:`k`, or neighbour ids that are not
+            integers in :math:`[0, N)`.
+    """
+    path = _existing(path)
+    _suffix(path, ('.npz',), 'kNN')
+    data = _npz_array(path, (key,), key, 'kNN')
+    if data.ndim != 3 or data.shape[1] != 2:
+        raise ValueError(
+            f'kNN array in {path} must have shape [N, 2, k] (got {tuple(data.shape)})'
+        )
+    if not (
+        np.issubdtype(data.dtype, np.floating) or np.issubdtype(data.dtype, np.integer)
+    ):
+        raise ValueError(
+            f'kNN array in {path} must be numeric (got dtype {data.dtype})'
+        )
+    n, _, width = data.shape
+    if n == 0 or width == 0:
+        raise ValueError(f'kNN array in {path} is empty (shape {data.shape})')
+    if num_nodes is not None and n != num_nodes:
+        raise ValueError(f'{path} lists {n} nodes, expected num_nodes={num_nodes}')
+    out_k = width if with_self else width + 1
+    if k is not None and out_k != k:
+        extra = '' if with_self else f' ({width} stored + self)'
+        raise ValueError(f'{path} gives lists of length {out_k}{extra}, expected k={k}')
+
+    ids = data[:, 0]
+    if not np.isfinite(ids).all() or not (np.floor(ids) == ids).all():
+        raise ValueError(f'neighbour ids in {path} must be finite integers')
+    lo, hi = ids.min(), ids.max()
+    if lo < 0 or hi >= n:
+        raise ValueError(
+            f'neighbour ids in {path} must lie in [0, {n}) '
+            f'(found range [{int(lo)}, {int(hi)}])'
+        )
+    index = torch.from_numpy(ids.astype(np.int64))
+    values = data[:, 1].astype(np.float32)
+    sim = torch.from_numpy(values if similarity else 1.0 - values)
+    from torch_geometric_sdt.nn.knn import KNN  # Keeps `io` light to import.
+
+    if not with_self:
+        index = torch.cat([torch.arange(n).view(-1, 1), index], dim=1)
+        sim = torch.cat([torch.ones(n, 1), sim], dim=1)
+    return KNN(index, sim)
+
+
+def write_knn(
+    path: PathLike,
+    knn: KNN,
+    overwrite: bool = False,
+    *,
+    similarity: bool = False,
+    with_self: bool = True,
+    compress: bool = False,
+) -> Path:
+    r"""Writes a :class:`KNN` as a learn-to-cluster ``.npz`` file atomically.
+
+    Stores ``data`` of shape :obj:`[N, 2, k]`: ids as floats (:obj:`float32`
+    while :math:`N \le 2^{24}`, where they are exact, else :obj:`float64`) and
+    distances :math:`1 - \text{sim}`. The format assumes cosine similarities.
+
+    Args:
+        path (str or os.PathLike): The output ``.npz`` file.
+        knn (KNN): The lists, self at rank 0.
+        overwrite (bool, optional): Replace an existing file.
+            (default: :obj:`False`)
+        similarity (bool, optional): Store similarities instead of distances.
+            (default: :obj:`False`)
+        with_self (bool, optional): Keep self at rank 0; if :obj:`False` the
+            first column is dropped (it must be self). (default: :obj:`True`)
+        compress (bool, optional): Use :func:`numpy.savez_compressed`.
+            (default: :obj:`False`)
+
+    Returns:
+        pathlib.Path: The written path.
+    """
+    path = Path(path)
+    _suffix(path, ('.npz',), 'kNN')
+    _check_writable(path, overwrite)
+    index, sim = knn.index, knn.sim
+    if index.dim() != 2 or sim.shape != index.shape:
+        raise ValueError(
+            f'knn.index and knn.sim must both be [N, k] '
+            f'(got {tuple(index.shape)} and {tuple(sim.shape)})'
+        )
+    n = index.size(0)
+    if not with_self:
+        if index.size(1) < 2:
+            raise ValueError('with_self=False needs lists of length >= 2')
+        if not torch.equal(index[:, 0].cpu(), torch.arange(n)):
+            raise ValueError(
+                'with_self=False drops column 0, which must be each node itself'
+            )
+        index, sim = index[:, 1:], sim[:, 1:]
+    dtype = np.float32 if n <= (1 << 24) else np.float64
+    data = np.empty((n, 2, index.size(1)), dtype=dtype)
+    data[:, 0] = index.cpu().numpy()
+    values = sim.detach().cpu().numpy()
+    data[:, 1] = values if similarity else 1.0 - values
+    with atomic_write(path, overwrite) as tmp:
+        with open(tmp, 'wb') as f:
+            (np.savez_compressed if compress else np.savez)(f, data=data)
+    return path
+
+
+__all__ = [
+    'atomic_write',
+    'count_lines',
+    'load_features',
+    'save_features',
+    'load_labels',
+    'save_labels',
+    'read_knn',
+    'write_knn',
+]
