@@ -1,5 +1,5 @@
-# [exports]
+from .conv import SparseDiffAttention
 
 __all__ = [
-    # [all]
+    'SparseDiffAttention',
 ]

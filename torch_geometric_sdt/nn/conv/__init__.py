@@ -1,5 +1,5 @@
-# [exports]
+from .sparse_diff_attention import SparseDiffAttention
 
 __all__ = [
-    # [all]
+    'SparseDiffAttention',
 ]
