@@ -1,0 +1,216 @@
+r"""Times every :func:`torch_geometric_sdt.knn` backend and measures its
+recall@k against the exact result.
+
+Data: :func:`torch_geometric_sdt.datasets.synthetic_faces` (face-like,
+L2-normalised), 256 dimensions, :math:`k = 80` (self included), cosine.
+Sizes 10K and 100K (``--quick``: 2K and 5K).
+
+The target is that the exact torch backend stays within 1.5x of faiss's exact
+flat index (:obj:`IndexFlatIP`) measured in the same run: the two are timed
+alternately, ``--repeat`` times each, and the ratio of their best times is
+reported (best-of because the machine may be shared). pynndescent's numba
+compilation is timed separately (a warm-up on a small set) from its query
+time.
+
+Writes benchmarks/results/knn.{md,json}.
+
+    PYTHONPATH=. python benchmarks/knn.py
+    PYTHONPATH=. python benchmarks/knn.py --quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from torch_geometric_sdt.datasets import synthetic_faces
+from torch_geometric_sdt.nn import knn
+
+ROOT = Path(__file__).resolve().parents[1]
+TARGET_RATIO = 1.5
+
+
+def recall_at_k(index: Tensor, ref: Tensor, chunk: int = 4096) -> float:
+    r"""Share of the exact neighbour ids that :obj:`index` also lists."""
+    hits = 0
+    for r0 in range(0, ref.size(0), chunk):
+        a, b = index[r0 : r0 + chunk], ref[r0 : r0 + chunk]
+        hits += int((a.unsqueeze(2) == b.unsqueeze(1)).any(dim=2).sum())
+    return hits / ref.numel()
+
+
+def timed(fn: Any) -> tuple[float, Any]:
+    t = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t, out
+
+
+def run_size(
+    num_nodes: int,
+    dim: int,
+    k: int,
+    repeat: int,
+    backends: list[str],
+    pynndescent_max: int,
+) -> dict[str, Any]:
+    x, _ = synthetic_faces(num_nodes, dim, seed=0)
+    x = x.to(torch.float32).contiguous()
+    row: dict[str, Any] = {'num_nodes': num_nodes, 'dim': dim, 'k': k}
+
+    # Exact torch and faiss flat, alternating.
+    times: dict[str, list[float]] = {'exact': [], 'faiss': []}
+    ref = flat = None
+    for _ in range(repeat):
+        t, ref = timed(lambda: knn(x, k, backend='exact'))
+        times['exact'].append(t)
+        t, flat = timed(lambda: knn(x, k, backend='faiss'))
+        times['faiss'].append(t)
+    assert ref is not None and flat is not None
+    row['exact_s'] = min(times['exact'])
+    row['faiss_s'] = min(times['faiss'])
+    row['exact_all_s'] = times['exact']
+    row['faiss_all_s'] = times['faiss']
+    row['ratio_exact_over_faiss'] = row['exact_s'] / row['faiss_s']
+    row['recall_faiss'] = recall_at_k(flat.index, ref.index)
+    row['max_abs_sim_diff_faiss'] = float((flat.sim - ref.sim).abs().max())
+
+    for backend in backends:
+        if backend == 'pynndescent':
+            if num_nodes > pynndescent_max:
+                row['pynndescent_skipped'] = (
+                    f'N > --pynndescent-max ({pynndescent_max})'
+                )
+                continue
+            # Compile numba kernels on a small set first.
+            small, _ = synthetic_faces(2000, dim, seed=1)
+            t, _ = timed(lambda s=small: knn(s, k, backend='pynndescent'))
+            row['pynndescent_warmup_s'] = t
+        t, out = timed(lambda backend=backend: knn(x, k, backend=backend))
+        row[f'{backend}_s'] = t
+        row[f'recall_{backend}'] = recall_at_k(out.index, ref.index)
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--quick', action='store_true', help='2K and 5K points')
+    parser.add_argument('--sizes', type=int, nargs='*', default=None)
+    parser.add_argument('--dim', type=int, default=256)
+    parser.add_argument('--k', type=int, default=80)
+    parser.add_argument('--repeat', type=int, default=None)
+    parser.add_argument(
+        '--backends',
+        nargs='*',
+        default=['faiss-hnsw', 'faiss-ivf', 'pynndescent'],
+        help='approximate backends to time besides exact and faiss',
+    )
+    parser.add_argument('--pynndescent-max', type=int, default=10**9)
+    parser.add_argument('--out', default=str(ROOT / 'benchmarks' / 'results'))
+    args = parser.parse_args()
+    sizes = args.sizes or ([2000, 5000] if args.quick else [10_000, 100_000])
+    repeat = args.repeat or (2 if args.quick else 3)
+
+    import faiss
+
+    meta = {
+        'command': 'PYTHONPATH=. python ' + ' '.join(sys.argv),
+        'date': datetime.datetime.now().isoformat(timespec='seconds'),
+        'platform': platform.platform(),
+        'cpu_count': os.cpu_count(),
+        'torch': torch.__version__,
+        'torch_threads': torch.get_num_threads(),
+        'faiss': faiss.__version__,
+        'faiss_threads': faiss.omp_get_max_threads(),
+        'load_average_start': os.getloadavg(),
+        'data': 'synthetic_faces(N, dim, seed=0), L2-normalised',
+        'metric': 'cosine',
+    }
+    rows = []
+    for n in sizes:
+        rows.append(
+            run_size(n, args.dim, args.k, repeat, args.backends, args.pynndescent_max)
+        )
+        print(json.dumps(rows[-1]), flush=True)
+    meta['load_average_end'] = os.getloadavg()
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / 'knn.json').write_text(json.dumps({'meta': meta, 'rows': rows}, indent=2))
+
+    lines = [
+        '# kNN backends: time and recall@k',
+        '',
+        f'Command: `{meta["command"]}`  ',
+        f'Date: {meta["date"]}  ',
+        f'Machine: {meta["platform"]}, {meta["cpu_count"]} CPUs, torch '
+        f'{meta["torch"]} ({meta["torch_threads"]} threads), faiss '
+        f'{meta["faiss"]} ({meta["faiss_threads"]} threads)  ',
+        f'Load average at start / end: {meta["load_average_start"]} / '
+        f'{meta["load_average_end"]} (the machine was shared)  ',
+        f'Data: {meta["data"]}, D={args.dim}, k={args.k} (self included), cosine.',
+        '',
+        f'Exact torch vs faiss `IndexFlatIP`: timed alternately {repeat} times '
+        'each; best times and their ratio (target <= '
+        f'{TARGET_RATIO}x).',
+        '',
+        '| N | exact torch (s) | faiss flat (s) | ratio | target met | '
+        'recall faiss flat |',
+        '|---|---|---|---|---|---|',
+    ]
+    for r in rows:
+        met = (
+            'yes'
+            if r['ratio_exact_over_faiss'] <= TARGET_RATIO
+            else (f'NO, {r["ratio_exact_over_faiss"] / TARGET_RATIO:.2f}x over')
+        )
+        lines.append(
+            f'| {r["num_nodes"]} | {r["exact_s"]:.2f} | {r["faiss_s"]:.2f} | '
+            f'{r["ratio_exact_over_faiss"]:.2f} | {met} | '
+            f'{r["recall_faiss"]:.4f} |'
+        )
+    lines += [
+        '',
+        'All runs (s): '
+        + '; '.join(
+            f'N={r["num_nodes"]}: exact {[round(t, 2) for t in r["exact_all_s"]]}, '
+            f'faiss {[round(t, 2) for t in r["faiss_all_s"]]}'
+            for r in rows
+        ),
+        '',
+        'Approximate backends (one run each; recall@k against the exact backend):',
+        '',
+        '| N | backend | time (s) | recall@k | note |',
+        '|---|---|---|---|---|',
+    ]
+    for r in rows:
+        for b in args.backends:
+            if f'{b}_s' in r:
+                note = ''
+                if b == 'pynndescent':
+                    note = (
+                        f'numba warm-up {r["pynndescent_warmup_s"]:.1f} s not included'
+                    )
+                lines.append(
+                    f'| {r["num_nodes"]} | {b} | {r[f"{b}_s"]:.2f} | '
+                    f'{r[f"recall_{b}"]:.4f} | {note} |'
+                )
+            elif f'{b}_skipped' in r:
+                lines.append(
+                    f'| {r["num_nodes"]} | {b} | - | - | skipped: {r[f"{b}_skipped"]} |'
+                )
+    (out / 'knn.md').write_text('\n'.join(lines) + '\n')
+    print('\n'.join(lines))
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,394 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import Tensor
+from torch_geometric.testing import onlyFullTest, withPackage
+
+import torch_geometric_sdt.typing as sdt_typing
+from torch_geometric_sdt.nn import KNN, knn, knn_graph
+from torch_geometric_sdt.nn.knn import (
+    _exact_knn,
+    _finalize_candidates,
+    _prepare,
+    _resolve_backend,
+)
+
+
+def brute_force(x: Tensor, k: int, metric: str) -> tuple[Tensor, Tensor]:
+    r"""Reference in float64: self first, then (sim desc, id asc)."""
+    x = x.double()
+    if metric == 'cosine':
+        x = x / x.norm(dim=1, keepdim=True)
+        sim = x @ x.t()
+    else:
+        sim = -torch.cdist(x, x).pow(2)
+    key = sim.clone()
+    key.fill_diagonal_(float('inf'))
+    _, index = torch.sort(key, dim=1, descending=True, stable=True)
+    index = index[:, :k]
+    val = sim.gather(1, index)
+    val[:, 0] = 1.0 if metric == 'cosine' else 0.0
+    return index, val
+
+
+def clustered(num_nodes: int, dim: int, num_classes: int, seed: int = 0) -> Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    centers = torch.randn(num_classes, dim, generator=gen)
+    label = torch.randint(num_classes, (num_nodes,), generator=gen)
+    x = centers[label] + 0.4 * torch.randn(num_nodes, dim, generator=gen)
+    return torch.nn.functional.normalize(x, dim=1)
+
+
+def recall(index: Tensor, ref: Tensor) -> float:
+    hits = (index.unsqueeze(2) == ref.unsqueeze(1)).any(dim=2).sum()
+    return float(hits) / ref.numel()
+
+
+def check_invariants(out: KNN, num_nodes: int, k: int) -> None:
+    assert out.index.shape == (num_nodes, k) and out.sim.shape == (num_nodes, k)
+    assert out.index.dtype == torch.long
+    assert torch.equal(out.index[:, 0], torch.arange(num_nodes))
+    assert bool((out.sim[:, 1:] <= out.sim[:, :-1]).all())
+    srt = out.index.sort(dim=1).values
+    assert bool((srt[:, 1:] != srt[:, :-1]).all())  # k distinct ids per row.
+    assert int(out.index.min()) >= 0 and int(out.index.max()) < num_nodes
+
+
+@pytest.mark.parametrize('metric', ['cosine', 'l2'])
+@pytest.mark.parametrize('k', [1, 2, 9, 119])
+def test_exact_float64_is_exact(metric: str, k: int) -> None:
+    x = torch.randn(120, 6, dtype=torch.float64)
+    out = knn(x, k, metric=metric, backend='exact')
+    ref_index, ref_sim = brute_force(x, k, metric)
+    assert out.sim.dtype == torch.float64
+    assert torch.equal(out.index, ref_index)
+    assert torch.allclose(out.sim, ref_sim, atol=1e-12)
+    check_invariants(out, 120, k)
+
+
+@pytest.mark.parametrize('metric', ['cosine', 'l2'])
+def test_exact_float32(metric: str) -> None:
+    x = torch.randn(300, 16)
+    out = knn(x, 12, metric=metric, backend='exact')
+    ref_index, ref_sim = brute_force(x, 12, metric)
+    assert out.sim.dtype == torch.float32
+    check_invariants(out, 300, 12)
+    # float32 may swap neighbours whose similarities agree to ~1e-7.
+    assert (out.index == ref_index).float().mean() > 0.999
+    assert torch.allclose(out.sim.double(), ref_sim, atol=1e-4)
+    assert float(out.sim[:, 0].unique().item()) == (1.0 if metric == 'cosine' else 0)
+
+
+def test_numpy_and_half_input() -> None:
+    x = torch.randn(100, 8)
+    ref = knn(x, 5, backend='exact')
+    out = knn(x.numpy(), 5, backend='exact')
+    assert isinstance(out.index, Tensor)
+    assert torch.equal(out.index, ref.index) and torch.equal(out.sim, ref.sim)
+    half = knn(x.half(), 5, backend='exact')
+    assert half.sim.dtype == torch.float32
+    assert recall(half.index, ref.index) > 0.95
+    out64 = knn(x.double().numpy(), 5, backend='exact')
+    assert out64.sim.dtype == torch.float64
+
+
+@pytest.mark.parametrize('metric', ['cosine', 'l2'])
+def test_chunking_matches_single_chunk(metric: str) -> None:
+    x = torch.randn(101, 12)
+    ref = knn(x, 10, metric=metric, chunk_size=1000, col_chunk_size=1000)
+    for chunk_size, col_chunk_size in [(1, 1000), (7, 13), (64, 5), (300, 40)]:
+        out = knn(
+            x,
+            10,
+            metric=metric,
+            backend='exact',
+            chunk_size=chunk_size,
+            col_chunk_size=col_chunk_size,
+        )
+        assert torch.equal(out.index, ref.index)
+        # The product's summation order depends on the block shape.
+        assert torch.allclose(out.sim, ref.sim, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize('metric', ['cosine', 'l2'])
+def test_duplicates(metric: str) -> None:
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(30, 5, generator=gen)
+    copies = [3, 7, 11, 19, 25]
+    x[copies] = x[3].clone()
+    out = knn(x, 3, metric=metric, backend='exact', col_chunk_size=8)
+    # Self first, then the tied copies by ascending id (ties at the k-th
+    # place keep the smallest ids).
+    assert out.index[19].tolist() == [19, 3, 7]
+    assert out.index[3].tolist() == [3, 7, 11]
+    assert out.index[25].tolist() == [25, 3, 7]
+    out = knn(x, 6, metric=metric, backend='exact')
+    assert out.index[11].tolist()[:5] == [11, 3, 7, 19, 25]
+    # Deterministic.
+    again = knn(x, 6, metric=metric, backend='exact')
+    assert torch.equal(out.index, again.index) and torch.equal(out.sim, again.sim)
+
+
+def test_all_identical_points() -> None:
+    x = torch.ones(40, 3)
+    out = knn(x, 4, backend='exact', chunk_size=9, col_chunk_size=16)
+    expected = [[i] + [j for j in range(4) if j != i][:3] for i in range(40)]
+    assert out.index.tolist() == expected
+    assert torch.allclose(out.sim, torch.ones(40, 4))
+
+
+def test_bad_input() -> None:
+    x = torch.randn(10, 4)
+    with pytest.raises(ValueError, match='k must be positive'):
+        knn(x, 0)
+    with pytest.raises(ValueError, match='smaller than the number of points'):
+        knn(x, 10)
+    with pytest.raises(ValueError, match='k must be an integer'):
+        knn(x, 2.0)
+    y = x.clone()
+    y[3, 1] = float('nan')
+    y[7, 0] = float('inf')
+    with pytest.raises(ValueError, match=r'2 row\(s\) with NaN or Inf.*row 3'):
+        knn(y, 2)
+    z = x.clone()
+    z[4] = 0
+    with pytest.raises(ValueError, match=r'1 zero row\(s\).*row 4'):
+        knn(z, 2, metric='cosine')
+    assert knn(z, 2, metric='l2').index.shape == (10, 2)
+    with pytest.raises(ValueError, match='floating-point'):
+        knn(torch.randint(0, 5, (10, 4)), 2)
+    with pytest.raises(ValueError, match='floating-point'):
+        knn(torch.ones(10, 4, dtype=torch.bool), 2)
+    with pytest.raises(ValueError, match='floating-point'):
+        knn(np.ones((10, 4), dtype=np.int64), 2)
+    with pytest.raises(ValueError, match='2-D'):
+        knn(torch.randn(10), 2)
+    with pytest.raises(ValueError, match='2-D'):
+        knn(torch.randn(10, 2, 2), 2)
+    with pytest.raises(ValueError, match='torch.Tensor or numpy'):
+        knn([[1.0, 2.0]], 1)
+    with pytest.raises(ValueError, match='unknown metric'):
+        knn(x, 2, metric='manhattan')
+    with pytest.raises(ValueError, match='unknown backend'):
+        knn(x, 2, backend='annoy')
+    with pytest.raises(ValueError, match='unknown option'):
+        knn(x, 2, backend='exact', ef_search=3)
+    with pytest.raises(ValueError, match='chunk_size'):
+        knn(x, 2, backend='exact', chunk_size=0)
+    with pytest.raises(ValueError, match='col_chunk_size'):
+        knn(x, 2, backend='exact', col_chunk_size=-1)
+
+
+def test_missing_backend(monkeypatch: pytest.MonkeyPatch) -> None:
+    x = torch.randn(10, 4)
+    monkeypatch.setattr(sdt_typing, 'WITH_FAISS', False)
+    monkeypatch.setattr(sdt_typing, 'WITH_PYNNDESCENT', False)
+    for backend in ['faiss', 'faiss-hnsw', 'faiss-ivf']:
+        with pytest.raises(ImportError, match='pip install faiss-cpu'):
+            knn(x, 2, backend=backend)
+    with pytest.raises(ImportError, match='pip install pynndescent'):
+        knn(x, 2, backend='pynndescent')
+
+
+def test_auto_backend(monkeypatch: pytest.MonkeyPatch) -> None:
+    cpu = torch.device('cpu')
+    assert _resolve_backend('auto', 1000, cpu) == 'exact'
+    assert _resolve_backend('auto', 10**6, torch.device('meta')) == 'exact'
+    monkeypatch.setattr(sdt_typing, 'WITH_FAISS', True)
+    assert _resolve_backend('auto', 10**6, cpu) == 'faiss-hnsw'
+    monkeypatch.setattr(sdt_typing, 'WITH_FAISS', False)
+    monkeypatch.setattr(sdt_typing, 'WITH_PYNNDESCENT', True)
+    assert _resolve_backend('auto', 10**6, cpu) == 'pynndescent'
+    monkeypatch.setattr(sdt_typing, 'WITH_PYNNDESCENT', False)
+    assert _resolve_backend('auto', 10**6, cpu) == 'exact'
+    assert _resolve_backend('faiss', 10, cpu) == 'faiss'
+
+
+def test_progress() -> None:
+    x = torch.randn(50, 4)
+    out = knn(x, 3, backend='exact', chunk_size=10, progress=True)
+    assert torch.equal(out.index, knn(x, 3, backend='exact').index)
+
+
+@pytest.mark.parametrize('metric', ['cosine', 'l2'])
+def test_finalize_candidates(metric: str) -> None:
+    x, _ = _prepare(torch.randn(8, 3, dtype=torch.float64), metric)
+    ref_index, ref_sim = _exact_knn(x, 3, metric)
+    cand = ref_index[:, [2, 1, 0]].clone()  # Self last; must move to rank 0.
+    cand_sim = torch.zeros_like(cand, dtype=torch.float64)
+    cand_sim[:, 0] = ref_sim[:, 2]
+    cand_sim[:, 1] = ref_sim[:, 1]
+    cand[5] = ref_index[5, [1, 2, 1]]  # A repeated id: recomputed exactly.
+    cand[6, 0] = -1  # Missing: recomputed exactly.
+    index, sim = _finalize_candidates(x, cand, cand_sim, 3, metric)
+    assert torch.equal(index, ref_index)
+    assert torch.allclose(sim, ref_sim)
+    # Self missing from the candidates: inserted, the last one dropped.
+    cand = ref_index[:, 1:].clone()
+    index, _ = _finalize_candidates(x, cand, ref_sim[:, 1:].clone(), 3, metric)
+    assert torch.equal(index, ref_index)
+
+
+@withPackage('faiss')
+@pytest.mark.parametrize('metric', ['cosine', 'l2'])
+def test_faiss_backends(metric: str) -> None:
+    x = clustered(3000, 32, 60)
+    ref = knn(x, 20, metric=metric, backend='exact')
+    flat = knn(x, 20, metric=metric, backend='faiss')
+    check_invariants(flat, 3000, 20)
+    assert recall(flat.index, ref.index) > 0.999
+    assert torch.allclose(flat.sim, ref.sim, atol=1e-4)
+    hnsw = knn(x, 20, metric=metric, backend='faiss-hnsw')
+    check_invariants(hnsw, 3000, 20)
+    assert recall(hnsw.index, ref.index) > 0.95
+    ivf = knn(x, 20, metric=metric, backend='faiss-ivf', nprobe=8)
+    check_invariants(ivf, 3000, 20)
+    assert recall(ivf.index, ref.index) > 0.8
+    again = knn(x, 20, metric=metric, backend='faiss-ivf', nprobe=8)
+    assert torch.equal(ivf.index, again.index)
+
+
+@withPackage('faiss')
+def test_faiss_options_and_duplicates() -> None:
+    x = torch.randn(200, 8)
+    x[[5, 9, 100]] = x[9].clone()
+    out = knn(x, 3, backend='faiss-hnsw', M=8, ef_construction=40, ef_search=16)
+    check_invariants(out, 200, 3)
+    assert out.index[100].tolist() == [100, 5, 9]
+    out = knn(x, 3, backend='faiss')
+    assert out.index[9].tolist() == [9, 5, 100]
+    with pytest.raises(ValueError, match='unknown option'):
+        knn(x, 3, backend='faiss', nprobe=3)
+
+
+@onlyFullTest
+@withPackage('pynndescent')
+@pytest.mark.parametrize('metric', ['cosine', 'l2'])
+def test_pynndescent(metric: str) -> None:
+    x = clustered(1500, 16, 30)
+    ref = knn(x, 15, metric=metric, backend='exact')
+    out = knn(x, 15, metric=metric, backend='pynndescent', random_state=3)
+    check_invariants(out, 1500, 15)
+    assert recall(out.index, ref.index) > 0.9
+    again = knn(x, 15, metric=metric, backend='pynndescent', random_state=3)
+    assert torch.equal(out.index, again.index)
+    with pytest.raises(ValueError, match='not as pynndescent options'):
+        knn(x, 5, backend='pynndescent', metric='cosine', n_neighbors=4)
+
+
+@onlyFullTest
+@withPackage('faiss')
+def test_exact_matches_faiss_on_lfw(lfw: tuple[np.ndarray, np.ndarray]) -> None:
+    x = lfw[0]
+    ref = knn(x, 30, backend='faiss')
+    out = knn(x, 30, backend='exact')
+    assert recall(out.index, ref.index) > 0.999
+    assert torch.allclose(out.sim, ref.sim, atol=1e-4)
+
+
+# knn_graph ##################################################################
+
+
+def graph_reference(
+    x: Tensor,
+    k: int,
+    batch: Tensor | None,
+    loop: bool,
+    cosine: bool,
+) -> set[tuple[int, int]]:
+    r"""Edges (source j, target i) of PyG's knn_graph, by brute force."""
+    x = x.double()
+    if cosine:
+        x = x / x.norm(dim=1, keepdim=True)
+    dist = torch.cdist(x, x).pow(2)
+    if batch is not None:
+        dist[batch.view(-1, 1) != batch.view(1, -1)] = float('inf')
+    edges = set()
+    for i in range(x.size(0)):
+        row = dist[i].clone()
+        row[i] = -1.0  # Self is nearest.
+        order = torch.sort(row, stable=True).indices.tolist()
+        order = [j for j in order if row[j] != float('inf')]
+        if not loop:
+            order = order[1 : k + 1]
+        else:
+            order = order[:k]
+        edges |= {(j, i) for j in order}
+    return edges
+
+
+def as_set(edge_index: Tensor) -> set[tuple[int, int]]:
+    return set(map(tuple, edge_index.t().tolist()))
+
+
+@pytest.mark.parametrize('loop', [False, True])
+@pytest.mark.parametrize('cosine', [False, True])
+def test_knn_graph(loop: bool, cosine: bool) -> None:
+    x = torch.randn(60, 3)
+    edge_index = knn_graph(x, 4, loop=loop, cosine=cosine)
+    assert edge_index.shape == (2, 60 * 4)
+    assert as_set(edge_index) == graph_reference(x, 4, None, loop, cosine)
+    # Every target has k sources; targets are grouped in order.
+    assert torch.equal(edge_index[1], torch.arange(60).repeat_interleave(4))
+    assert bool((edge_index[0] == edge_index[1]).any()) == loop
+    flipped = knn_graph(x, 4, loop=loop, cosine=cosine, flow='target_to_source')
+    assert torch.equal(flipped, edge_index.flip(0))
+
+
+def test_knn_graph_batch() -> None:
+    x = torch.randn(23, 3)
+    batch = torch.tensor([0] * 10 + [2] * 3 + [1] * 9 + [3])  # Unsorted.
+    edge_index = knn_graph(x, 4, batch, loop=False)
+    assert as_set(edge_index) == graph_reference(x, 4, batch, False, False)
+    # Graphs with fewer points than k + 1 get all of their other points.
+    assert edge_index.size(1) == 10 * 4 + 3 * 2 + 9 * 4 + 0
+    assert bool((batch[edge_index[0]] == batch[edge_index[1]]).all())
+    edge_index = knn_graph(x, 4, batch, loop=True, batch_size=5)
+    assert as_set(edge_index) == graph_reference(x, 4, batch, True, False)
+    with pytest.raises(ValueError, match='batch_size'):
+        knn_graph(x, 4, batch, batch_size=2)
+    with pytest.raises(ValueError, match='batch must have shape'):
+        knn_graph(x, 4, batch[:-1])
+    with pytest.raises(ValueError, match='flow'):
+        knn_graph(x, 4, flow='both')
+    with pytest.raises(ValueError, match='k must be a positive'):
+        knn_graph(x, 0)
+
+
+def test_knn_graph_matches_pyg() -> None:
+    import torch_geometric
+
+    if not getattr(torch_geometric.typing, 'WITH_KNN', False):
+        pytest.skip('torch_geometric.nn.knn_graph needs pyg-lib or torch-cluster')
+    x = torch.randn(80, 3)
+    batch = torch.tensor([0] * 50 + [1] * 30)
+    for loop in [False, True]:
+        for flow in ['source_to_target', 'target_to_source']:
+            ref = torch_geometric.nn.knn_graph(x, 5, batch, loop=loop, flow=flow)
+            out = knn_graph(x, 5, batch, loop=loop, flow=flow)
+            assert as_set(out) == as_set(ref)
+
+
+# KNN container ##############################################################
+
+
+def test_to_edge_index() -> None:
+    out = knn(torch.randn(7, 3), 3, backend='exact')
+    edge_index, rank, sim = out.to_edge_index()
+    assert out.num_nodes == 7 and out.k == 3
+    assert edge_index.shape == (2, 21)
+    assert torch.equal(edge_index[1], torch.arange(7).repeat_interleave(3))
+    assert torch.equal(edge_index[0], out.index.view(-1))
+    assert torch.equal(rank, torch.arange(3).repeat(7))
+    assert torch.equal(sim, out.sim.view(-1))
+    assert bool((edge_index[0][rank == 0] == edge_index[1][rank == 0]).all())
+    reverse, _, _ = out.to_edge_index(flow='target_to_source')
+    assert torch.equal(reverse, edge_index.flip(0))
+    with pytest.raises(ValueError, match='flow'):
+        out.to_edge_index(flow='up')
+    # Same edges as knn_graph with loop=True and cosine=True.
+    x = torch.randn(30, 4)
+    edge_index, _, _ = knn(x, 5, backend='exact').to_edge_index()
+    assert as_set(edge_index) == as_set(knn_graph(x, 5, loop=True, cosine=True))
