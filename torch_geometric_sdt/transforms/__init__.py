@@ -1,5 +1,5 @@
-# [exports]
+from .topk_jaccard import TopKJaccard
 
 __all__ = [
-    # [all]
+    'TopKJaccard',
 ]

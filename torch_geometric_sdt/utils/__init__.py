@@ -1,5 +1,7 @@
-# [exports]
+from .topk_jaccard import edge_rank, topk_jaccard, topk_target
 
 __all__ = [
-    # [all]
+    'topk_jaccard',
+    'topk_target',
+    'edge_rank',
 ]

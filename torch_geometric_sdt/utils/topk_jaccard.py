@@ -1,0 +1,766 @@
+r"""The Top-K Jaccard coefficient of a neighbour graph, and its oracle Top-K.
+
+Every node :math:`i` owns a list of neighbours sorted by descending
+similarity (a kNN list with :math:`i` itself at rank 0, or the incoming edges
+of a general graph ordered by rank). The first :math:`K_i` entries form its
+Top-K set :math:`\mathcal{N}_i(K_i)`. Two nodes whose Top-K sets overlap
+strongly are likely to belong to the same cluster; the coefficient below turns
+that overlap into an edge score.
+
+The kernel is compiled with :mod:`numba` (parallel over nodes, one scratch
+array per worker, rows visited in breadth-first order so that neighbouring
+lists stay in cache) and runs on the CPU: tensors on another device are moved
+to the CPU and the result is returned on the input's device. Compiled code is
+cached on disk (``cache=True``), so only the first call after installation
+pays the compile time.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from typing import Any
+
+import numba
+import numpy as np
+import torch
+from torch import Tensor
+from torch_geometric.utils.num_nodes import maybe_num_nodes
+from tqdm.auto import tqdm
+
+_TRANSFORMS = ('sigmoid', 'exp')
+_DISTANCES = ('sqeuclidean', 'cosine')
+_NORMALIZE = ('topk', 'knn')
+_MODES = ('weighted', 'set')
+_FLOWS = ('source_to_target', 'target_to_source')
+
+# Error codes written per row by `_check_rows`.
+_OK, _OUT_OF_RANGE, _SELF, _DUPLICATE, _UNSORTED, _NAN = range(6)
+
+
+# Kernels #####################################################################
+
+
+@numba.njit(cache=True, nogil=True)
+def _prob(
+    s: float,
+    transform: int,
+    distance: int,
+    delta: float,
+    eps: float,
+    sigma: float,
+) -> float:  # pragma: no cover (compiled)
+    d = 2.0 - 2.0 * s if distance == 0 else 1.0 - s
+    if transform == 0:  # 1 / (1 + exp(z)), evaluated without overflow
+        z = delta * d + eps
+        if z >= 0.0:
+            e = math.exp(-z)
+            return e / (1.0 + e)
+        return 1.0 / (1.0 + math.exp(z))
+    return math.exp(-d / sigma)
+
+
+@numba.njit(parallel=True, cache=True, nogil=True)
+def _row_probs(
+    rowptr: np.ndarray,
+    sim: np.ndarray,
+    topk: np.ndarray,
+    transform: int,
+    distance: int,
+    over_topk: bool,
+    delta: float,
+    eps: float,
+    sigma: float,
+    out: np.ndarray,
+) -> None:  # pragma: no cover (compiled)
+    num_nodes = rowptr.shape[0] - 1
+    for i in numba.prange(num_nodes):
+        start, stop = rowptr[i], rowptr[i + 1]
+        norm_stop = start + topk[i] if over_topk else stop
+        total = 0.0
+        for e in range(start, stop):
+            if e < norm_stop:
+                total += _prob(sim[e], transform, distance, delta, eps, sigma)
+        inv = 1.0 / total if total > 0.0 else 0.0
+        for e in range(start, stop):
+            out[e] = _prob(sim[e], transform, distance, delta, eps, sigma) * inv
+
+
+@numba.njit(parallel=True, cache=True, nogil=True)
+def _check_rows(
+    rowptr: np.ndarray,
+    col: np.ndarray,
+    sim: np.ndarray,
+    has_sim: bool,
+    self_first: bool,
+    num_chunks: int,
+    err: np.ndarray,
+) -> None:  # pragma: no cover (compiled)
+    num_nodes = rowptr.shape[0] - 1
+    chunk = (num_nodes + num_chunks - 1) // num_chunks
+    for c in numba.prange(num_chunks):
+        stamp = np.full(num_nodes, -1, np.int64)
+        for i in range(c * chunk, min(num_nodes, (c + 1) * chunk)):
+            start, stop = rowptr[i], rowptr[i + 1]
+            code = 0
+            for e in range(start, stop):
+                j = col[e]
+                if j < 0 or j >= num_nodes:
+                    code = 1
+                    break
+                if e == start:
+                    if self_first and j != i:
+                        code = 2
+                        break
+                elif j == i and not self_first:
+                    code = 2
+                    break
+                if stamp[j] == i:
+                    code = 3
+                    break
+                stamp[j] = i
+                if has_sim:
+                    s = sim[e]
+                    if s != s:
+                        code = 5
+                        break
+                    # Self at rank 0 is placed first whatever its value, so
+                    # float noise against a duplicate point is no error.
+                    after_self = e == start + 1 and col[start] == i
+                    if e > start and not after_self and s > sim[e - 1]:
+                        code = 4
+                        break
+            err[i] = code
+
+
+@numba.njit(parallel=True, cache=True, nogil=True, fastmath=True)
+def _scores(
+    rowptr: np.ndarray,
+    col: np.ndarray,
+    p: np.ndarray,
+    topk: np.ndarray,
+    weighted: bool,
+    order: np.ndarray,
+    row_start: int,
+    row_stop: int,
+    num_chunks: int,
+    out: np.ndarray,
+) -> None:  # pragma: no cover (compiled)
+    num_nodes = rowptr.shape[0] - 1
+    num_rows = row_stop - row_start
+    chunk = (num_rows + num_chunks - 1) // num_chunks
+    zero = out.dtype.type(0.0)
+    for c in numba.prange(num_chunks):
+        # `mark[m]` holds p_im while m is in the Top-K set of the current i,
+        # and -1 otherwise; it is reset after each row, so one O(N) scratch
+        # array per worker serves all of its rows.
+        mark = np.empty(num_nodes, dtype=out.dtype)
+        mark[:] = -1.0
+        lo = row_start + c * chunk
+        hi = min(row_stop, lo + chunk)
+        for t in range(lo, hi):
+            i = order[t]
+            si = rowptr[i]
+            ki = topk[i]
+            for e in range(si, si + ki):
+                mark[col[e]] = p[e] if weighted else 1.0
+            for e in range(si, rowptr[i + 1]):
+                j = col[e]
+                sj = rowptr[j]
+                kj = topk[j]
+                # Branch-free loops over local slices, so that they vectorise.
+                cj = col[sj : sj + kj]
+                if weighted:
+                    pj = p[sj : sj + kj]
+                    acc = zero
+                    for f in range(kj):
+                        v = mark[np.uint64(cj[f])]
+                        acc += (v + pj[f]) if v >= zero else zero
+                    out[e] = min(0.5 * acc, 1.0)  # rounding must not pass 1
+                else:
+                    cnt = 0
+                    for f in range(kj):
+                        cnt += 1 if mark[np.uint64(cj[f])] >= zero else 0
+                    out[e] = cnt / (ki + kj - cnt)
+            for e in range(si, si + ki):
+                mark[col[e]] = -1.0
+
+
+@numba.njit(cache=True, nogil=True)
+def _bfs_order(
+    rowptr: np.ndarray,
+    col: np.ndarray,
+) -> np.ndarray:  # pragma: no cover (compiled)
+    # Breadth-first order over the neighbour lists: consecutive rows then
+    # share most of their neighbours, whose lists stay in cache.
+    num_nodes = rowptr.shape[0] - 1
+    order = np.empty(num_nodes, np.int64)
+    seen = np.zeros(num_nodes, np.bool_)
+    head = 0
+    tail = 0
+    for root in range(num_nodes):
+        if seen[root]:
+            continue
+        seen[root] = True
+        order[tail] = root
+        tail += 1
+        while head < tail:
+            u = order[head]
+            head += 1
+            for e in range(rowptr[u], rowptr[u + 1]):
+                v = col[e]
+                if not seen[v]:
+                    seen[v] = True
+                    order[tail] = v
+                    tail += 1
+    return order
+
+
+# Input handling ##############################################################
+
+
+def _choice(name: str, value: str, options: tuple[str, ...]) -> int:
+    if value not in options:
+        raise ValueError(f'{name} must be one of {options} (got {value!r})')
+    return options.index(value)
+
+
+def _check_options(
+    transform: str,
+    distance: str,
+    normalize: str,
+    mode: str,
+    flow: str,
+    sigma: float,
+) -> tuple[int, int, bool, bool]:
+    r"""Validates the options of :func:`topk_jaccard`; returns the kernel's
+    codes :obj:`(transform, distance, over_topk, weighted)`."""
+    transform_id = _choice('transform', transform, _TRANSFORMS)
+    distance_id = _choice('distance', distance, _DISTANCES)
+    over_topk = _choice('normalize', normalize, _NORMALIZE) == 0
+    weighted = _choice('mode', mode, _MODES) == 0
+    _choice('flow', flow, _FLOWS)
+    if transform == 'exp' and not sigma > 0:
+        raise ValueError(f'sigma must be positive (got {sigma})')
+    return transform_id, distance_id, over_topk, weighted
+
+
+def _as_int(name: str, value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError(f'{name} must be an integer (got {value!r})')
+    if isinstance(value, Tensor):
+        if value.numel() != 1 or value.is_floating_point() or value.is_complex():
+            raise ValueError(f'{name} must be an integer (got {value!r})')
+        return int(value.item())
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise ValueError(
+            f'{name} must be an integer or an integer tensor '
+            f'(got {type(value).__name__} {value!r})'
+        ) from None
+
+
+def _resolve_topk(
+    topk: int | Tensor | None,
+    deg: Tensor,
+    k: int | None,
+) -> Tensor:
+    r"""Returns the effective per-node Top-K as :obj:`int64[N]` on the CPU;
+    :obj:`k` is the list width of the kNN form, :obj:`None` for the edge
+    form."""
+    num_nodes = deg.numel()
+    if topk is None:
+        return deg.clone()
+    if isinstance(topk, Tensor) and topk.dim() > 0:
+        if topk.is_floating_point() or topk.is_complex() or topk.dtype == torch.bool:
+            raise ValueError(f'topk must be an integer tensor (got dtype {topk.dtype})')
+        if topk.dim() != 1 or topk.numel() != num_nodes:
+            raise ValueError(
+                f'topk must hold one value per node, shape [{num_nodes}] '
+                f'(got shape {list(topk.shape)})'
+            )
+        out = topk.detach().to('cpu', torch.int64)
+        has_edges = deg > 0
+        bad = has_edges & ((out < 1) | (out > deg))
+        if bool(bad.any()):
+            i = int(bad.nonzero()[0])
+            raise ValueError(
+                f'topk must lie in [1, degree] for every node with a '
+                f'neighbour list; node {i} has topk={int(out[i])} and '
+                f'{int(deg[i])} neighbours' + (f' (k={k})' if k is not None else '')
+            )
+        return torch.where(has_edges, out, torch.zeros_like(out))
+    value = _as_int('topk', topk)
+    if value < 1:
+        raise ValueError(f'topk must be at least 1 (got {value})')
+    if k is not None and value > k:
+        raise ValueError(f'topk must be at most k={k} (got {value})')
+    return deg.clamp(max=value)
+
+
+def _raise_row_error(
+    err: np.ndarray,
+    rowptr: np.ndarray,
+    col: np.ndarray,
+    dense: bool,
+) -> None:
+    bad = np.flatnonzero(err)
+    if bad.size == 0:
+        return
+    i = int(bad[0])
+    code = int(err[i])
+    row = col[rowptr[i] : rowptr[i + 1]].tolist()
+    shown = row if len(row) <= 12 else row[:12] + ['...']
+    where = f'neighbour list of node {i} ({shown})'
+    if code == _OUT_OF_RANGE:
+        msg = f'{where} holds ids outside [0, {len(rowptr) - 1})'
+    elif code == _SELF and dense:
+        msg = (
+            f'{where} does not start with the node itself; kNN lists must '
+            f'hold self at rank 0'
+        )
+    elif code == _SELF:
+        msg = f'{where} holds the node itself at a rank other than 0'
+    elif code == _DUPLICATE:
+        msg = f'{where} lists a neighbour twice'
+    elif code == _UNSORTED:
+        msg = f'{where} is not sorted by descending similarity'
+    else:
+        msg = f'{where} has a NaN similarity'
+    raise ValueError(f'Inconsistent graph: {msg}')
+
+
+def _edge_to_csr(
+    edge_index: Tensor,
+    sim: Tensor | None,
+    rank: Tensor | None,
+    num_nodes: int | None,
+    flow: str,
+) -> tuple[int, Tensor, Tensor, Tensor | None, Tensor]:
+    r"""Sorts edges into per-target lists ordered by rank.
+
+    Returns :obj:`(num_nodes, rowptr, col, sim, pos)` where :obj:`pos[e]` is
+    the position of input edge :obj:`e` in the CSR arrays.
+    """
+    if edge_index.dim() != 2 or edge_index.size(0) != 2:
+        raise ValueError(
+            f'edge_index must have shape [2, E] (got {list(edge_index.shape)})'
+        )
+    if edge_index.is_floating_point():
+        raise ValueError('edge_index must be an integer tensor')
+    edge_index = edge_index.detach().to('cpu', torch.int64)
+    num_edges = edge_index.size(1)
+    if flow == 'source_to_target':
+        src, dst = edge_index[0], edge_index[1]
+    else:
+        dst, src = edge_index[0], edge_index[1]
+    if num_edges > 0 and int(edge_index.min()) < 0:
+        raise ValueError('edge_index holds negative node ids')
+    num_nodes = maybe_num_nodes(edge_index, num_nodes)
+    if num_edges > 0 and int(edge_index.max()) >= num_nodes:
+        raise ValueError(
+            f'edge_index holds node ids >= num_nodes={num_nodes} '
+            f'(max id {int(edge_index.max())})'
+        )
+    if sim is not None:
+        if sim.dim() != 1 or sim.numel() != num_edges:
+            raise ValueError(
+                f'sim must have one value per edge, shape [{num_edges}] '
+                f'(got {list(sim.shape)})'
+            )
+        sim = sim.detach().cpu()
+    deg = torch.bincount(dst, minlength=num_nodes)
+    rowptr = torch.zeros(num_nodes + 1, dtype=torch.int64)
+    torch.cumsum(deg, 0, out=rowptr[1:])
+    if rank is None:
+        assert sim is not None  # the kNN form is chosen otherwise
+        perm = torch.sort(sim, descending=True, stable=True)[1]
+        perm = perm[torch.sort(dst[perm], stable=True)[1]]
+        pos = torch.empty_like(perm)
+        pos[perm] = torch.arange(num_edges)
+    else:
+        if rank.dim() != 1 or rank.numel() != num_edges:
+            raise ValueError(
+                f'rank must have one value per edge, shape [{num_edges}] '
+                f'(got {list(rank.shape)})'
+            )
+        if rank.is_floating_point():
+            raise ValueError('rank must be an integer tensor')
+        rank = rank.detach().to('cpu', torch.int64)
+        if num_edges > 0 and bool(((rank < 0) | (rank >= deg[dst])).any()):
+            raise ValueError(
+                "rank must lie in [0, degree) for each edge's target; every "
+                'neighbour list must be ranked 0, 1, ..., degree - 1'
+            )
+        pos = rowptr[dst] + rank
+        if num_edges > 0 and int(torch.bincount(pos, minlength=num_edges).max()) > 1:
+            raise ValueError('rank repeats within a neighbour list')
+    col = torch.empty_like(src)
+    col[pos] = src
+    if sim is not None:
+        sim_csr = torch.empty_like(sim)
+        sim_csr[pos] = sim
+        sim = sim_csr
+    return num_nodes, rowptr, col, sim, pos
+
+
+# Public API ##################################################################
+
+
+def topk_jaccard(
+    index: Tensor | tuple[Tensor, Tensor],
+    sim: Tensor | None = None,
+    topk: int | Tensor | None = None,
+    *,
+    rank: Tensor | None = None,
+    num_nodes: int | None = None,
+    flow: str = 'source_to_target',
+    transform: str = 'sigmoid',
+    distance: str = 'sqeuclidean',
+    normalize: str = 'topk',
+    mode: str = 'weighted',
+    delta: float = 7.5,
+    eps: float = -5.0,
+    sigma: float = 0.5,
+    progress: bool = False,
+) -> Tensor:
+    r"""Scores every edge :math:`(i, j)` of a neighbour graph with the Top-K
+    Jaccard coefficient of `"Enhancing Noise Resilience in Face Clustering via
+    Sparse Differential Transformer" <https://arxiv.org/abs/2512.22612>`_.
+
+    Node :math:`i` owns a neighbour list sorted by descending similarity
+    :math:`s_{ij}`; :math:`\mathcal{N}_i(K_i)` denotes its first :math:`K_i`
+    entries (self included for kNN lists). Similarities become distances and
+    then probabilities,
+
+    .. math::
+        d_{ij} = 2 - 2 s_{ij} \ \text{(sqeuclidean)} \quad\text{or}\quad
+        d_{ij} = 1 - s_{ij} \ \text{(cosine)},
+
+    .. math::
+        \tilde{p}_{ij} = \frac{1}{1 + \exp(\delta d_{ij} + \epsilon)}
+        \ \text{(sigmoid)} \quad\text{or}\quad
+        \tilde{p}_{ij} = \exp(-d_{ij} / \sigma) \ \text{(exp)},
+
+    row-normalised over the Top-K set (:obj:`normalize='topk'`) or over the
+    whole list (:obj:`normalize='knn'`),
+    :math:`p_{ij} = \tilde{p}_{ij} / \sum_m \tilde{p}_{im}`. The weighted
+    coefficient of every edge in the list of :math:`i` (all of them, not only
+    those inside :math:`\mathcal{N}_i(K_i)`, so that boundary edges are scored
+    too) is
+
+    .. math::
+        J_{ij} = \frac{1}{2} \sum_{m \in \mathcal{N}_i(K_i) \cap
+        \mathcal{N}_j(K_j)} \left( p_{im} + p_{jm} \right),
+
+    and with :obj:`mode='set'` it is the plain Jaccard index
+    :math:`|\mathcal{N}_i(K_i) \cap \mathcal{N}_j(K_j)| /
+    |\mathcal{N}_i(K_i) \cup \mathcal{N}_j(K_j)|`. With :math:`K_i = k`,
+    :obj:`transform='exp'` and :obj:`normalize='knn'` this is the
+    neighbour-based edge probability of FC-ES / FC-ESER.
+
+    The graph comes in one of two forms:
+
+    * **kNN form** -- :obj:`index` and :obj:`sim` of shape :obj:`[N, k]` (or a
+      :class:`~torch_geometric_sdt.nn.knn.KNN` tuple as :obj:`index`): row
+      :math:`i` lists its neighbours by descending similarity, and must start
+      with :math:`i` itself. The result has shape :obj:`[N, k]`.
+    * **edge form** -- :obj:`index` is an :obj:`edge_index` of shape
+      :obj:`[2, E]` (edge :math:`j \to i` puts :math:`j` in the list of
+      :math:`i` for :obj:`flow='source_to_target'`) with a per-edge
+      :obj:`sim` and/or :obj:`rank` (the position of the edge in its target's
+      list). Nodes may have different degrees, and need not list themselves;
+      a node that does must do so at rank 0. Without :obj:`rank`, lists are
+      ordered by descending :obj:`sim` (ties in edge order). The result has
+      shape :obj:`[E]`, aligned with the input edges.
+
+    Lists must hold distinct ids sorted by non-increasing :obj:`sim` (self at
+    rank 0 is exempt, so that a duplicate point whose similarity exceeds the
+    self-similarity by rounding is accepted); inconsistent graphs raise a
+    :class:`ValueError`. The cost is
+    :math:`O(\sum_i \sum_{j \in \mathcal{N}_i} K_j)`, *i.e.*
+    :math:`O(NkK)`, with one :math:`O(N)` scratch array per worker thread
+    and no dense :math:`N \times N` matrix. The kernel runs on the CPU:
+    inputs on another device are copied to the CPU and the result is returned
+    on the input's device.
+
+    Args:
+        index (torch.Tensor or KNN): Neighbour ids :obj:`[N, k]`, a
+            :class:`~torch_geometric_sdt.nn.knn.KNN` tuple, or an
+            :obj:`edge_index` :obj:`[2, E]`.
+        sim (torch.Tensor, optional): Similarities (cosine for unit
+            embeddings), :obj:`[N, k]` or :obj:`[E]`. Only :obj:`mode='set'`
+            may leave it out. (default: :obj:`None`)
+        topk (int or torch.Tensor, optional): The Top-K, either one integer
+            for all nodes or a :obj:`LongTensor[N]`, each value in
+            :math:`[1, \textrm{degree}]`. In the edge form an integer is
+            capped at each node's degree. :obj:`None` uses every node's full
+            list. (default: :obj:`None`)
+        rank (torch.Tensor, optional): Edge form only: each edge's position
+            in its target's list, :obj:`LongTensor[E]`. (default: :obj:`None`)
+        num_nodes (int, optional): Edge form only: the number of nodes.
+            (default: :obj:`None`)
+        flow (str, optional): Edge form only: :obj:`'source_to_target'` (the
+            list of :math:`i` holds the sources of edges into :math:`i`) or
+            :obj:`'target_to_source'`. (default: :obj:`'source_to_target'`)
+        transform (str, optional): :obj:`'sigmoid'` or :obj:`'exp'`.
+            (default: :obj:`'sigmoid'`)
+        distance (str, optional): :obj:`'sqeuclidean'` (:math:`2 - 2s`) or
+            :obj:`'cosine'` (:math:`1 - s`). (default: :obj:`'sqeuclidean'`)
+        normalize (str, optional): Row-normalise over the Top-K set
+            (:obj:`'topk'`) or the full list (:obj:`'knn'`).
+            (default: :obj:`'topk'`)
+        mode (str, optional): :obj:`'weighted'` or :obj:`'set'`.
+            (default: :obj:`'weighted'`)
+        delta (float, optional): Sigmoid slope :math:`\delta`.
+            (default: :obj:`7.5`)
+        eps (float, optional): Sigmoid offset :math:`\epsilon`.
+            (default: :obj:`-5.0`)
+        sigma (float, optional): Scale :math:`\sigma` of the exp transform.
+            (default: :obj:`0.5`)
+        progress (bool, optional): Show a progress bar. (default: :obj:`False`)
+
+    Returns:
+        torch.Tensor: :obj:`[N, k]` or :obj:`[E]` scores, in :math:`[0, 1]`,
+        of dtype :obj:`float64` if :obj:`sim` is, else :obj:`float32`.
+
+    Example:
+        >>> index = torch.tensor([[0, 1, 2], [1, 0, 2], [2, 1, 0]])
+        >>> sim = torch.tensor([[1.0, 0.9, 0.2], [1.0, 0.9, 0.3],
+        ...                     [1.0, 0.3, 0.2]])
+        >>> topk_jaccard(index, sim, topk=2)
+        tensor([[1.0000, 1.0000, 0.2492],
+                [1.0000, 1.0000, 0.2549],
+                [1.0000, 0.2549, 0.2492]])
+    """
+    transform_id, distance_id, over_topk, weighted = _check_options(
+        transform, distance, normalize, mode, flow, sigma
+    )
+
+    if isinstance(index, tuple):
+        if len(index) != 2 or sim is not None:
+            raise ValueError(
+                'Pass either a KNN tuple (index, sim) or index and sim tensors'
+            )
+        index, sim = index
+    if not isinstance(index, Tensor):
+        raise ValueError(f'index must be a tensor (got {type(index).__name__})')
+    if sim is not None and not isinstance(sim, Tensor):
+        raise ValueError(f'sim must be a tensor (got {type(sim).__name__})')
+    if sim is not None and not sim.is_floating_point():
+        raise ValueError(f'sim must be a floating-point tensor (got {sim.dtype})')
+    if weighted and sim is None:
+        raise ValueError("mode='weighted' needs similarities (sim)")
+    device = index.device
+    dtype = (
+        torch.float64
+        if sim is not None and sim.dtype == torch.float64
+        else (torch.float32)
+    )
+
+    dense = rank is None and (sim is None or sim.dim() == 2)
+    if dense:
+        if index.dim() != 2:
+            raise ValueError(f'index must have shape [N, k] (got {list(index.shape)})')
+        if index.is_floating_point():
+            raise ValueError('index must be an integer tensor')
+        if sim is not None and sim.shape != index.shape:
+            raise ValueError(
+                f'index and sim must have the same shape [N, k] '
+                f'(got {list(index.shape)} and {list(sim.shape)})'
+            )
+        n, k = index.shape
+        col = index.detach().to('cpu', torch.int64).reshape(-1)
+        sim_flat = None if sim is None else sim.detach().cpu().reshape(-1)
+        rowptr = torch.arange(n + 1, dtype=torch.int64) * k
+        pos = None
+        out_shape: tuple[int, ...] = (n, k)
+    else:
+        n, rowptr, col, sim_flat, pos = _edge_to_csr(index, sim, rank, num_nodes, flow)
+        out_shape = (col.numel(),)
+    deg = rowptr[1:] - rowptr[:-1]
+    topk_t = _resolve_topk(topk, deg, out_shape[1] if dense else None)
+
+    rowptr_np = rowptr.numpy()
+    # int32 ids halve the memory traffic of the kernel.
+    col_np = np.ascontiguousarray(
+        col.numpy(), dtype=np.int32 if n < 2**31 else np.int64
+    )
+    np_dtype = np.float64 if dtype == torch.float64 else np.float32
+    sim_np = (
+        np.empty(0, np_dtype)
+        if sim_flat is None
+        else np.ascontiguousarray(sim_flat.numpy())
+    )
+    topk_np = topk_t.numpy()
+
+    num_threads = numba.get_num_threads()
+    err = np.zeros(n, np.int8)
+    if n > 0:
+        _check_rows(
+            rowptr_np,
+            col_np,
+            sim_np,
+            sim_flat is not None,
+            dense,
+            max(1, min(n, 4 * num_threads)),
+            err,
+        )
+    _raise_row_error(err, rowptr_np, col_np, dense)
+
+    out = np.empty(col_np.size, np_dtype)
+    if weighted:
+        p = np.empty(col_np.size, np_dtype)
+        if n > 0:
+            _row_probs(
+                rowptr_np,
+                sim_np,
+                topk_np,
+                transform_id,
+                distance_id,
+                over_topk,
+                float(delta),
+                float(eps),
+                float(sigma),
+                p,
+            )
+    else:
+        p = np.empty(0, np_dtype)
+
+    # Rows are visited in breadth-first order for cache locality; each row's
+    # scores depend on nothing else, so the order leaves the result unchanged.
+    order = _bfs_order(rowptr_np, col_np) if n > 0 else np.empty(0, np.int64)
+    num_blocks = min(n, 100) if progress else 1
+    bounds = np.linspace(0, n, num_blocks + 1).astype(np.int64)
+    chunks = max(1, 8 * num_threads)
+    for b in tqdm(range(num_blocks), disable=not progress, desc='topk_jaccard'):
+        lo, hi = int(bounds[b]), int(bounds[b + 1])
+        if hi > lo:
+            _scores(
+                rowptr_np,
+                col_np,
+                p,
+                topk_np,
+                weighted,
+                order,
+                lo,
+                hi,
+                max(1, min(hi - lo, chunks)),
+                out,
+            )
+
+    result = torch.from_numpy(out)
+    if pos is not None:
+        result = result[pos]
+    return result.view(out_shape).to(device)
+
+
+def edge_rank(
+    edge_index: Tensor,
+    sim: Tensor,
+    num_nodes: int | None = None,
+    flow: str = 'source_to_target',
+) -> Tensor:
+    r"""Ranks the edges into every node by descending similarity: the
+    position of each edge in its target's neighbour list, the :obj:`rank`
+    that :func:`topk_jaccard` and the Top-K mask take. Ties keep edge order.
+
+    Args:
+        edge_index (torch.Tensor): :obj:`LongTensor[2, E]`.
+        sim (torch.Tensor): Per-edge similarity :obj:`[E]`.
+        num_nodes (int, optional): The number of nodes. (default: :obj:`None`)
+        flow (str, optional): :obj:`'source_to_target'` ranks edges
+            :math:`j \to i` within the list of their target :math:`i`,
+            :obj:`'target_to_source'` within that of their source.
+            (default: :obj:`'source_to_target'`)
+
+    Returns:
+        torch.Tensor: :obj:`LongTensor[E]` on the device of
+        :obj:`edge_index`; rank 0 is each list's most similar edge.
+    """
+    _choice('flow', flow, _FLOWS)
+    if not isinstance(sim, Tensor) or not sim.is_floating_point():
+        raise ValueError('sim must be a floating-point tensor')
+    _, rowptr, _, _, pos = _edge_to_csr(edge_index, sim, None, num_nodes, flow)
+    owner = edge_index[1 if flow == 'source_to_target' else 0].detach().cpu()
+    return (pos - rowptr[owner]).to(edge_index.device)
+
+
+def topk_target(
+    knn_index: Tensor | tuple[Tensor, Tensor],
+    y: Tensor,
+    beta: float = 0.5,
+    *,
+    chunk_size: int = 65536,
+) -> Tensor:
+    r"""Computes the oracle Top-K of every node from labels, the best prefix
+    of its kNN list (the target of Ada-NETS, used to train a Top-K predictor
+    and to measure what a perfect Top-K is worth).
+
+    For prefix length :math:`t = 1, \ldots, k` of the list of node :math:`i`
+    (self at rank 0 counts), with :math:`c_t` the number of its first
+    :math:`t` neighbours that share the label :math:`y_i` and :math:`n_i`
+    the size of the class of :math:`y_i`,
+
+    .. math::
+        P_t = \frac{c_t}{t}, \qquad
+        R_t = \frac{c_t}{\min(n_i, k)}, \qquad
+        Q_t = \frac{(1 + \beta^2) P_t R_t}{\beta^2 P_t + R_t},
+
+    and :math:`K^*_i = \arg\max_t Q_t` (the smallest such :math:`t` on ties),
+    where :math:`Q_t = (1 + \beta^2) c_t / (\beta^2 \min(n_i, k) + t)` is
+    evaluated in this simplified form, so that equal fractions compare
+    equal.
+    Recall is capped at :math:`\min(n_i, k)` so that every target is
+    reachable within the list.
+
+    Args:
+        knn_index (torch.Tensor or KNN): Neighbour ids :obj:`[N, k]`, or a
+            :class:`~torch_geometric_sdt.nn.knn.KNN` tuple.
+        y (torch.Tensor): Integer labels :obj:`[N]`.
+        beta (float, optional): :math:`\beta` of the F-score; below 1 favours
+            precision. (default: :obj:`0.5`)
+        chunk_size (int, optional): Rows processed at once, bounding memory
+            to :obj:`O(chunk_size * k)`. (default: :obj:`65536`)
+
+    Returns:
+        torch.Tensor: :obj:`LongTensor[N]` with values in :math:`[1, k]`, on
+        the device of :obj:`knn_index`.
+    """
+    if isinstance(knn_index, tuple):
+        knn_index = knn_index[0]
+    if not isinstance(knn_index, Tensor) or knn_index.dim() != 2:
+        raise ValueError('knn_index must be a tensor of shape [N, k]')
+    if knn_index.is_floating_point():
+        raise ValueError('knn_index must be an integer tensor')
+    if not isinstance(y, Tensor) or y.is_floating_point() or y.dtype == torch.bool:
+        raise ValueError('y must be an integer tensor of labels')
+    num_nodes, k = knn_index.shape
+    if y.dim() != 1 or y.numel() != num_nodes:
+        raise ValueError(f'y must have shape [{num_nodes}] (got {list(y.shape)})')
+    if not beta > 0:
+        raise ValueError(f'beta must be positive (got {beta})')
+    if chunk_size < 1:
+        raise ValueError(f'chunk_size must be at least 1 (got {chunk_size})')
+    device = knn_index.device
+    out = torch.empty(num_nodes, dtype=torch.int64, device=device)
+    if num_nodes == 0:
+        return out
+    if k == 0:
+        raise ValueError('knn_index must have at least one column')
+    if int(knn_index.min()) < 0 or int(knn_index.max()) >= num_nodes:
+        raise ValueError(f'knn_index holds ids outside [0, {num_nodes})')
+    y = y.to(device)
+    _, inverse, counts = torch.unique(y, return_inverse=True, return_counts=True)
+    cap = counts[inverse].clamp(max=k).to(torch.float64)
+    t = torch.arange(1, k + 1, device=device, dtype=torch.float64)
+    b2 = float(beta) ** 2
+    for lo in range(0, num_nodes, chunk_size):
+        hi = min(num_nodes, lo + chunk_size)
+        same = y[knn_index[lo:hi]] == y[lo:hi, None]
+        c = same.cumsum(dim=1, dtype=torch.float64)
+        # Q_t simplifies to (1 + b2) c_t / (b2 n + t): exact ties stay ties.
+        q = c / (b2 * cap[lo:hi, None] + t)
+        out[lo:hi] = q.argmax(dim=1) + 1
+    return out
