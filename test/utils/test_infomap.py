@@ -1,0 +1,125 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import Tensor
+
+from torch_geometric_sdt.utils import infomap
+from torch_geometric_sdt.utils.infomap import consecutive_cluster_ids
+
+
+def planted(
+    num_blocks: int,
+    size: int,
+    p_in: float = 0.9,
+    num_bridges: int = 2,
+    seed: int = 0,
+) -> Tensor:
+    r"""Directed links: dense inside blocks, a few bridges between them."""
+    gen = torch.Generator().manual_seed(seed)
+    n = num_blocks * size
+    block = torch.arange(n) // size
+    src, dst = torch.meshgrid(torch.arange(n), torch.arange(n), indexing='ij')
+    keep = (block[src] == block[dst]) & (src != dst)
+    keep &= torch.rand(n, n, generator=gen) < p_in
+    edge_index = torch.stack([src[keep], dst[keep]])
+    bridges = torch.stack(
+        [torch.arange(num_bridges) * size, (torch.arange(num_bridges) + 1) * size]
+    )
+    return torch.cat([edge_index, bridges % n], dim=1)
+
+
+def test_planted_partition() -> None:
+    edge_index = planted(5, 12)
+    out = infomap(edge_index)
+    assert out.dtype == torch.long and out.shape == (60,)
+    assert torch.equal(out, torch.arange(60) // 12)
+    undirected = infomap(edge_index, directed=False)
+    assert torch.equal(undirected, torch.arange(60) // 12)
+
+
+def test_weights_change_partition() -> None:
+    # A complete directed graph on 8 nodes, its weights planting A|B or C|D.
+    n = 8
+    src, dst = torch.meshgrid(torch.arange(n), torch.arange(n), indexing='ij')
+    off = src != dst
+    edge_index = torch.stack([src[off], dst[off]])
+
+    def weights(group: Tensor) -> Tensor:
+        same = group[edge_index[0]] == group[edge_index[1]]
+        return torch.where(same, 10.0, 0.05)
+
+    ab = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
+    cd = torch.tensor([0, 0, 1, 1, 0, 0, 1, 1])
+    assert torch.equal(infomap(edge_index, weights(ab)), ab)
+    assert torch.equal(infomap(edge_index, weights(cd)), cd)
+    # Unit weights: a complete graph has no module structure.
+    assert torch.equal(infomap(edge_index), torch.zeros(n, dtype=torch.long))
+
+
+def test_isolated_nodes() -> None:
+    edge_index = planted(2, 10, p_in=1.0, num_bridges=0) + 3
+    out = infomap(edge_index, num_nodes=26)
+    expected = torch.tensor([0, 1, 2] + [3] * 10 + [4] * 10 + [5, 6, 7])
+    assert torch.equal(out, expected)
+
+
+def test_empty() -> None:
+    empty = torch.empty(2, 0, dtype=torch.long)
+    assert torch.equal(infomap(empty, num_nodes=5), torch.arange(5))
+    assert infomap(empty).numel() == 0
+    assert torch.equal(infomap(empty, torch.empty(0), num_nodes=3), torch.arange(3))
+
+
+def test_seed_determinism_and_chunks() -> None:
+    gen = torch.Generator().manual_seed(3)
+    edge_index = torch.randint(0, 300, (2, 1500), generator=gen)
+    weight = torch.rand(1500, generator=gen)
+    a = infomap(edge_index, weight, seed=7)
+    b = infomap(edge_index, weight, seed=7)
+    assert torch.equal(a, b)
+    c = infomap(edge_index, weight, seed=7, chunk_size=97)
+    assert torch.equal(a, c)
+    d = infomap(edge_index, weight, seed=7, num_trials=3, progress=False)
+    assert d.shape == (300,)
+
+
+def test_consecutive_ids() -> None:
+    gen = torch.Generator().manual_seed(5)
+    edge_index = torch.randint(0, 200, (2, 600), generator=gen)
+    out = infomap(edge_index, num_nodes=220).numpy()
+    # Ids are 0..C-1, numbered in order of each cluster's first node:
+    _, first = np.unique(out, return_index=True)
+    assert np.array_equal(np.unique(out), np.arange(out.max() + 1))
+    assert np.all(np.diff(first) > 0) and out[0] == 0
+    labels = np.array([9, 9, -4, 7, -4, 100])
+    assert consecutive_cluster_ids(labels).tolist() == [0, 0, 1, 2, 1, 3]
+
+
+def test_numpy_input_and_two_level() -> None:
+    edge_index = planted(3, 8, p_in=1.0)
+    out = infomap(edge_index.numpy(), np.ones(edge_index.size(1)))
+    assert torch.equal(out, torch.arange(24) // 8)
+    hierarchical = infomap(edge_index, two_level=False)
+    assert hierarchical.shape == (24,)
+
+
+def test_validation() -> None:
+    edge_index = torch.tensor([[0, 1], [1, 2]])
+    with pytest.raises(ValueError, match='shape'):
+        infomap(torch.zeros(3, 4, dtype=torch.long))
+    with pytest.raises(ValueError, match='integer dtype'):
+        infomap(edge_index.float())
+    with pytest.raises(ValueError, match='negative'):
+        infomap(torch.tensor([[0, -1], [1, 2]]))
+    with pytest.raises(ValueError, match='out of range'):
+        infomap(edge_index, num_nodes=2)
+    with pytest.raises(ValueError, match='edge_weight'):
+        infomap(edge_index, torch.ones(3))
+    with pytest.raises(ValueError, match='non-negative'):
+        infomap(edge_index, torch.tensor([1.0, -0.5]))
+    with pytest.raises(ValueError, match='NaN'):
+        infomap(edge_index, torch.tensor([1.0, float('nan')]))
+    with pytest.raises(ValueError, match='num_trials'):
+        infomap(edge_index, num_trials=0)
