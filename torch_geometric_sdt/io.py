@@ -82,7 +82,7 @@ def atomic_write(path: PathLike, overwrite: bool = False) -> Iterator[Path]:
         FileNotFoundError: If the parent directory does not exist.
     """
     path = Path(path)
-    _check_writable(path, overwrite)
+    check_writable(path, overwrite)
     fd, name = tempfile.mkstemp(
         prefix=f'.{path.stem}.', suffix=f'.tmp{path.suffix}', dir=path.parent
     )
@@ -110,7 +110,12 @@ def atomic_write(path: PathLike, overwrite: bool = False) -> Iterator[Path]:
     _fsync_dir(path.parent)
 
 
-def _check_writable(path: Path, overwrite: bool) -> None:
+def check_writable(path: PathLike, overwrite: bool = False) -> None:
+    """Raises before any work if :obj:`path` cannot be written: it exists
+    (and :obj:`overwrite` is off), is a directory, or its directory is
+    missing.
+    """
+    path = Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(f'{path} exists (pass overwrite=True to replace it)')
     if path.is_dir():
@@ -340,7 +345,7 @@ def save_features(
     """
     path = Path(path)
     suffix = _suffix(path, FEATURE_SUFFIXES, 'features')
-    _check_writable(path, overwrite)
+    check_writable(path, overwrite)
     x = _to_numpy(x, 'x')
     if x.ndim != 2 or not np.issubdtype(x.dtype, np.floating):
         raise ValueError(
@@ -466,7 +471,7 @@ def save_labels(
     """
     path = Path(path)
     suffix = _suffix(path, ('.meta', '.txt', '.npy'), 'labels')
-    _check_writable(path, overwrite)
+    check_writable(path, overwrite)
     y = _to_numpy(y, 'y')
     if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
         raise ValueError(
@@ -601,7 +606,7 @@ def write_knn(
     """
     path = Path(path)
     _suffix(path, ('.npz',), 'kNN')
-    _check_writable(path, overwrite)
+    check_writable(path, overwrite)
     index, sim = knn.index, knn.sim
     if index.dim() != 2 or sim.shape != index.shape:
         raise ValueError(
