@@ -1,9 +1,14 @@
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 from torch import Tensor
+from torch_geometric.testing import withPackage
 
 from torch_geometric_sdt.utils import infomap
 from torch_geometric_sdt.utils.infomap import consecutive_cluster_ids
@@ -123,3 +128,25 @@ def test_validation() -> None:
         infomap(edge_index, torch.tensor([1.0, float('nan')]))
     with pytest.raises(ValueError, match='num_trials'):
         infomap(edge_index, num_trials=0)
+
+
+@withPackage('faiss')
+def test_faiss_imported_after_infomap_does_not_crash():
+    # Infomap's SWIG map accessors segfault once faiss (another SWIG module)
+    # has been imported after infomap; run that order in a fresh process.
+    code = (
+        'import torch\n'
+        'from torch_geometric_sdt.utils import infomap\n'
+        'import faiss\n'
+        'ei = torch.tensor([[0, 1, 2, 3], [1, 0, 3, 2]])\n'
+        'print(infomap(ei, num_nodes=5).tolist())\n'
+    )
+    res = subprocess.run(
+        [sys.executable, '-c', code],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == '[0, 0, 1, 1, 2]'

@@ -2,6 +2,8 @@ r"""Infomap (Map Equation) clustering of a graph given in PyG's COO form."""
 
 from __future__ import annotations
 
+import os
+import tempfile
 from typing import Any
 
 import infomap as infomap_lib
@@ -183,13 +185,28 @@ def infomap(
             links[:, 1] = index[1, start:end]
             links[:, 2] = 1.0 if weight is None else weight[start:end]
             engine.add_links(links)
-        modules = engine.run().modules(level=1)
-        node = np.fromiter(modules.keys(), dtype=np.int64, count=len(modules))
-        module = np.fromiter(modules.values(), dtype=np.int64, count=len(modules))
+        engine.run()
+        node, module = _read_modules(engine)
         # Isolated nodes keep their own id, shifted past every module id:
         labels += int(module.max()) + 1
         labels[node] = module
     return torch.from_numpy(consecutive_cluster_ids(labels))
+
+
+def _read_modules(engine: infomap_lib.Infomap) -> tuple[np.ndarray, np.ndarray]:
+    r"""Reads the top-level module of every node through a :obj:`.clu` file
+    written by Infomap itself.
+
+    Infomap's dictionary accessors hand out SWIG-wrapped C++ maps, which crash
+    the process when another SWIG module (faiss) was imported after infomap;
+    the file route avoids SWIG containers altogether, and is faster than
+    iterating the map in Python at millions of nodes.
+    """
+    with tempfile.TemporaryDirectory(prefix='sdt-infomap-') as tmp:
+        path = os.path.join(tmp, 'modules.clu')
+        engine.write_clu(path)
+        table = np.loadtxt(path, comments='#', usecols=(0, 1), dtype=np.int64, ndmin=2)
+    return table[:, 0], table[:, 1]
 
 
 __all__ = ['infomap']
