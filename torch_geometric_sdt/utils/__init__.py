@@ -1,4 +1,5 @@
 from .infomap import infomap
+from .knn_features import SimilarityScale, similarity_scale
 from .topk_jaccard import edge_rank, topk_jaccard, topk_target
 
 __all__ = [
@@ -6,4 +7,6 @@ __all__ = [
     'topk_jaccard',
     'topk_target',
     'edge_rank',
+    'SimilarityScale',
+    'similarity_scale',
 ]

@@ -1,0 +1,166 @@
+from __future__ import annotations
+
+import pickle
+
+import pytest
+import torch
+
+from torch_geometric_sdt import io
+from torch_geometric_sdt.datasets import synthetic_faces
+from torch_geometric_sdt.nn.models.sdt_clusterer import (
+    KNNContext,
+    SDTClusterer,
+    band_positions,
+    topk_positions,
+)
+
+
+@pytest.fixture(scope='module')
+def faces():
+    return synthetic_faces(400, dim=16, seed=3)
+
+
+def test_band_and_topk_positions_brute_force():
+    k = 6
+    topk = torch.tensor([1, 3, 6, 2])
+    pos = band_positions(topk, k, (1, 2))
+    expected = [
+        i * k + r
+        for i in range(4)
+        for r in range(k)
+        if max(1, int(topk[i]) - 1) <= r < min(k, int(topk[i]) + 2)
+    ]
+    assert pos.tolist() == expected
+    nodes = torch.tensor([2, 0])
+    pos = topk_positions(nodes, topk, k)
+    assert pos.tolist() == [12, 13, 14, 15, 16, 17, 0]
+
+
+def test_cluster_untrained_model_runs(faces):
+    x, y = faces
+    torch.manual_seed(0)
+    model = SDTClusterer(k=10, hidden_channels=16, predictor_channels=16, heads=2)
+    labels, details = model.cluster(x, return_details=True)
+    assert labels.shape == (400,) and labels.dtype == torch.long
+    assert labels.min() == 0 and labels.unique().numel() == labels.max() + 1
+    assert details['topk'].min() >= 1 and details['topk'].max() <= 10
+    # Same input, same labels:
+    torch.testing.assert_close(model.cluster(x), labels)
+    # An explicit Top-K is used as given:
+    ones = torch.ones(400, dtype=torch.long)
+    _, details = model.cluster(x, topk=ones, return_details=True)
+    assert torch.equal(details['topk'], ones)
+
+
+def test_context_is_scale_free(faces):
+    x, _ = faces
+    ctx = KNNContext.build(x, 10)
+    model = SDTClusterer(k=10, hidden_channels=16, predictor_channels=16, heads=2)
+    nodes = torch.arange(20)
+    tok, _ = model.tokens(ctx, nodes)
+    # An affine change of the cosine scale leaves the relational tokens as they are.
+    squeezed = KNNContext.build(
+        None, 10, graph=ctx.knn._replace(sim=0.3 * ctx.knn.sim + 0.6)
+    )
+    tok2, _ = model.tokens(squeezed, nodes)
+    torch.testing.assert_close(tok, tok2, atol=1e-4, rtol=1e-4)
+
+
+def test_save_load_round_trip(faces, tmp_path):
+    x, _ = faces
+    torch.manual_seed(0)
+    model = SDTClusterer(
+        k=10, hidden_channels=16, predictor_channels=16, heads=2, eta=0.3, num_experts=2
+    )
+    path = model.save(tmp_path / 'model.safetensors')
+    loaded = SDTClusterer.load(path)
+    assert loaded.config == model.config
+    for (n1, p1), (n2, p2) in zip(
+        model.state_dict().items(), loaded.state_dict().items()
+    ):
+        assert n1 == n2 and torch.equal(p1, p2)
+    torch.testing.assert_close(loaded.cluster(x), model.cluster(x))
+    with pytest.raises(FileExistsError):
+        model.save(path)
+    model.save(path, overwrite=True)
+
+
+def test_load_refuses_untrusted_or_foreign_files(tmp_path):
+    class Payload:
+        def __reduce__(self):
+            return (print, ('pwned',))
+
+    evil = tmp_path / 'evil.safetensors'
+    evil.write_bytes(pickle.dumps({'x': Payload()}))
+    with pytest.raises(ValueError, match='not a safetensors checkpoint'):
+        SDTClusterer.load(evil)
+    torch.save({'x': torch.zeros(1)}, tmp_path / 'torch.pt')
+    with pytest.raises(ValueError, match='not a safetensors checkpoint'):
+        SDTClusterer.load(tmp_path / 'torch.pt')
+    with pytest.raises(FileNotFoundError):
+        SDTClusterer.load(tmp_path / 'missing.safetensors')
+
+    from safetensors.torch import save_file
+
+    other = tmp_path / 'other.safetensors'
+    save_file({'w': torch.zeros(2)}, other)
+    with pytest.raises(ValueError, match='not an SDTClusterer checkpoint'):
+        SDTClusterer.load(other)
+
+    model = SDTClusterer(k=4, hidden_channels=8, predictor_channels=8, heads=2)
+    path = model.save(tmp_path / 'm.safetensors')
+    _rewrite_meta(path, format_version='999')
+    with pytest.raises(ValueError, match='format version 999'):
+        SDTClusterer.load(path)
+
+
+def _rewrite_meta(path, **meta):
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(path), framework='pt') as f:
+        old = f.metadata()
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    save_file(tensors, str(path), metadata={**old, **meta})
+
+
+def test_embedding_mode_checks_dimension(faces):
+    x, _ = faces
+    model = SDTClusterer(
+        k=10,
+        mode='embedding',
+        embedding_channels=16,
+        hidden_channels=16,
+        predictor_channels=16,
+        heads=2,
+    )
+    assert model.cluster(x).shape == (400,)
+    with pytest.raises(ValueError, match='16-d'):
+        model.cluster(torch.nn.functional.normalize(torch.randn(400, 8), dim=1))
+    with pytest.raises(ValueError, match='embedding_channels'):
+        SDTClusterer(mode='embedding')
+
+
+def test_bad_options():
+    with pytest.raises(ValueError, match='mode'):
+        SDTClusterer(mode='raw')
+    with pytest.raises(ValueError, match='eta'):
+        SDTClusterer(eta=1.5)
+    with pytest.raises(ValueError, match='band'):
+        SDTClusterer(band=(0, 0))
+
+
+def test_knn_cache_input(faces, tmp_path):
+    x, _ = faces
+    from torch_geometric_sdt.nn.knn import knn
+
+    graph = knn(x, 10)
+    io.write_knn(tmp_path / 'knn.npz', graph)
+    model = SDTClusterer(k=10, hidden_channels=16, predictor_channels=16, heads=2)
+    a = model.cluster(graph=io.read_knn(tmp_path / 'knn.npz'))
+    b = model.cluster(x)
+    torch.testing.assert_close(a, b)
+    with pytest.raises(ValueError, match='k = 10'):
+        SDTClusterer(k=8, hidden_channels=16, predictor_channels=16, heads=2).cluster(
+            graph=graph
+        )

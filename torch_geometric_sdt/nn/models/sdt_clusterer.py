@@ -1,0 +1,621 @@
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+import torch_geometric_sdt
+from torch_geometric_sdt.nn.knn import KNN, knn
+from torch_geometric_sdt.nn.models.sdt import EdgeHead, SDTEncoder
+from torch_geometric_sdt.nn.models.topk_predictor import TopKPredictor
+from torch_geometric_sdt.utils.knn_features import (
+    NUM_EDGE_FEATURES,
+    NUM_TOKEN_FEATURES,
+    SimilarityScale,
+    edge_features,
+    similarity_scale,
+    token_features,
+)
+from torch_geometric_sdt.utils.topk_jaccard import topk_jaccard
+
+MODES = ('relational', 'embedding')
+CHECKPOINT_FORMAT = 'torch_geometric_sdt.SDTClusterer'
+CHECKPOINT_VERSION = 1
+
+
+@dataclass
+class KNNContext:
+    r"""Everything the model reads from one data set's kNN graph, computed once.
+
+    Attributes:
+        knn (KNN): The kNN graph, :obj:`[N, k]`, self at rank 0.
+        scale (SimilarityScale): The data set's own similarity scale.
+        shared (torch.Tensor): Set Jaccard index of the full lists of every
+            kNN edge, :obj:`[N, k]`.
+        x (torch.Tensor, optional): Unit-norm embeddings :obj:`[N, D]`
+            (:obj:`'embedding'` mode only).
+    """
+
+    knn: KNN
+    scale: SimilarityScale
+    shared: Tensor
+    x: Tensor | None = None
+
+    @property
+    def num_nodes(self) -> int:
+        return self.knn.num_nodes
+
+    @property
+    def k(self) -> int:
+        return self.knn.k
+
+    @classmethod
+    def build(
+        cls,
+        x: Tensor | np.ndarray | None,
+        k: int,
+        *,
+        graph: KNN | None = None,
+        keep_x: bool = False,
+        backend: str = 'auto',
+        progress: bool = False,
+    ) -> KNNContext:
+        """Builds the context from embeddings (and/or a precomputed kNN)."""
+        if x is not None:
+            x = torch.as_tensor(np.asarray(x) if isinstance(x, np.ndarray) else x)
+        if graph is None:
+            if x is None:
+                raise ValueError('give embeddings x or a precomputed kNN graph')
+            graph = knn(x, k, backend=backend, progress=progress)
+        elif graph.k != k:
+            raise ValueError(f'the kNN graph has k = {graph.k}, the model k = {k}')
+        if x is not None and x.size(0) != graph.num_nodes:
+            raise ValueError(
+                f'x has {x.size(0)} rows but the kNN graph {graph.num_nodes} nodes'
+            )
+        shared = topk_jaccard(graph, topk=k, mode='set', progress=progress)
+        xx = None
+        if keep_x:
+            if x is None:
+                raise ValueError('embedding mode needs the embeddings x')
+            xx = torch.nn.functional.normalize(x.float(), dim=-1)
+        return cls(graph, similarity_scale(graph.sim), shared.float(), xx)
+
+
+def band_positions(topk: Tensor, k: int, band: tuple[int, int]) -> Tensor:
+    r"""Flat positions :math:`i k + r` of the candidate pairs near each node's
+    Top-K boundary: ranks :math:`\max(1, K_i - b_-) \le r <
+    \min(k, K_i + b_+)`.
+    """
+    below, above = band
+    rank = torch.arange(k, device=topk.device)
+    lo = (topk - below).clamp(min=1).unsqueeze(1)
+    hi = (topk + above).clamp(max=k).unsqueeze(1)
+    mask = (rank >= lo) & (rank < hi)
+    row, col = mask.nonzero(as_tuple=True)
+    return row * k + col
+
+
+def topk_positions(nodes: Tensor, topk: Tensor, k: int) -> Tensor:
+    """Flat positions of the Top-K edges (rank :math:`< K_i`) of some nodes,
+    grouped by node.
+    """
+    rank = torch.arange(k, device=nodes.device)
+    mask = rank < topk[nodes].unsqueeze(1)
+    row, col = mask.nonzero(as_tuple=True)
+    return nodes[row] * k + col
+
+
+class SDTClusterer(torch.nn.Module):
+    r"""Face clustering with a learned Top-K, the Top-K Jaccard and a Sparse
+    Differential Transformer, from `"Enhancing Noise Resilience in Face
+    Clustering via Sparse Differential Transformer"
+    <https://arxiv.org/abs/2512.22612>`_.
+
+    The pipeline on embeddings :math:`\mathbf{X}`:
+
+    1. the kNN graph (:math:`k` neighbours, self first);
+    2. each node's Top-K :math:`K_i` from a :class:`TopKPredictor` over its
+       neighbour tokens;
+    3. the Top-K Jaccard :math:`J_{ij}` of every kNN edge
+       (:func:`~torch_geometric_sdt.utils.topk_jaccard`);
+    4. node states :math:`\mathbf{h}` from a stack of SDT blocks
+       (:class:`~torch_geometric_sdt.nn.models.sdt.SDTEncoder`) whose
+       attention only sees each node's Top-K edges;
+    5. an :class:`~torch_geometric_sdt.nn.models.sdt.EdgeHead` scoring the
+       pairs with ranks in the band :math:`[K_i - b_-, K_i + b_+)` as same
+       identity, :math:`P_{ij}`;
+    6. the final directed graph, node :math:`\to` neighbour:
+
+       .. math::
+           w_{ij} = \begin{cases}
+           J_{ij} & 1 \le r_{ij} < K_i - b_-,\ J_{ij} \ge \theta \\
+           J_{ij} & K_i - b_- \le r_{ij} < K_i,\ P_{ij} \ge \eta \\
+           P_{ij} & K_i \le r_{ij} < K_i + b_+,\ P_{ij} \ge \eta
+           \end{cases}
+
+       and two-level directed Infomap on it; a node without an edge of its
+       own is a singleton.
+
+    Two input modes: :obj:`'relational'` builds every feature from the kNN
+    structure with similarities standardised by the data set's own scale
+    (:mod:`~torch_geometric_sdt.utils.knn_features`), so one model serves
+    embeddings of any dimension and cosine scale; :obj:`'embedding'` also
+    feeds the raw embeddings (it must be trained on the same feature space).
+
+    Args:
+        k (int, optional): kNN list length, self included. (default: :obj:`80`)
+        mode (str, optional): :obj:`'relational'` or :obj:`'embedding'`.
+            (default: :obj:`'relational'`)
+        embedding_channels (int, optional): Embedding dimension
+            (:obj:`'embedding'` mode). (default: :obj:`None`)
+        hidden_channels (int, optional): Width of the SDT blocks.
+            (default: :obj:`64`)
+        num_layers (int, optional): SDT blocks. (default: :obj:`2`)
+        heads (int, optional): Attention heads. (default: :obj:`4`)
+        differential (bool, optional): :obj:`False` for vanilla attention
+            (ablation). (default: :obj:`True`)
+        num_experts (int, optional): :obj:`> 0` for MoE-SDT.
+            (default: :obj:`0`)
+        moe_top (int, optional): Experts per node in MoE-SDT.
+            (default: :obj:`2`)
+        predictor (str, optional): Top-K predictor, :obj:`'transformer'` or
+            :obj:`'lstm'`. (default: :obj:`'transformer'`)
+        predictor_channels (int, optional): Width of the Top-K predictor.
+            (default: :obj:`64`)
+        predictor_layers (int, optional): Its layers. (default: :obj:`2`)
+        band (tuple, optional): :math:`(b_-, b_+)`. (default: :obj:`(2, 10)`)
+        eta (float, optional): Threshold :math:`\eta` on :math:`P_{ij}`;
+            :meth:`fit` chooses it on held-out training identities.
+            (default: :obj:`0.5`)
+        theta (float, optional): Floor :math:`\theta` on :math:`J_{ij}`.
+            (default: :obj:`0.0`)
+        transform (str, optional): Distance-to-probability transform of the
+            Top-K Jaccard, :obj:`'sigmoid'` or :obj:`'exp'`.
+            (default: :obj:`'sigmoid'`)
+        dropout (float, optional): Dropout. (default: :obj:`0.0`)
+    """
+
+    def __init__(
+        self,
+        k: int = 80,
+        mode: str = 'relational',
+        embedding_channels: int | None = None,
+        hidden_channels: int = 64,
+        num_layers: int = 2,
+        heads: int = 4,
+        differential: bool = True,
+        num_experts: int = 0,
+        moe_top: int = 2,
+        predictor: str = 'transformer',
+        predictor_channels: int = 64,
+        predictor_layers: int = 2,
+        band: tuple[int, int] | list[int] = (2, 10),
+        eta: float = 0.5,
+        theta: float = 0.0,
+        transform: str = 'sigmoid',
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if mode not in MODES:
+            raise ValueError(f'mode must be one of {MODES} (got {mode!r})')
+        if mode == 'embedding' and not embedding_channels:
+            raise ValueError("mode='embedding' needs embedding_channels")
+        if k < 2:
+            raise ValueError(f'k must be at least 2 (got {k})')
+        band = (int(band[0]), int(band[1]))
+        if band[0] < 0 or band[1] < 1:
+            raise ValueError(f'band must be (>= 0, >= 1) (got {band})')
+        for name, value in (('eta', eta), ('theta', theta)):
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f'{name} must lie in [0, 1] (got {value})')
+        self.config: dict[str, Any] = dict(
+            k=k,
+            mode=mode,
+            embedding_channels=embedding_channels if mode == 'embedding' else None,
+            hidden_channels=hidden_channels,
+            num_layers=num_layers,
+            heads=heads,
+            differential=differential,
+            num_experts=num_experts,
+            moe_top=moe_top,
+            predictor=predictor,
+            predictor_channels=predictor_channels,
+            predictor_layers=predictor_layers,
+            band=list(band),
+            eta=float(eta),
+            theta=float(theta),
+            transform=transform,
+            dropout=dropout,
+        )
+        emb = self.config['embedding_channels']
+        self.topk_predictor = TopKPredictor(
+            k,
+            NUM_TOKEN_FEATURES,
+            predictor_channels,
+            predictor_layers,
+            heads=heads,
+            arch=predictor,
+            embedding_channels=emb,
+            dropout=dropout,
+        )
+        self.encoder = SDTEncoder(
+            (k - 1) + 1 + (emb or 0),
+            hidden_channels,
+            num_layers,
+            heads=heads,
+            edge_dim=NUM_EDGE_FEATURES,
+            differential=differential,
+            num_experts=num_experts,
+            moe_top=moe_top,
+            dropout=dropout,
+        )
+        self.edge_head = EdgeHead(hidden_channels, NUM_EDGE_FEATURES, hidden_channels)
+
+    # Plain attributes that mirror the config:
+    @property
+    def k(self) -> int:
+        return self.config['k']
+
+    @property
+    def mode(self) -> str:
+        return self.config['mode']
+
+    @property
+    def band(self) -> tuple[int, int]:
+        return tuple(self.config['band'])  # type: ignore[return-value]
+
+    def reset_parameters(self) -> None:
+        self.topk_predictor.reset_parameters()
+        self.encoder.reset_parameters()
+        self.edge_head.reset_parameters()
+
+    def __repr__(self) -> str:
+        c = self.config
+        return (
+            f'{self.__class__.__name__}(k={c["k"]}, mode={c["mode"]!r}, '
+            f'hidden_channels={c["hidden_channels"]}, num_layers={c["num_layers"]}, '
+            f'heads={c["heads"]}, differential={c["differential"]}, '
+            f'num_experts={c["num_experts"]}, predictor={c["predictor"]!r})'
+        )
+
+    # ------------------------------------------------------------------
+    # Features
+    # ------------------------------------------------------------------
+    def tokens(self, ctx: KNNContext, nodes: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Neighbour tokens of :obj:`nodes` for the Top-K predictor."""
+        tok = token_features(ctx.knn.sim[nodes], ctx.shared[nodes], ctx.scale)
+        emb = None
+        if self.mode == 'embedding':
+            emb = ctx.x[ctx.knn.index[nodes]]  # type: ignore[index]
+        return tok, emb
+
+    def node_features(self, ctx: KNNContext, nodes: Tensor, topk: Tensor) -> Tensor:
+        r"""Node inputs of the SDT encoder: the standardised similarity
+        profile of ranks :math:`1..k-1`, :math:`K_i / k` (and the embedding).
+        """
+        parts = [
+            ctx.scale.standardize(ctx.knn.sim[nodes, 1:].float()),
+            topk[nodes].float().unsqueeze(1) / self.k,
+        ]
+        if self.mode == 'embedding':
+            parts.append(ctx.x[nodes])  # type: ignore[index]
+        return torch.cat(parts, dim=1)
+
+    def pair_features(self, ctx: KNNContext, pos: Tensor, jaccard: Tensor) -> Tensor:
+        """Features of the kNN edges at flat positions :obj:`pos`."""
+        return edge_features(
+            ctx.knn.sim.view(-1)[pos],
+            pos % self.k,
+            jaccard.view(-1)[pos],
+            ctx.shared.view(-1)[pos],
+            self.k,
+            ctx.scale,
+        )
+
+    # ------------------------------------------------------------------
+    # Forward (training) and stage-wise inference
+    # ------------------------------------------------------------------
+    def forward(
+        self,
+        x: Tensor,
+        edge_index: Tensor,
+        edge_attr: Tensor,
+        topk: Tensor,
+        edge_rank: Tensor,
+        pair_index: Tensor,
+        pair_attr: Tensor,
+    ) -> tuple[Tensor, Tensor]:
+        r"""Scores candidate pairs on a (sub)graph.
+
+        Args:
+            x (torch.Tensor): Node inputs :obj:`[N, F]`
+                (:meth:`node_features`).
+            edge_index (torch.Tensor): kNN edges :math:`j \to i`
+                :obj:`[2, E]`.
+            edge_attr (torch.Tensor): Their features :obj:`[E, 4]`.
+            topk (torch.Tensor): :math:`K_i` per node :obj:`[N]`.
+            edge_rank (torch.Tensor): Rank of every edge in its target's list.
+            pair_index (torch.Tensor): Pairs :math:`(i, j)` :obj:`[2, P]`.
+            pair_attr (torch.Tensor): Their features :obj:`[P, 4]`.
+
+        Returns:
+            (logits, aux): Same-identity logits :obj:`[P]` and the auxiliary
+            (MoE load-balancing) loss.
+        """
+        h, aux = self.encoder(x, edge_index, edge_attr, topk, edge_rank)
+        return self.edge_head(h[pair_index[0]], h[pair_index[1]], pair_attr), aux
+
+    @torch.no_grad()
+    def predict_topk(
+        self, ctx: KNNContext, batch_size: int = 4096, progress: bool = False
+    ) -> Tensor:
+        """Predicts :math:`K_i` for every node, :obj:`LongTensor[N]`."""
+        self.eval()
+        out = torch.empty(ctx.num_nodes, dtype=torch.long)
+        starts = range(0, ctx.num_nodes, batch_size)
+        for lo in tqdm(starts, desc='Top-K', disable=not progress):
+            nodes = torch.arange(lo, min(ctx.num_nodes, lo + batch_size))
+            out[nodes] = TopKPredictor.predict(
+                self.topk_predictor(*self.tokens(ctx, nodes))
+            )
+        return out
+
+    def jaccard(self, ctx: KNNContext, topk: Tensor, progress: bool = False) -> Tensor:
+        """Top-K Jaccard of every kNN edge, :obj:`[N, k]`."""
+        return topk_jaccard(
+            ctx.knn, topk=topk, transform=self.config['transform'], progress=progress
+        ).float()
+
+    def subgraph_inputs(
+        self, ctx: KNNContext, nodes: Tensor, topk: Tensor, jaccard: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        r"""Top-K edges :math:`j \to i` of the target :obj:`nodes` (global
+        ids), sorted by target: :obj:`(edge_index, edge_attr, edge_rank,
+        positions)`.
+        """
+        pos = topk_positions(nodes, topk, self.k)
+        target = pos // self.k
+        source = ctx.knn.index.view(-1)[pos]
+        edge_index = torch.stack([source, target])
+        return edge_index, self.pair_features(ctx, pos, jaccard), pos % self.k, pos
+
+    @torch.no_grad()
+    def node_states(
+        self,
+        ctx: KNNContext,
+        topk: Tensor,
+        jaccard: Tensor,
+        chunk_size: int = 65536,
+    ) -> Tensor:
+        """SDT node states of every node, layer by layer in chunks."""
+        self.eval()
+        nodes = torch.arange(ctx.num_nodes)
+        edge_index, edge_attr, edge_rank, _ = self.subgraph_inputs(
+            ctx, nodes, topk, jaccard
+        )
+        x = self.node_features(ctx, nodes, topk)
+        return self.encoder.inference(
+            x, edge_index, edge_attr, topk, edge_rank, chunk_size=chunk_size
+        )
+
+    @torch.no_grad()
+    def score_band(
+        self,
+        ctx: KNNContext,
+        topk: Tensor,
+        jaccard: Tensor,
+        h: Tensor,
+        chunk_size: int = 1 << 18,
+    ) -> tuple[Tensor, Tensor]:
+        """Same-identity probabilities of the band pairs:
+        :obj:`(positions, probabilities)`.
+        """
+        self.eval()
+        pos = band_positions(topk, self.k, self.band)
+        prob = torch.empty(pos.numel())
+        for lo in range(0, pos.numel(), chunk_size):
+            p = pos[lo : lo + chunk_size]
+            i, j = p // self.k, ctx.knn.index.view(-1)[p]
+            logit = self.edge_head(h[i], h[j], self.pair_features(ctx, p, jaccard))
+            prob[lo : lo + chunk_size] = logit.sigmoid()
+        return pos, prob
+
+    def final_links(
+        self,
+        ctx: KNNContext,
+        topk: Tensor,
+        jaccard: Tensor,
+        band_pos: Tensor,
+        band_prob: Tensor,
+        eta: float | None = None,
+        theta: float | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        r"""The final weighted links node :math:`\to` neighbour (see the class
+        docstring): :obj:`(edge_index [2, M], weight [M])`.
+        """
+        eta = self.config['eta'] if eta is None else eta
+        theta = self.config['theta'] if theta is None else theta
+        k = self.k
+        rank = torch.arange(k)
+        below = self.band[0]
+        # Inside Top-K and below the band: kept with weight J (floor theta).
+        inside = (rank >= 1) & (rank < (topk - below).unsqueeze(1))
+        inside &= jaccard >= theta
+        pos_in = inside.view(-1).nonzero().view(-1)
+        w_in = jaccard.view(-1)[pos_in]
+        # Band: kept when the SDT says same identity.
+        keep = band_prob >= eta
+        pos_b = band_pos[keep]
+        inside_b = (pos_b % k) < topk[pos_b // k]
+        w_b = torch.where(inside_b, jaccard.view(-1)[pos_b], band_prob[keep])
+        pos = torch.cat([pos_in, pos_b])
+        weight = torch.cat([w_in, w_b]).clamp(min=1e-6)
+        edge_index = torch.stack([pos // k, ctx.knn.index.view(-1)[pos]])
+        return edge_index, weight
+
+    @torch.no_grad()
+    def cluster(
+        self,
+        x: Tensor | np.ndarray | None = None,
+        *,
+        graph: KNN | None = None,
+        topk: Tensor | None = None,
+        eta: float | None = None,
+        seed: int = 123,
+        num_trials: int = 1,
+        backend: str = 'auto',
+        progress: bool = False,
+        return_details: bool = False,
+    ) -> Tensor | tuple[Tensor, dict[str, Any]]:
+        r"""Clusters embeddings :obj:`x` (or a precomputed kNN :obj:`graph`).
+
+        Args:
+            x (torch.Tensor or numpy.ndarray, optional): Embeddings
+                :obj:`[N, D]`. (default: :obj:`None`)
+            graph (KNN, optional): A precomputed kNN graph with this model's
+                :math:`k`. (default: :obj:`None`)
+            topk (torch.Tensor, optional): A per-node Top-K to use instead of
+                the predicted one (*e.g.* the oracle, for ablations).
+                (default: :obj:`None`)
+            eta (float, optional): Overrides the stored :math:`\eta`.
+                (default: :obj:`None`)
+            seed (int, optional): Infomap's seed. (default: :obj:`123`)
+            num_trials (int, optional): Infomap trials. (default: :obj:`1`)
+            backend (str, optional): kNN backend. (default: :obj:`'auto'`)
+            progress (bool, optional): Progress bars. (default: :obj:`False`)
+            return_details (bool, optional): Also return a dict with the
+                intermediate results (:obj:`topk`, :obj:`jaccard`,
+                :obj:`band_pos`, :obj:`band_prob`, :obj:`ctx`).
+                (default: :obj:`False`)
+
+        Returns:
+            torch.Tensor: Cluster ids :obj:`LongTensor[N]`, consecutive from 0.
+        """
+        from torch_geometric_sdt.baselines import cluster_links
+
+        ctx = KNNContext.build(
+            x,
+            self.k,
+            graph=graph,
+            keep_x=self.mode == 'embedding',
+            backend=backend,
+            progress=progress,
+        )
+        self._check_context(ctx)
+        if topk is None:
+            topk = self.predict_topk(ctx, progress=progress)
+        jac = self.jaccard(ctx, topk, progress=progress)
+        h = self.node_states(ctx, topk, jac)
+        band_pos, band_prob = self.score_band(ctx, topk, jac, h)
+        edge_index, weight = self.final_links(ctx, topk, jac, band_pos, band_prob, eta)
+        labels = cluster_links(
+            edge_index,
+            weight,
+            ctx.num_nodes,
+            seed=seed,
+            num_trials=num_trials,
+            progress=progress,
+        )
+        if return_details:
+            details = dict(
+                topk=topk, jaccard=jac, band_pos=band_pos, band_prob=band_prob, ctx=ctx
+            )
+            return labels, details
+        return labels
+
+    def _check_context(self, ctx: KNNContext) -> None:
+        emb = self.config['embedding_channels']
+        if self.mode == 'embedding' and ctx.x is not None and ctx.x.size(1) != emb:
+            raise ValueError(
+                f'this model was trained on {emb}-d embeddings; got '
+                f'{ctx.x.size(1)}-d (use a relational model for other spaces)'
+            )
+
+    # ------------------------------------------------------------------
+    # Training and checkpoints
+    # ------------------------------------------------------------------
+    def fit(self, x: Tensor | np.ndarray, y: Tensor | np.ndarray, **kwargs: Any):
+        """Trains the model on labelled embeddings and returns it; see
+        :func:`torch_geometric_sdt.train.fit` for the options. The training
+        summary is kept in :obj:`fit_summary_`.
+        """
+        from torch_geometric_sdt.train import fit
+
+        self.fit_summary_ = fit(self, x, y, **kwargs)
+        return self
+
+    def save(
+        self, path: str | Path, *, overwrite: bool = False, extra: dict | None = None
+    ) -> Path:
+        """Saves weights (safetensors) with the JSON config in its header."""
+        from safetensors.torch import save
+
+        from torch_geometric_sdt.io import atomic_write
+
+        meta = {
+            'format': CHECKPOINT_FORMAT,
+            'format_version': str(CHECKPOINT_VERSION),
+            'library_version': torch_geometric_sdt.__version__,
+            'config': json.dumps(self.config),
+            'extra': json.dumps(extra or {}),
+        }
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        data = save(state, metadata=meta)
+        path = Path(path)
+        with atomic_write(path, overwrite=overwrite) as tmp:
+            Path(tmp).write_bytes(data)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> SDTClusterer:
+        """Loads a checkpoint written by :meth:`save`. Only tensors and a JSON
+        header are read: nothing is unpickled.
+        """
+        model, _ = cls.load_with_metadata(path)
+        return model
+
+    @classmethod
+    def load_with_metadata(cls, path: str | Path) -> tuple[SDTClusterer, dict]:
+        """Like :meth:`load`, also returning the checkpoint's extra metadata."""
+        from safetensors import SafetensorError
+        from safetensors.torch import load
+
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f'checkpoint not found: {path}')
+        data = path.read_bytes()
+        try:
+            header_len = int.from_bytes(data[:8], 'little')
+            header = json.loads(data[8 : 8 + header_len])
+            meta = header.get('__metadata__', {})
+            state = load(data)
+        except (SafetensorError, ValueError, UnicodeDecodeError) as e:
+            raise ValueError(f'{path} is not a safetensors checkpoint ({e})') from e
+        if meta.get('format') != CHECKPOINT_FORMAT:
+            raise ValueError(f'{path} is not an SDTClusterer checkpoint')
+        version = int(meta.get('format_version', -1))
+        if version != CHECKPOINT_VERSION:
+            raise ValueError(
+                f'{path} has checkpoint format version {version}; this library '
+                f'({torch_geometric_sdt.__version__}) reads version '
+                f'{CHECKPOINT_VERSION}'
+            )
+        config = json.loads(meta['config'])
+        known = set(cls.__init__.__code__.co_varnames)
+        unknown = set(config) - known
+        if unknown:
+            raise ValueError(f'{path} has unknown config keys {sorted(unknown)}')
+        model = cls(**config)
+        try:
+            model.load_state_dict(state, strict=True)
+        except RuntimeError as e:
+            raise ValueError(f'{path} does not match its config: {e}') from e
+        model.eval()
+        return model, json.loads(meta.get('extra', '{}'))
