@@ -10,8 +10,10 @@ from torch_geometric_sdt.baselines import (
     METHODS,
     cluster_knn,
     early_stop_links,
+    THRESHOLD_GRIDS,
     fc_es,
     infomap_knn,
+    tune_threshold,
 )
 from torch_geometric_sdt.metrics import evaluate
 from torch_geometric_sdt.nn.knn import KNN
@@ -54,6 +56,24 @@ def test_separated_clusters(method: str) -> None:
     assert out['pairwise_fscore'] == 1.0 and out['num_clusters'] == 8
     # Ids are consecutive, numbered by first node:
     assert torch.equal(pred, y)
+
+
+@pytest.mark.parametrize('method', METHODS)
+def test_tune_threshold(method: str) -> None:
+    x, y = blobs(noise=0.3, seed=2)
+    knn = dense_knn(x, 20)
+    best, sweep = tune_threshold(knn, y, method)
+    assert [row['threshold'] for row in sweep] == list(THRESHOLD_GRIDS[method])
+    scores = [row['pairwise_fscore'] for row in sweep]
+    assert best in THRESHOLD_GRIDS[method]
+    assert sweep[scores.index(max(scores))]['threshold'] == best
+    assert max(scores) > min(scores)  # the grid matters on this data
+    best, sweep = tune_threshold(knn, y, method, grid=(0.5,), metric='nmi')
+    assert best == 0.5 and len(sweep) == 1
+    with pytest.raises(ValueError, match='Unknown method'):
+        tune_threshold(knn, y, 'kmeans')
+    with pytest.raises(ValueError, match='unknown metric'):
+        tune_threshold(knn, y, method, grid=(0.5,), metric='accuracy')
 
 
 def test_dispatch() -> None:

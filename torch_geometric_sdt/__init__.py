@@ -8,9 +8,25 @@ Infomap clustering, with the field's baselines, metrics and file formats.
 
 __version__ = '0.1.0'
 
-# [exports]
+from .baselines import cluster_knn
+from .metrics import evaluate
+from .nn import KNN, SparseDiffAttention, knn, knn_graph
+from .nn.models import SDTClusterer, TopKPredictor
+from .transforms import TopKJaccard
+from .utils import infomap, topk_jaccard, topk_target
 
 __all__ = [
     '__version__',
-    # [all]
+    'KNN',
+    'knn',
+    'knn_graph',
+    'SparseDiffAttention',
+    'TopKJaccard',
+    'topk_jaccard',
+    'topk_target',
+    'TopKPredictor',
+    'SDTClusterer',
+    'infomap',
+    'cluster_knn',
+    'evaluate',
 ]

@@ -297,8 +297,65 @@ def cluster_knn(knn: KNN, method: str = 'infomap-knn', **params: Any) -> Tensor:
     return _DISPATCH[method](knn, **params)
 
 
+#: Threshold grids searched by :func:`tune_threshold`.
+THRESHOLD_GRIDS: dict[str, tuple[float, ...]] = {
+    'infomap-knn': tuple(round(0.4 + 0.025 * i, 3) for i in range(21)),
+    'fc-es': tuple(round(0.05 + 0.025 * i, 3) for i in range(19)),
+}
+
+
+def tune_threshold(
+    knn: KNN,
+    y: Tensor | np.ndarray,
+    method: str = 'infomap-knn',
+    grid: tuple[float, ...] | None = None,
+    metric: str = 'pairwise_fscore',
+    **params: Any,
+) -> tuple[float, list[dict[str, Any]]]:
+    r"""Chooses the threshold of a baseline on labelled data: clusters
+    :obj:`knn` at every threshold of :obj:`grid` and keeps the best
+    :obj:`metric`. Use it on training identities only, then apply the
+    threshold to the evaluation data.
+
+    Args:
+        knn (KNN): The kNN graph of the labelled data.
+        y (torch.Tensor or numpy.ndarray): Their labels.
+        method (str, optional): A name in :obj:`METHODS`.
+            (default: :obj:`'infomap-knn'`)
+        grid (tuple, optional): Thresholds to try (default:
+            :obj:`THRESHOLD_GRIDS[method]`).
+        metric (str, optional): A key of
+            :func:`~torch_geometric_sdt.metrics.evaluate` to maximise.
+            (default: :obj:`'pairwise_fscore'`)
+        **params (optional): Other options of the method.
+
+    Returns:
+        (threshold, sweep): The best threshold and every threshold's metrics.
+    """
+    from torch_geometric_sdt.metrics import evaluate
+
+    if method not in _DISPATCH:
+        raise ValueError(
+            f'Unknown method {method!r}; valid methods are '
+            f'{", ".join(repr(name) for name in METHODS)}'
+        )
+    grid = THRESHOLD_GRIDS[method] if grid is None else tuple(grid)
+    if not grid:
+        raise ValueError('grid must hold at least one threshold')
+    sweep = []
+    for threshold in grid:
+        pred = _DISPATCH[method](knn, threshold=threshold, **params)
+        sweep.append({'threshold': threshold, **evaluate(pred, y)})
+    if metric not in sweep[0]:
+        raise ValueError(f'unknown metric {metric!r}')
+    best = max(sweep, key=lambda row: row[metric])
+    return float(best['threshold']), sweep
+
+
 __all__ = [
     'METHODS',
+    'THRESHOLD_GRIDS',
+    'tune_threshold',
     'cluster_knn',
     'infomap_knn',
     'fc_es',
