@@ -16,5 +16,5 @@ else
     echo "No matching torch-scatter/torch-sparse wheels: SparseTensor tests will skip"
 fi
 
-"$VPY" -m ruff check torch_geometric_sdt test benchmarks examples
+"$VPY" -m ruff check .
 "$VPY" -m pytest test -n 2 "$@"

@@ -8,9 +8,9 @@ from torch_geometric.testing import onlyFullTest
 
 from torch_geometric_sdt.baselines import (
     METHODS,
+    THRESHOLD_GRIDS,
     cluster_knn,
     early_stop_links,
-    THRESHOLD_GRIDS,
     fc_es,
     infomap_knn,
     tune_threshold,
