@@ -113,6 +113,34 @@ def test_chunking_matches_single_chunk(metric: str) -> None:
 
 
 @pytest.mark.parametrize('metric', ['cosine', 'l2'])
+@pytest.mark.parametrize('block', [16, 37, 64, 1000])
+def test_symmetric_blocks_match_query_chunks(metric: str, block: int) -> None:
+    # The default exact path (symmetric square blocks, candidates screened
+    # against each row's running (k+1)-th value) against the query-chunk path
+    # and the float64 brute force, with block sides that are and are not
+    # multiples of the screening group, and k + 1 larger than a block.
+    x = clustered(203, 8, 9, seed=3)
+    ref = knn(x, 40, metric=metric, backend='exact', symmetric=False)
+    out = knn(x, 40, metric=metric, backend='exact', chunk_size=block)
+    assert torch.equal(out.index, ref.index)
+    assert torch.allclose(out.sim, ref.sim, rtol=0, atol=1e-5)
+    index, _ = brute_force(x, 40, metric)
+    assert recall(out.index, index) == 1.0
+    check_invariants(out, 203, 40)
+
+
+def test_symmetric_ties_at_the_cut_keep_smallest_ids() -> None:
+    # Integer points give exact ties at the k-th place; those rows are
+    # recomputed with the id rule.
+    x = torch.tensor([[1.0, 0.0]] * 6 + [[0.0, 1.0]] * 6 + [[1.0, 1.0]] * 5)
+    out = knn(x, 3, backend='exact', chunk_size=4)
+    ref = knn(x, 3, backend='exact', symmetric=False)
+    assert torch.equal(out.index, ref.index)
+    assert out.index[5].tolist() == [5, 0, 1]
+    assert out.index[16].tolist() == [16, 12, 13]
+
+
+@pytest.mark.parametrize('metric', ['cosine', 'l2'])
 def test_duplicates(metric: str) -> None:
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(30, 5, generator=gen)

@@ -36,6 +36,10 @@ DEFAULT_COL_CHUNK_SIZE = 32_768
 #: Default number of elements of one similarity block (rows x columns).
 DEFAULT_BLOCK_NUMEL = 2**25
 
+# The symmetric exact search screens groups of this many consecutive
+# similarities by their maximum before testing single entries.
+_GROUP = 16
+
 
 class KNN(NamedTuple):
     r"""A k-nearest-neighbour graph in fixed-width form.
@@ -128,17 +132,21 @@ def knn(
     well (it picks the smallest tied ids), approximate backends and
     :obj:`'faiss'` apply it to the ids they return.
 
-    The :obj:`'exact'` backend computes in blocks of :obj:`chunk_size` query
-    rows times :obj:`col_chunk_size` database rows and keeps a running top-k,
-    so its peak extra memory is one similarity block
-    (:math:`\text{chunk\_size} \cdot \text{col\_chunk\_size}` elements of
-    the compute dtype; rows with ties at the :math:`k`-th place add a copy of
-    those rows and a boolean mask) on top of the inputs and the
-    :math:`N \times k` result. By default one block holds at most
-    :obj:`DEFAULT_BLOCK_NUMEL` (:math:`2^{25}`, 128 MiB in float32) elements.
-    Block shapes change the summation order of the matrix product, so other
-    chunk sizes give the same ids (up to neighbours whose similarities agree
-    to the last bit) and similarities equal up to float rounding.
+    The :obj:`'exact'` backend uses the symmetry of the similarity matrix by
+    default: it computes square blocks :math:`\mathbf{X}_I \mathbf{X}_J^{\top}`
+    for :math:`J \ge I` only, and each block serves the rows of :math:`I` and,
+    transposed, those of :math:`J` (half the matrix products); a block entry
+    is tested against each row's current :math:`(k+1)`-th best, in groups of
+    16 screened by their maximum, so that few entries are ever sorted. Its
+    peak extra memory is one :math:`B \times B` block (:math:`B` =
+    :obj:`chunk_size`, by default :math:`\sqrt{}` :obj:`DEFAULT_BLOCK_NUMEL`,
+    so 128 MiB in float32) plus the :math:`N \times (k + 1)` running lists.
+    With :obj:`col_chunk_size` (or :obj:`symmetric=False`) it instead runs
+    query chunks of :obj:`chunk_size` rows against column blocks of
+    :obj:`col_chunk_size` rows. Block shapes change the summation order of
+    the matrix product, so other block sizes give the same ids (up to
+    neighbours whose similarities agree to the last bit, *e.g.* exact
+    duplicates) and similarities equal up to float rounding.
 
     :obj:`backend='auto'` picks :obj:`'exact'` for
     :math:`N \le` :obj:`AUTO_EXACT_MAX_NODES` (200,000) or when :obj:`x` lies
@@ -158,16 +166,18 @@ def knn(
         backend (str, optional): :obj:`'auto'`, :obj:`'exact'`,
             :obj:`'faiss'`, :obj:`'faiss-hnsw'`, :obj:`'faiss-ivf'` or
             :obj:`'pynndescent'`. (default: :obj:`'auto'`)
-        chunk_size (int, optional): Query rows per chunk. For :obj:`'exact'`
-            the default keeps one similarity block within
-            :obj:`DEFAULT_BLOCK_NUMEL` elements; for the faiss backends it is
+        chunk_size (int, optional): For :obj:`'exact'`, the side of the
+            square blocks (or the query rows per chunk with
+            :obj:`col_chunk_size`); the default keeps one similarity block
+            within :obj:`DEFAULT_BLOCK_NUMEL` elements. For the faiss backends it is
             the number of queries per search call (default :obj:`65536`).
             (default: :obj:`None`)
         progress (bool, optional): Shows a progress bar. (default:
             :obj:`False`)
         **backend_kwargs (optional): Backend options.
-            :obj:`'exact'`: :obj:`col_chunk_size` (default
-            :obj:`DEFAULT_COL_CHUNK_SIZE`).
+            :obj:`'exact'`: :obj:`symmetric` (default :obj:`True` unless
+            :obj:`col_chunk_size` is given) and :obj:`col_chunk_size`
+            (default :obj:`DEFAULT_COL_CHUNK_SIZE`, query-chunk path only).
             :obj:`'faiss-hnsw'`: :obj:`M` (default :obj:`32`),
             :obj:`ef_construction` (default :obj:`80`), :obj:`ef_search`
             (default :obj:`max(128, 2 * k)`).
@@ -400,7 +410,10 @@ def _dispatch(
         raise ValueError(f'chunk_size must be a positive int (got {chunk_size!r})')
     if backend == 'exact':
         col_chunk_size = kwargs.pop('col_chunk_size', None)
+        symmetric = kwargs.pop('symmetric', col_chunk_size is None)
         _no_kwargs(backend, kwargs)
+        if symmetric:
+            return _exact_knn_symmetric(x, k, metric, chunk_size, progress)
         return _exact_knn(
             x,
             k,
@@ -508,6 +521,126 @@ def _exact_knn(
         out_index[r0:r1] = idx
         out_sim[r0:r1] = val
     return out_index, out_sim
+
+
+def _exact_knn_symmetric(
+    x: Tensor,
+    k: int,
+    metric: str,
+    block_size: int | None = None,
+    progress: bool = False,
+) -> tuple[Tensor, Tensor]:
+    r"""Exact top-:math:`k` of every point, computing each similarity once.
+
+    The similarity matrix is symmetric, so it is computed in square blocks
+    :math:`\mathbf{X}_I \mathbf{X}_J^{\top}` for :math:`J \ge I` only, and
+    every block serves the rows of :math:`I` and, transposed, those of
+    :math:`J`: half the matrix products of :func:`_exact_knn`. Every row
+    keeps a running list of its best :math:`k + 1` candidates; a block entry
+    is a candidate only if it beats the row's current :math:`(k+1)`-th value
+    (one comparison per entry, as in heap-based search), and the lists are
+    seeded from the diagonal blocks first so that few entries pass. Rows
+    whose :math:`k`-th and :math:`(k+1)`-th values tie are recomputed by
+    :func:`_exact_knn`, which applies the ascending-id rule at the cut.
+    Peak extra memory is one :math:`B \times B` block (and two boolean masks
+    of that size) plus the :math:`N \times (k + 1)` lists.
+    """
+    num_nodes = x.size(0)
+    device = x.device
+    kk = min(k + 1, num_nodes)
+    if block_size is None:
+        block_size = max(256, math.isqrt(DEFAULT_BLOCK_NUMEL))
+    sq = (x * x).sum(dim=1) if metric == 'l2' else None
+    best_val = torch.full((num_nodes, kk), -math.inf, dtype=x.dtype, device=device)
+    best_idx = torch.full((num_nodes, kk), -1, dtype=torch.long, device=device)
+    starts = list(range(0, num_nodes, block_size))
+
+    def keys(i0: int, i1: int, j0: int, j1: int) -> tuple[Tensor, Tensor]:
+        gram = torch.mm(x[i0:i1], x[j0:j1].t())
+        if sq is None:
+            return gram, gram
+        # Ranking keys 2 <x_i, x_j> - |x_j|^2 for the rows, and the same with
+        # |x_i|^2 for the columns (the transposed direction):
+        gram.mul_(2)
+        return gram - sq[j0:j1].unsqueeze(0), gram - sq[i0:i1].unsqueeze(1)
+
+    def merge(r0: int, r1: int, val: Tensor, idx: Tensor) -> None:
+        cat_val = torch.cat([best_val[r0:r1], val], dim=1)
+        cat_idx = torch.cat([best_idx[r0:r1], idx], dim=1)
+        top_val, pos = torch.topk(cat_val, kk, dim=1)
+        best_val[r0:r1] = top_val
+        best_idx[r0:r1] = cat_idx.gather(1, pos)
+
+    def offer(r0: int, block: Tensor, c0: int, transposed: bool) -> None:
+        # Entries of `block` (or of its transpose, without materialising it)
+        # beating their row's current (k+1)-th value join that row's
+        # candidates. Groups of _GROUP consecutive entries along the row are
+        # screened by their maximum first, so the exact test runs on few.
+        dim = 0 if transposed else 1
+        length = block.size(dim)
+        num_rows = block.size(1 - dim)
+        thr = best_val[r0 : r0 + num_rows, -1]
+        pad = -length % _GROUP
+        padded = block
+        if pad:
+            spec = (0, 0, 0, pad) if transposed else (0, pad)
+            padded = torch.nn.functional.pad(block, spec, value=-math.inf)
+        if transposed:
+            groups = padded.view(-1, _GROUP, num_rows)
+            grp, row = (groups.amax(dim=1) > thr.unsqueeze(0)).nonzero(as_tuple=True)
+            vals = groups[grp, :, row]  # [P, _GROUP]
+        else:
+            groups = padded.view(num_rows, -1, _GROUP)
+            row, grp = (groups.amax(dim=2) > thr.unsqueeze(1)).nonzero(as_tuple=True)
+            vals = groups[row, grp]  # [P, _GROUP]
+        if row.numel() == 0:
+            return
+        p, t = (vals > thr[row].unsqueeze(1)).nonzero(as_tuple=True)
+        row, col, val = row[p], grp[p] * _GROUP + t, vals[p, t]
+        count = torch.bincount(row, minlength=num_rows)
+        width = int(count.max())
+        first = torch.cumsum(count, 0) - count
+        order = torch.argsort(row, stable=True)
+        row, col, val = row[order], col[order], val[order]
+        slot = torch.arange(row.numel(), device=device) - first[row]
+        cand_val = torch.full(
+            (num_rows, width), -math.inf, dtype=x.dtype, device=device
+        )
+        cand_idx = torch.full((num_rows, width), -1, dtype=torch.long, device=device)
+        cand_val[row, slot] = val
+        cand_idx[row, slot] = col + c0
+        merge(r0, r0 + num_rows, cand_val, cand_idx)
+
+    # Diagonal blocks first: they seed every row's list (self included).
+    for i0 in starts:
+        i1 = min(i0 + block_size, num_nodes)
+        block = keys(i0, i1, i0, i1)[0]
+        block.fill_diagonal_(math.inf)
+        val, idx = torch.topk(block, min(kk, i1 - i0), dim=1)
+        merge(i0, i1, val, idx + i0)
+    pairs = [(i0, j0) for a, i0 in enumerate(starts) for j0 in starts[a + 1 :]]
+    for i0, j0 in tqdm(pairs, disable=not progress, desc='knn', unit='block'):
+        i1, j1 = min(i0 + block_size, num_nodes), min(j0 + block_size, num_nodes)
+        rows_key, cols_key = keys(i0, i1, j0, j1)
+        offer(i0, rows_key, j0, transposed=False)
+        offer(j0, cols_key, i0, transposed=True)
+        del rows_key, cols_key
+
+    val, idx = best_val[:, :k], best_idx[:, :k]
+    tie = (
+        best_val[:, k - 1] == best_val[:, k]
+        if kk > k
+        else torch.zeros(num_nodes, dtype=torch.bool, device=device)
+    )
+    val, idx = _order(val, idx)  # Self (+inf) first, then (value desc, id asc).
+    if sq is None:
+        val = val.clamp(-1.0, 1.0)
+    else:
+        val = (val - sq.unsqueeze(1)).clamp(max=0.0)
+    if bool(tie.any()):
+        rows = tie.nonzero().view(-1)
+        idx[rows], val[rows] = _exact_knn(x, k, metric, query=rows)
+    return idx, val
 
 
 def _order(val: Tensor, idx: Tensor) -> tuple[Tensor, Tensor]:
