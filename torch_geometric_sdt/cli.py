@@ -20,6 +20,7 @@ import json
 import os
 import sys
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -215,18 +216,25 @@ def _run_method(
     )
 
 
+def _build_knn(args: argparse.Namespace, rep: _Reporter, x: np.ndarray) -> KNN:
+    with rep.stage(f'kNN (k={args.k}, backend={args.backend})'):
+        with warnings.catch_warnings():
+            # Memory-mapped inputs are read-only; knn never writes to them.
+            warnings.filterwarnings('ignore', message='The given NumPy array')
+            return knn(
+                x,
+                args.k,
+                metric=args.metric,
+                backend=args.backend,
+                progress=not args.quiet,
+            )
+
+
 def _cmd_knn(args: argparse.Namespace, rep: _Reporter) -> int:
     io.check_writable(args.output, overwrite=args.overwrite)
     with rep.stage('load features'):
         x = _load_features(args)
-    with rep.stage(f'kNN (k={args.k}, backend={args.backend})'):
-        graph = knn(
-            torch.as_tensor(np.asarray(x)),
-            args.k,
-            metric=args.metric,
-            backend=args.backend,
-            progress=not args.quiet,
-        )
+    graph = _build_knn(args, rep, x)
     with rep.stage('write'):
         io.write_knn(args.output, graph, overwrite=args.overwrite)
     return 0
@@ -250,14 +258,7 @@ def _cmd_cluster(args: argparse.Namespace, rep: _Reporter) -> int:
         with rep.stage('read kNN cache'):
             graph = io.read_knn(args.knn, num_nodes=len(x))
     else:
-        with rep.stage(f'kNN (k={args.k}, backend={args.backend})'):
-            graph = knn(
-                torch.as_tensor(np.asarray(x)),
-                args.k,
-                metric=args.metric,
-                backend=args.backend,
-                progress=not args.quiet,
-            )
+        graph = _build_knn(args, rep, x)
     with rep.stage(f'cluster ({args.method})'):
         pred = _run_method(args, graph, x)
     with rep.stage('write'):
