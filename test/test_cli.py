@@ -151,3 +151,39 @@ def test_module_entry_point():
     )
     assert res.returncode == 0
     assert res.stdout.strip() == __import__('torch_geometric_sdt').__version__
+
+
+def test_train_then_cluster_with_sdt(faces, tmp_path, capsys):
+    x_path, y_path, y = faces
+    model = tmp_path / 'model.safetensors'
+    rc = main([
+        'train', str(x_path), str(y_path), '-o', str(model), '-k', '10',
+        '--topk-epochs', '1', '--sdt-epochs', '1', '--max-steps-per-epoch', '2',
+        '-q',
+    ])
+    assert rc == 0 and model.exists()
+    out = tmp_path / 'pred.meta'
+    rc = main([
+        'cluster', str(x_path), '-o', str(out), '-k', '10', '--method', 'sdt',
+        '--model', str(model), '--labels', str(y_path), '-q',
+    ])
+    assert rc == 0
+    assert len(io.load_labels(out)) == len(y)
+    assert 'pairwise_fscore' in capsys.readouterr().out
+    # The model's k must match the kNN graph's:
+    rc = main([
+        'cluster', str(x_path), '-o', str(tmp_path / 'p2.meta'), '-k', '12',
+        '--method', 'sdt', '--model', str(model), '-q',
+    ])
+    assert rc == 2
+    assert 'k = 10' in capsys.readouterr().err
+
+
+def test_shipped_model_is_used_by_default():
+    from torch_geometric_sdt import SDTClusterer
+    from torch_geometric_sdt.pretrained import default_model_path
+
+    path = default_model_path()
+    model = SDTClusterer.load(path)
+    assert model.k == 80 and model.mode == 'relational'
+    assert path.stat().st_size < 20 * 2**20
