@@ -319,6 +319,32 @@ def fit(
             and progress_state['epochs_done'] >= stop_after_epochs
         )
 
+    def end_epoch(
+        stage: int,
+        score: float,
+        record: dict[str, float],
+        num_epochs: int,
+        optimizer: torch.optim.Optimizer,
+    ) -> bool:
+        # Records the epoch, keeps the best weights (lower score is better),
+        # applies early stopping, writes the resumable state; returns whether
+        # to stop here (stop_after_epochs).
+        nonlocal best
+        epoch = progress_state['epoch']
+        progress_state['history'].append({'stage': stage, 'epoch': epoch, **record})
+        if progress_state['best'] is None or score < progress_state['best']:
+            progress_state['best'], progress_state['bad'] = score, 0
+            best = snapshot(stage)
+        else:
+            progress_state['bad'] += 1
+        progress_state['epoch'] += 1
+        progress_state['epochs_done'] += 1
+        if progress_state['bad'] >= patience:
+            progress_state['epoch'] = num_epochs
+        if state_path is not None:
+            _save_state(state_path, model, optimizer, best, progress_state)
+        return should_stop()
+
     # ---------------------------------------------------------------- stage 1
     if progress_state['stage'] == 1:
         optimizer = torch.optim.Adam(params(1), lr=lr)
@@ -343,26 +369,8 @@ def fit(
                 bar.set_postfix(loss=f'{float(loss.detach()):.3f}')
             pred_va = model.predict_topk(ctx_va)
             mae = float((pred_va - target_va).abs().float().mean())
-            progress_state['history'].append(
-                {
-                    'stage': 1,
-                    'epoch': epoch,
-                    'loss': total / max(1, len(steps)),
-                    'val_topk_mae': mae,
-                }
-            )
-            if progress_state['best'] is None or mae < progress_state['best']:
-                progress_state['best'], progress_state['bad'] = mae, 0
-                best = snapshot(1)
-            else:
-                progress_state['bad'] += 1
-            progress_state['epoch'] += 1
-            progress_state['epochs_done'] += 1
-            if progress_state['bad'] >= patience:
-                progress_state['epoch'] = topk_epochs
-            if state_path is not None:
-                _save_state(state_path, model, optimizer, best, progress_state)
-            if should_stop():
+            record = {'loss': total / max(1, len(steps)), 'val_topk_mae': mae}
+            if end_epoch(1, mae, record, topk_epochs, optimizer):
                 return {'stopped': True, **progress_state}
         restore(best)
         progress_state.update(stage=2, epoch=0, best=None, bad=0)
@@ -404,27 +412,12 @@ def fit(
         val_loss = float(
             F.binary_cross_entropy(prob_va.clamp(1e-7, 1 - 1e-7), same_va.float())
         )
-        progress_state['history'].append(
-            {
-                'stage': 2,
-                'epoch': epoch,
-                'loss': total / max(1, len(steps)),
-                'val_loss': val_loss,
-                'val_auc': _auc(prob_va, same_va),
-            }
-        )
-        if progress_state['best'] is None or val_loss < progress_state['best']:
-            progress_state['best'], progress_state['bad'] = val_loss, 0
-            best = snapshot(2)
-        else:
-            progress_state['bad'] += 1
-        progress_state['epoch'] += 1
-        progress_state['epochs_done'] += 1
-        if progress_state['bad'] >= patience:
-            progress_state['epoch'] = sdt_epochs
-        if state_path is not None:
-            _save_state(state_path, model, optimizer, best, progress_state)
-        if should_stop():
+        record = {
+            'loss': total / max(1, len(steps)),
+            'val_loss': val_loss,
+            'val_auc': _auc(prob_va, same_va),
+        }
+        if end_epoch(2, val_loss, record, sdt_epochs, optimizer):
             return {'stopped': True, **progress_state}
     if best:
         restore(best)
