@@ -117,7 +117,10 @@ def check_writable(path: PathLike, overwrite: bool = False) -> None:
     """
     path = Path(path)
     if path.exists() and not overwrite:
-        raise FileExistsError(f'{path} exists (pass overwrite=True to replace it)')
+        raise FileExistsError(
+            f'{path} exists (pass overwrite=True, or --overwrite on the command '
+            'line, to replace it)'
+        )
     if path.is_dir():
         raise IsADirectoryError(f'{path} is a directory')
     if not path.parent.is_dir():
