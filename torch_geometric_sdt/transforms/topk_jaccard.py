@@ -116,7 +116,9 @@ class TopKJaccard(BaseTransform):
     ) -> None:
         if isinstance(topk, bool) or not (topk is None or isinstance(topk, (int, str))):
             raise ValueError(
-                f'topk must be an integer, an attribute name or None (got {topk!r})'
+                f'topk must be an integer, an attribute name or None (got '
+                f'{type(topk).__name__}); store a per-node Top-K tensor in the '
+                f'data object and pass its attribute name'
             )
         if isinstance(topk, int) and topk < 1:
             raise ValueError(f'topk must be at least 1 (got {topk})')
