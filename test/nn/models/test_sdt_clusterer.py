@@ -164,3 +164,14 @@ def test_knn_cache_input(faces, tmp_path):
         SDTClusterer(k=8, hidden_channels=16, predictor_channels=16, heads=2).cluster(
             graph=graph
         )
+
+
+def test_load_refuses_unknown_config_keys(tmp_path):
+    import json
+
+    model = SDTClusterer(k=4, hidden_channels=8, predictor_channels=8, heads=2)
+    path = model.save(tmp_path / 'm.safetensors')
+    config = {**model.config, 'emb': 3}
+    _rewrite_meta(path, config=json.dumps(config))
+    with pytest.raises(ValueError, match="unknown config keys \\['emb'\\]"):
+        SDTClusterer.load(path)

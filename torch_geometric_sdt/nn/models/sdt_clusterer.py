@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import inspect
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -608,7 +609,7 @@ class SDTClusterer(torch.nn.Module):
                 f'{CHECKPOINT_VERSION}'
             )
         config = json.loads(meta['config'])
-        known = set(cls.__init__.__code__.co_varnames)
+        known = set(inspect.signature(cls.__init__).parameters) - {'self'}
         unknown = set(config) - known
         if unknown:
             raise ValueError(f'{path} has unknown config keys {sorted(unknown)}')
