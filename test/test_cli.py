@@ -134,11 +134,26 @@ def test_evaluate_length_mismatch(tmp_path, capsys):
 
 
 def test_demo_prints_metrics(capsys):
-    rc = main(['demo', '--num-samples', '1500', '-k', '20', '--json', '-q'])
+    rc = main(['demo', '--num-samples', '1500', '-k', '20', '--json', '-q',
+               '--methods', 'infomap-knn', 'fc-es'])
     assert rc == 0
-    metrics = json.loads(capsys.readouterr().out)
-    assert metrics['pairwise_fscore'] > 0.5
-    assert 'seconds' in metrics
+    results = json.loads(capsys.readouterr().out)
+    assert list(results) == ['infomap-knn', 'fc-es']
+    for r in results.values():
+        assert 0.0 <= r['pairwise_fscore'] <= 1.0 and r['seconds'] >= 0
+    assert results['infomap-knn']['pairwise_fscore'] > 0.5
+    # The thresholds come from the separate draw's grid:
+    from torch_geometric_sdt.baselines import THRESHOLD_GRIDS
+
+    assert results['fc-es']['threshold'] in THRESHOLD_GRIDS['fc-es']
+
+
+def test_demo_table_with_the_shipped_model(capsys):
+    rc = main(['demo', '--num-samples', '1200', '-q', '--methods', 'sdt'])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert 'pairwise F' in out and out.splitlines()[2].startswith('sdt')
+    assert 'ground truth' in out
 
 
 def test_module_entry_point():
