@@ -43,10 +43,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy.stats import rankdata
 from torch import Tensor
 
 from torch_geometric_sdt.datasets import synthetic_faces
+from torch_geometric_sdt.metrics import roc_auc
 from torch_geometric_sdt.nn.knn import knn
 from torch_geometric_sdt.nn.models import KNNContext, SDTClusterer
 from torch_geometric_sdt.pretrained import default_model_path
@@ -64,18 +64,6 @@ REFERENCE_LFW = {
     'sigmoid Top-K, oracle K': 0.9992,
     'sigmoid Top-K, K = 10': 0.844,
 }
-
-
-def roc_auc(score: np.ndarray, positive: np.ndarray) -> float:
-    r"""Rank-based ROC AUC (the Mann-Whitney U statistic), ties averaged."""
-    num_pos = int(positive.sum())
-    num_neg = positive.size - num_pos
-    if num_pos == 0 or num_neg == 0:
-        return float('nan')
-    ranks = rankdata(score)
-    return float(
-        (ranks[positive].sum() - num_pos * (num_pos + 1) / 2) / (num_pos * num_neg)
-    )
 
 
 def separation(score: Tensor, positive: np.ndarray) -> dict[str, float]:

@@ -9,7 +9,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch_geometric.testing import withPackage
 
-from torch_geometric_sdt.metrics import bcubed_fscore, evaluate, nmi, pairwise_fscore
+from torch_geometric_sdt.metrics import (
+    bcubed_fscore,
+    evaluate,
+    nmi,
+    pairwise_fscore,
+    roc_auc,
+)
 
 
 def _f(p: float, r: float) -> float:
@@ -228,3 +234,10 @@ def test_scale() -> None:
     qk = (np.asarray(table.sum(axis=1)).ravel() ** 2).sum() - n
     assert out['pairwise_precision'] == pytest.approx(tp / pk)
     assert out['pairwise_recall'] == pytest.approx(tp / qk)
+
+
+def testroc_auc():
+    score = torch.tensor([0.1, 0.4, 0.35, 0.8])
+    label = torch.tensor([False, False, True, True])
+    assert roc_auc(score, label) == pytest.approx(0.75)
+    assert roc_auc(torch.ones(4), label) == pytest.approx(0.5)

@@ -5,7 +5,7 @@ import torch
 
 from torch_geometric_sdt.datasets import synthetic_faces
 from torch_geometric_sdt.nn.models.sdt_clusterer import SDTClusterer
-from torch_geometric_sdt.train import _auc, fit, split_identities
+from torch_geometric_sdt.train import fit, split_identities
 
 SMALL = dict(
     hidden_channels=16, predictor_channels=16, heads=2, num_layers=1, predictor_layers=1
@@ -34,13 +34,6 @@ def test_split_identities_is_disjoint_and_seeded():
     assert torch.equal(va, va2)
     with pytest.raises(ValueError, match='val_fraction'):
         split_identities(y, 1.0, seed=1)
-
-
-def test_auc():
-    score = torch.tensor([0.1, 0.4, 0.35, 0.8])
-    label = torch.tensor([False, False, True, True])
-    assert _auc(score, label) == pytest.approx(0.75)
-    assert _auc(torch.ones(4), label) == pytest.approx(0.5)
 
 
 def test_fit_is_deterministic_and_sets_eta(faces):

@@ -326,8 +326,44 @@ def evaluate(
     }
 
 
+def roc_auc(score: LabelsLike, label: LabelsLike) -> float:
+    r"""ROC AUC of :obj:`score` for the binary :obj:`label`, computed by ranks
+    (the Mann-Whitney :math:`U` statistic, ties given their average rank):
+
+    .. math::
+        \mathrm{AUC} = \frac{\sum_{i: y_i = 1} r_i - n_+ (n_+ + 1) / 2}
+        {n_+ n_-}.
+
+    Args:
+        score (numpy.ndarray or torch.Tensor): Scores, any shape.
+        label (numpy.ndarray or torch.Tensor): Booleans of the same size.
+
+    Returns:
+        float: The AUC, or NaN when one class is empty.
+    """
+    if isinstance(score, Tensor):
+        score = score.detach().cpu().numpy()
+    if isinstance(label, Tensor):
+        label = label.detach().cpu().numpy()
+    score = np.asarray(score, dtype=np.float64).reshape(-1)
+    label = np.asarray(label, dtype=bool).reshape(-1)
+    if score.size != label.size:
+        raise ValueError(
+            f'score and label differ in size ({score.size} vs {label.size})'
+        )
+    num_pos = int(label.sum())
+    num_neg = label.size - num_pos
+    if num_pos == 0 or num_neg == 0:
+        return float('nan')
+    _, inverse, counts = np.unique(score, return_inverse=True, return_counts=True)
+    mean_rank = np.cumsum(counts) - counts + (counts + 1) / 2
+    rank_sum = float(mean_rank[inverse][label].sum())
+    return (rank_sum - num_pos * (num_pos + 1) / 2) / (num_pos * num_neg)
+
+
 __all__ = [
     'evaluate',
+    'roc_auc',
     'pairwise_fscore',
     'bcubed_fscore',
     'nmi',

@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from torch_geometric_sdt.metrics import evaluate
+from torch_geometric_sdt.metrics import evaluate, roc_auc
 from torch_geometric_sdt.nn.models.sdt_clusterer import (
     KNNContext,
     SDTClusterer,
@@ -56,28 +56,8 @@ def split_identities(
     g = torch.Generator().manual_seed(seed)
     ids = ids[torch.randperm(ids.numel(), generator=g)]
     num_val = max(1, int(round(val_fraction * ids.numel())))
-    is_val = torch.zeros(int(y.max()) + 1 - int(y.min()), dtype=torch.bool)
-    is_val[ids[:num_val] - y.min()] = True
-    val_mask = is_val[y - y.min()]
+    val_mask = torch.isin(y, ids[:num_val])
     return (~val_mask).nonzero().view(-1), val_mask.nonzero().view(-1)
-
-
-def _auc(score: Tensor, label: Tensor) -> float:
-    """ROC AUC by ranks (ties averaged)."""
-    pos = int(label.sum())
-    neg = label.numel() - pos
-    if pos == 0 or neg == 0:
-        return float('nan')
-    order = score.argsort()
-    ranks = torch.empty(score.numel(), dtype=torch.float64)
-    ranks[order] = torch.arange(1, score.numel() + 1, dtype=torch.float64)
-    # average ranks over ties
-    uniq, inv = torch.unique(score, return_inverse=True)
-    mean_rank = torch.zeros(uniq.numel(), dtype=torch.float64).index_reduce_(
-        0, inv, ranks, 'mean', include_self=False
-    )
-    ranks = mean_rank[inv]
-    return float((ranks[label].sum() - pos * (pos + 1) / 2) / (pos * neg))
 
 
 class _Batcher:
@@ -246,8 +226,8 @@ def fit(
         dict: The training history and summary (per-epoch losses and
         validation metrics, the chosen :math:`\eta`, data summary, seconds).
     """
-    x = torch.as_tensor(np.asarray(x) if isinstance(x, np.ndarray) else x).float()
-    y = torch.as_tensor(np.asarray(y) if isinstance(y, np.ndarray) else y).long()
+    x = torch.as_tensor(x).float()
+    y = torch.as_tensor(y).long()
     if x.dim() != 2 or y.dim() != 1 or x.size(0) != y.size(0):
         raise ValueError(
             f'x must be [N, D] and y [N] (got {list(x.shape)} and {list(y.shape)})'
@@ -415,7 +395,7 @@ def fit(
         record = {
             'loss': total / max(1, len(steps)),
             'val_loss': val_loss,
-            'val_auc': _auc(prob_va, same_va),
+            'val_auc': roc_auc(prob_va, same_va),
         }
         if end_epoch(2, val_loss, record, sdt_epochs, optimizer):
             return {'stopped': True, **progress_state}

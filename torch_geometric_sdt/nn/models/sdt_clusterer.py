@@ -69,7 +69,7 @@ class KNNContext:
     ) -> KNNContext:
         """Builds the context from embeddings (and/or a precomputed kNN)."""
         if x is not None:
-            x = torch.as_tensor(np.asarray(x) if isinstance(x, np.ndarray) else x)
+            x = torch.as_tensor(x)
         if graph is None:
             if x is None:
                 raise ValueError('give embeddings x or a precomputed kNN graph')
