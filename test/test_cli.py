@@ -134,8 +134,20 @@ def test_evaluate_length_mismatch(tmp_path, capsys):
 
 
 def test_demo_prints_metrics(capsys):
-    rc = main(['demo', '--num-samples', '1500', '-k', '20', '--json', '-q',
-               '--methods', 'infomap-knn', 'fc-es'])
+    rc = main(
+        [
+            'demo',
+            '--num-samples',
+            '1500',
+            '-k',
+            '20',
+            '--json',
+            '-q',
+            '--methods',
+            'infomap-knn',
+            'fc-es',
+        ]
+    )
     assert rc == 0
     results = json.loads(capsys.readouterr().out)
     assert list(results) == ['infomap-knn', 'fc-es']
@@ -171,25 +183,62 @@ def test_module_entry_point():
 def test_train_then_cluster_with_sdt(faces, tmp_path, capsys):
     x_path, y_path, y = faces
     model = tmp_path / 'model.safetensors'
-    rc = main([
-        'train', str(x_path), str(y_path), '-o', str(model), '-k', '10',
-        '--topk-epochs', '1', '--sdt-epochs', '1', '--max-steps-per-epoch', '2',
-        '-q',
-    ])
+    rc = main(
+        [
+            'train',
+            str(x_path),
+            str(y_path),
+            '-o',
+            str(model),
+            '-k',
+            '10',
+            '--topk-epochs',
+            '1',
+            '--sdt-epochs',
+            '1',
+            '--max-steps-per-epoch',
+            '2',
+            '-q',
+        ]
+    )
     assert rc == 0 and model.exists()
     out = tmp_path / 'pred.meta'
-    rc = main([
-        'cluster', str(x_path), '-o', str(out), '-k', '10', '--method', 'sdt',
-        '--model', str(model), '--labels', str(y_path), '-q',
-    ])
+    rc = main(
+        [
+            'cluster',
+            str(x_path),
+            '-o',
+            str(out),
+            '-k',
+            '10',
+            '--method',
+            'sdt',
+            '--model',
+            str(model),
+            '--labels',
+            str(y_path),
+            '-q',
+        ]
+    )
     assert rc == 0
     assert len(io.load_labels(out)) == len(y)
     assert 'pairwise_fscore' in capsys.readouterr().out
     # The model's k must match the kNN graph's:
-    rc = main([
-        'cluster', str(x_path), '-o', str(tmp_path / 'p2.meta'), '-k', '12',
-        '--method', 'sdt', '--model', str(model), '-q',
-    ])
+    rc = main(
+        [
+            'cluster',
+            str(x_path),
+            '-o',
+            str(tmp_path / 'p2.meta'),
+            '-k',
+            '12',
+            '--method',
+            'sdt',
+            '--model',
+            str(model),
+            '-q',
+        ]
+    )
     assert rc == 2
     assert 'k = 10' in capsys.readouterr().err
 

@@ -49,7 +49,10 @@ def _check_knn(knn: KNN) -> tuple[Tensor, Tensor]:
         )
     if index.numel() > 0 and int(index.min()) < -1:
         raise ValueError("'knn.index' contains negative ids other than -1")
-    return index, sim.detach().cpu()
+    sim = sim.detach().cpu()
+    if not bool(torch.isfinite(sim[index >= 0]).all()):  # -1 padding may be -inf
+        raise ValueError("'knn.sim' contains NaN or infinite similarities")
+    return index, sim
 
 
 def _check_unit(name: str, value: float) -> float:

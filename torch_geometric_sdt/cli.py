@@ -2,7 +2,10 @@
 
 This is the only module that prints or exits. Every sub-command composes
 library functions; a user error (bad file, bad option, bad data) is reported
-as one line on stderr with exit status 2, never as a traceback.
+as one line on stderr with exit status 2, never as a traceback. Outputs are
+written atomically at the end of a command and never replace an existing file
+without ``--overwrite``; an interrupted run (Ctrl-C or ``SIGTERM``, exit status
+130) leaves no output and no temporary file behind.
 
 .. code-block:: none
 
@@ -18,7 +21,9 @@ import argparse
 import contextlib
 import json
 import os
+import signal
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Iterator, Sequence
@@ -33,10 +38,19 @@ from torch_geometric_sdt.baselines import METHODS, cluster_knn, tune_threshold
 from torch_geometric_sdt.metrics import evaluate
 from torch_geometric_sdt.nn.knn import BACKENDS, KNN, knn
 from torch_geometric_sdt.pretrained import default_model_path
+from torch_geometric_sdt.utils.memory import check_memory, estimate_memory
 
 ALL_METHODS = (*METHODS, 'sdt')
+DEFAULT_K = 80
 
-_USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, ImportError, OSError)
+_USER_ERRORS = (
+    ValueError,
+    FileNotFoundError,
+    FileExistsError,
+    ImportError,
+    OSError,
+    MemoryError,
+)
 
 
 class _Reporter:
@@ -67,7 +81,11 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 def _add_knn_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        '-k', type=int, default=80, help='neighbours per node, self included'
+        '-k',
+        type=int,
+        default=None,
+        help=f'neighbours per node, self included (default: {DEFAULT_K}; with '
+        "--knn: the cache's, which must match -k when given)",
     )
     p.add_argument('--backend', default='auto', choices=BACKENDS, help='kNN backend')
     p.add_argument('--metric', default='cosine', choices=('cosine', 'l2'))
@@ -76,6 +94,11 @@ def _add_knn_options(p: argparse.ArgumentParser) -> None:
         type=int,
         default=None,
         help='feature dimension of a .bin file (default: from the labels file)',
+    )
+    p.add_argument(
+        '--no-memory-check',
+        action='store_true',
+        help='skip the check that the estimated memory fits before starting',
     )
 
 
@@ -196,7 +219,13 @@ def _load_features(args: argparse.Namespace) -> np.ndarray:
         # N from the labels file, D from the size of the .bin:
         num = len(io.load_labels(labels))
         size = os.path.getsize(args.features) if os.path.exists(args.features) else 0
-        if num > 0 and size % (4 * num) == 0:
+        if size > 0 and size % (4 * num) != 0:
+            raise ValueError(
+                f'{args.features} holds {size} bytes, which is not N * D * 4 '
+                f'for the N={num} labels of {labels} (truncated or mismatched '
+                'file? pass --dim to check the file alone)'
+            )
+        if size > 0:
             dim = size // (4 * num)
     return io.load_features(args.features, dim=dim)
 
@@ -240,10 +269,31 @@ def _build_knn(args: argparse.Namespace, rep: _Reporter, x: Any) -> KNN:
             )
 
 
+def _check_memory(args: argparse.Namespace, x: Any, method: str | None) -> None:
+    """Refuses a run whose estimated memory does not fit (``--no-memory-check``
+    skips it); :obj:`method` is :obj:`None` for the kNN graph alone."""
+    if args.no_memory_check:
+        return
+    num_nodes, dim = x.shape
+    k = DEFAULT_K if args.k is None else args.k
+    est = estimate_memory(
+        num_nodes, dim, k, method=method or 'infomap-knn', backend=args.backend
+    )
+    if method is None:
+        est = {'knn': est['knn']}
+    elif getattr(args, 'knn', None) is not None:  # the graph is read, not built
+        est.pop('knn')
+    est.pop('peak', None)
+    est['peak'] = max(est.values())
+    check_memory(est)
+
+
 def _cmd_knn(args: argparse.Namespace, rep: _Reporter) -> int:
+    args.k = DEFAULT_K if args.k is None else args.k
     io.check_writable(args.output, overwrite=args.overwrite)
     with rep.stage('load features'):
         x = _load_features(args)
+    _check_memory(args, x, None)
     graph = _build_knn(args, rep, x)
     with rep.stage('write'):
         io.write_knn(args.output, graph, overwrite=args.overwrite)
@@ -252,6 +302,8 @@ def _cmd_knn(args: argparse.Namespace, rep: _Reporter) -> int:
 
 def _cmd_cluster(args: argparse.Namespace, rep: _Reporter) -> int:
     io.check_writable(args.output, overwrite=args.overwrite)
+    if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
+        raise ValueError(f'--threshold must lie in [0, 1] (got {args.threshold})')
     true = None
     if args.labels is not None:
         with rep.stage('load labels'):
@@ -263,18 +315,22 @@ def _cmd_cluster(args: argparse.Namespace, rep: _Reporter) -> int:
             f'{args.labels} has {len(true)} labels but {args.features} has '
             f'{len(x)} rows'
         )
+    _check_memory(args, x, args.method)
     graph: KNN
     if args.knn is not None:
         with rep.stage('read kNN cache'):
-            graph = io.read_knn(args.knn, num_nodes=len(x))
+            graph = io.read_knn(args.knn, num_nodes=len(x), k=args.k)
     else:
+        args.k = DEFAULT_K if args.k is None else args.k
         graph = _build_knn(args, rep, x)
     with rep.stage(f'cluster ({args.method})'):
         pred = _run_method(args, graph, x)
+    # Scored before writing, so that bad labels leave no output behind:
+    metrics = None if true is None else evaluate(pred, true)
     with rep.stage('write'):
         io.save_labels(args.output, pred.cpu().numpy(), overwrite=args.overwrite)
-    if true is not None:
-        _print_metrics(evaluate(pred, true), as_json=False)
+    if metrics is not None:
+        _print_metrics(metrics, as_json=False)
     return 0
 
 
@@ -285,7 +341,7 @@ def _cmd_train(args: argparse.Namespace, rep: _Reporter) -> int:
     io.check_writable(args.output, overwrite=args.overwrite)
     with rep.stage('load'):
         y = io.load_labels(args.labels)
-        x = io.load_features(args.features, dim=args.dim)
+        x = _load_features(args)
     if len(y) != len(x):
         raise ValueError(
             f'{args.labels} has {len(y)} labels but {args.features} has {len(x)} rows'
@@ -306,6 +362,7 @@ def _cmd_train(args: argparse.Namespace, rep: _Reporter) -> int:
             val_fraction=args.val_fraction,
             checkpoint_dir=args.checkpoint_dir,
             resume=args.resume,
+            overwrite=args.overwrite,
             seed=args.seed,
             progress=not args.quiet,
         )
@@ -416,6 +473,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Runs the command line; returns the exit status."""
     args = _parser().parse_args(argv)
     rep = _Reporter(args.quiet)
+    # SIGTERM unwinds like Ctrl-C, so that a file being written is removed:
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         return _COMMANDS[args.command](args, rep)
     except _USER_ERRORS as e:
@@ -424,6 +485,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f'sdt {args.command}: interrupted', file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 if __name__ == '__main__':

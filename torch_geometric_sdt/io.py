@@ -20,6 +20,17 @@ Every writer goes through :func:`atomic_write`: the data lands in a temporary
 file in the target directory, is flushed to disk and then renamed over the
 target, so a crash or an interrupt never leaves a partial file behind and an
 existing file is only replaced on :obj:`overwrite=True`.
+
+Input validation: readers check what can be checked without touching every
+row (so memory-mapping stays cheap) and raise :class:`ValueError` naming the
+file and the problem: a missing or empty file, an unknown extension, a
+``.bin`` whose size is not a multiple of :math:`4 D` (or of :math:`4 N` for
+the :math:`N` labels beside it), arrays of the wrong rank or dtype, object
+arrays (never unpickled), non-integer label lines, and kNN lists of the wrong
+shape, :math:`N` or :math:`k`, with ids outside :math:`[0, N)` or
+non-finite values. Values of the features themselves (NaN, Inf, zero rows)
+are checked by :func:`~torch_geometric_sdt.nn.knn.knn`, the first step that
+reads every row.
 """
 
 from __future__ import annotations
@@ -30,7 +41,7 @@ import zipfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Union
+from typing import IO, TYPE_CHECKING, Union
 
 import numpy as np
 import torch
@@ -194,15 +205,42 @@ def _npz_array(
                         )
             elif key not in names:
                 raise ValueError(f'{path} has no key {key!r} (found {names})')
+            member = f'{key}.npy'
+            if member not in archive.zip.namelist():
+                member = key
+            with archive.zip.open(member) as f:
+                _refuse_objects(f, f'{path} (array {key!r})')
             return archive[key]
     except (zipfile.BadZipFile, OSError, EOFError) as e:
         raise ValueError(f'{path} is not a valid .npz file ({e})') from e
+
+
+def _refuse_objects(f: IO[bytes], name: str) -> None:
+    # Reads only the header of a .npy stream: an object array is a pickle,
+    # which could run code when loaded, so it is refused before any loading.
+    try:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            dtype = np.lib.format.read_array_header_1_0(f)[2]
+        elif version == (2, 0):
+            dtype = np.lib.format.read_array_header_2_0(f)[2]
+        else:
+            return  # np.load (allow_pickle=False) still refuses objects.
+    except ValueError:
+        return  # A broken header is reported by np.load itself.
+    if dtype.hasobject:
+        raise ValueError(
+            f'{name} holds Python objects (dtype {dtype}), i.e. a pickle, which '
+            'is never loaded; store numeric arrays'
+        )
 
 
 def _load_npy(path: Path, mmap: bool) -> np.ndarray:
     with open(path, 'rb') as f:
         if f.read(6) != b'\x93NUMPY':
             raise ValueError(f'{path} is not a valid .npy file (bad magic string)')
+        f.seek(0)
+        _refuse_objects(f, str(path))
     try:
         return np.load(path, mmap_mode='r' if mmap else None, allow_pickle=False)
     except (ValueError, OSError, EOFError) as e:
@@ -568,6 +606,9 @@ def read_knn(
         )
     index = torch.from_numpy(ids.astype(np.int64))
     values = data[:, 1].astype(np.float32)
+    if not np.isfinite(values).all():
+        what = 'similarities' if similarity else 'distances'
+        raise ValueError(f'{what} in {path} must be finite (found NaN or Inf)')
     sim = torch.from_numpy(values if similarity else 1.0 - values)
     from torch_geometric_sdt.nn.knn import KNN  # Keeps `io` light to import.
 

@@ -5,6 +5,12 @@ normalised mutual information, all computed from one sparse contingency table
 (a sort of :math:`g \cdot C + c` over the items), so that millions of items
 with tens of thousands of classes are scored in seconds and no dense
 :math:`G \times C` table is ever built.
+
+Input validation: both labelings must be one-dimensional and of equal length,
+with integer (or integral floating point) values. Predicted cluster ids may be
+any integers. Ground-truth ids must be non-negative, :obj:`-1` marking an
+unlabelled item; any other negative id is refused as a likely file error
+(with :obj:`drop_unlabeled=False` every integer is a plain class id).
 """
 
 from __future__ import annotations
@@ -71,6 +77,13 @@ def _contingency(
 ) -> _Contingency:
     pred = _as_labels(pred, 'pred')
     true = _as_labels(true, 'true')
+    if drop_unlabeled and true.size > 0 and int(true.min()) < UNLABELED:
+        bad = int(np.flatnonzero(true < UNLABELED)[0])
+        raise ValueError(
+            f"'true' holds the negative class id {int(true[bad])} (item {bad}); "
+            'ground-truth ids must be non-negative, or -1 for unlabelled items '
+            '(pass drop_unlabeled=False to treat all ids as plain classes)'
+        )
     if pred.shape[0] != true.shape[0]:
         raise ValueError(
             f"'pred' and 'true' must have the same length "
@@ -180,8 +193,9 @@ def pairwise_fscore(
     Args:
         pred (numpy.ndarray or torch.Tensor): Predicted cluster ids, any
             integers, shape :obj:`[n]`.
-        true (numpy.ndarray or torch.Tensor): Ground-truth class ids, any
-            integers, shape :obj:`[n]`.
+        true (numpy.ndarray or torch.Tensor): Ground-truth class ids,
+            non-negative integers or :obj:`-1` (unlabelled; any integers with
+            :obj:`drop_unlabeled=False`), shape :obj:`[n]`.
         drop_unlabeled (bool, optional): If :obj:`True`, items whose ground
             truth is :obj:`-1` are removed from both labelings before scoring;
             if :obj:`False`, :obj:`-1` is an ordinary class.
@@ -281,8 +295,9 @@ def evaluate(
     Args:
         pred (numpy.ndarray or torch.Tensor): Predicted cluster ids, any
             integers, shape :obj:`[n]`.
-        true (numpy.ndarray or torch.Tensor): Ground-truth class ids, any
-            integers, shape :obj:`[n]`.
+        true (numpy.ndarray or torch.Tensor): Ground-truth class ids,
+            non-negative integers or :obj:`-1` (unlabelled; any integers with
+            :obj:`drop_unlabeled=False`), shape :obj:`[n]`.
         drop_unlabeled (bool, optional): If :obj:`True`, items whose ground
             truth is :obj:`-1` (unlabelled) are removed from both labelings
             before scoring, and their number is reported as

@@ -43,6 +43,8 @@ from torch_geometric_sdt.nn.models.topk_predictor import TopKPredictor
 from torch_geometric_sdt.utils.topk_jaccard import topk_target
 
 STATE_FILE = 'train_state.safetensors'
+STATE_FORMAT = 'torch_geometric_sdt.train_state'
+STATE_VERSION = 1
 DEFAULT_ETA_GRID = tuple(round(0.05 * i, 2) for i in range(2, 20))
 
 
@@ -127,6 +129,8 @@ def _save_state(
             tensors[f'optim.{idx}.{name}'] = torch.as_tensor(value).cpu().contiguous()
     tensors['rng.torch'] = torch.get_rng_state()
     meta = {
+        'format': STATE_FORMAT,
+        'format_version': str(STATE_VERSION),
         'progress': json.dumps(progress),
         'param_groups': json.dumps(opt['param_groups']),
         'config': json.dumps(model.config),
@@ -139,11 +143,23 @@ def _save_state(
 def _load_state(
     path: Path, model: SDTClusterer
 ) -> tuple[dict[str, Tensor], dict[str, Any], dict[str, Any]]:
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
-    with safe_open(str(path), framework='pt') as f:
-        meta = f.metadata()
-        tensors = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118
+    # Only tensors and a JSON header are read, never a pickle:
+    try:
+        with safe_open(str(path), framework='pt') as f:
+            meta = f.metadata() or {}
+            tensors = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ValueError(f'{path} is not a safetensors training state ({e})') from e
+    if meta.get('format') != STATE_FORMAT:
+        raise ValueError(f'{path} is not a training state of this library')
+    if meta.get('format_version') != str(STATE_VERSION):
+        raise ValueError(
+            f'{path} has training state format version '
+            f'{meta.get("format_version")}; this library reads version '
+            f'{STATE_VERSION} (start again without resume)'
+        )
     if json.loads(meta['config']) != model.config:
         raise ValueError(
             f'{path} was written for a model with another configuration; '
@@ -183,6 +199,7 @@ def fit(
     seed: int = 0,
     checkpoint_dir: str | Path | None = None,
     resume: bool = False,
+    overwrite: bool = False,
     stop_after_epochs: int | None = None,
     backend: str = 'auto',
     progress: bool = False,
@@ -216,6 +233,10 @@ def fit(
             state is written. (default: :obj:`None`)
         resume (bool, optional): Continue from the state in
             :obj:`checkpoint_dir`. (default: :obj:`False`)
+        overwrite (bool, optional): Start afresh even if :obj:`checkpoint_dir`
+            holds a training state, replacing it; without it (and without
+            :obj:`resume`) an existing state is an error, never silently
+            lost. (default: :obj:`False`)
         stop_after_epochs (int, optional): Stop (resumably) after this many
             epochs in total, counting both stages. (default: :obj:`None`)
         backend (str, optional): kNN backend. (default: :obj:`'auto'`)
@@ -227,13 +248,34 @@ def fit(
         validation metrics, the chosen :math:`\eta`, data summary, seconds).
     """
     x = torch.as_tensor(x).float()
-    y = torch.as_tensor(y).long()
+    y = torch.as_tensor(y)
+    if y.dtype.is_floating_point or y.dtype.is_complex or y.dtype == torch.bool:
+        raise ValueError(f'y must hold integer labels (got dtype {y.dtype})')
+    y = y.long()
     if x.dim() != 2 or y.dim() != 1 or x.size(0) != y.size(0):
         raise ValueError(
             f'x must be [N, D] and y [N] (got {list(x.shape)} and {list(y.shape)})'
         )
     if bool((y < 0).any()):
         raise ValueError('training labels must be non-negative (no unlabeled items)')
+    for name, value, low in (
+        ('topk_epochs', topk_epochs, 0),
+        ('sdt_epochs', sdt_epochs, 0),
+        ('topk_batch_size', topk_batch_size, 1),
+        ('pair_batch_size', pair_batch_size, 1),
+        ('patience', patience, 1),
+        ('max_steps_per_epoch', max_steps_per_epoch, 1),
+    ):
+        if value is not None and (
+            isinstance(value, bool)
+            or not isinstance(value, (int, np.integer))
+            or value < low
+        ):
+            raise ValueError(f'{name} must be an integer >= {low} (got {value!r})')
+    if not lr > 0:
+        raise ValueError(f'lr must be positive (got {lr})')
+    if len(eta_grid) == 0 or not all(0.0 <= eta <= 1.0 for eta in eta_grid):
+        raise ValueError(f'eta_grid must hold values in [0, 1] (got {eta_grid})')
     if model.mode == 'embedding' and x.size(1) != model.config['embedding_channels']:
         raise ValueError(
             f'the model expects {model.config["embedding_channels"]}-d embeddings, '
@@ -242,6 +284,11 @@ def fit(
     state_path = _state_path(checkpoint_dir)
     if resume and (state_path is None or not state_path.exists()):
         raise FileNotFoundError(f'no training state to resume in {checkpoint_dir}')
+    if not resume and not overwrite and state_path is not None and state_path.exists():
+        raise FileExistsError(
+            f'{state_path} exists: pass resume=True to continue that run or '
+            'overwrite=True (--resume / --overwrite) to start afresh'
+        )
 
     t0 = time.perf_counter()
     torch.manual_seed(seed)

@@ -153,6 +153,14 @@ def knn(
     on a GPU, and otherwise :obj:`'faiss-hnsw'` if faiss is installed, else
     :obj:`'pynndescent'` if installed, else :obj:`'exact'`.
 
+    **Input validation.** Rows holding NaN or Inf are refused, as are zero
+    rows with :obj:`metric='cosine'` (they have no direction). Rows that are
+    not unit-norm are *normalised*, not refused: cosine similarity does not
+    depend on the norm, so embeddings that were never normalised give the
+    same neighbours as normalised ones. Exact duplicates are allowed (ties
+    are ordered as above). :math:`N = 0`, a non-integer :obj:`k`,
+    :math:`k \le 0` and :math:`k \ge N` (so also :math:`N = 1`) raise.
+
     Args:
         x (torch.Tensor or numpy.ndarray): Points :math:`[N, D]`, float16,
             bfloat16, float32 or float64. Computation is in float32 unless
@@ -201,6 +209,8 @@ def knn(
     """
     x, device = _prepare(x, metric)
     num_nodes = x.size(0)
+    if num_nodes == 0:
+        raise ValueError('x has no rows (N = 0): there are no points to search')
     _check_k(k, num_nodes)
     k = int(k)
     backend = _resolve_backend(backend, num_nodes, x.device)

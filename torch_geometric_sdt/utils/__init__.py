@@ -1,5 +1,6 @@
 from .infomap import infomap
 from .knn_features import SimilarityScale, similarity_scale
+from .memory import check_memory, estimate_memory
 from .topk_jaccard import edge_rank, topk_jaccard, topk_target
 
 __all__ = [
@@ -9,4 +10,6 @@ __all__ = [
     'edge_rank',
     'SimilarityScale',
     'similarity_scale',
+    'estimate_memory',
+    'check_memory',
 ]

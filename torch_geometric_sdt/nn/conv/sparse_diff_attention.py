@@ -378,8 +378,11 @@ class SparseDiffAttention(MessagePassing):
         Args:
             x (torch.Tensor or (torch.Tensor, torch.Tensor)): The input node
                 features.
-            edge_index (torch.Tensor or EdgeIndex or SparseTensor or
-                torch.sparse.Tensor): The edges :math:`j \to i`.
+            edge_index (torch.Tensor or SparseTensor): The edges
+                :math:`j \to i`, as an :obj:`edge_index` or
+                :class:`~torch_geometric.EdgeIndex`, a
+                :class:`torch_sparse.SparseTensor` or a
+                :class:`torch.sparse.Tensor`.
             edge_attr (torch.Tensor, optional): Edge features (used only with
                 :obj:`edge_dim`), or, if one-dimensional, the edge similarity
                 the rank is derived from when :obj:`edge_rank` is missing.

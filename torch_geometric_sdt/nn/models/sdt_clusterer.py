@@ -485,8 +485,8 @@ class SDTClusterer(torch.nn.Module):
             topk (torch.Tensor, optional): A per-node Top-K to use instead of
                 the predicted one (*e.g.* the oracle, for ablations).
                 (default: :obj:`None`)
-            eta (float, optional): Overrides the stored :math:`\eta`.
-                (default: :obj:`None`)
+            eta (float, optional): Overrides the stored :math:`\eta`, in
+                :math:`[0, 1]`. (default: :obj:`None`)
             seed (int, optional): Infomap's seed. (default: :obj:`123`)
             num_trials (int, optional): Infomap trials. (default: :obj:`1`)
             backend (str, optional): kNN backend. (default: :obj:`'auto'`)
@@ -501,6 +501,8 @@ class SDTClusterer(torch.nn.Module):
         """
         from torch_geometric_sdt.baselines import cluster_links
 
+        if eta is not None and not 0.0 <= float(eta) <= 1.0:
+            raise ValueError(f'eta must lie in [0, 1] (got {eta})')
         ctx = KNNContext.build(
             x,
             self.k,
@@ -597,23 +599,31 @@ class SDTClusterer(torch.nn.Module):
             header = json.loads(data[8 : 8 + header_len])
             meta = header.get('__metadata__', {})
             state = load(data)
-        except (SafetensorError, ValueError, UnicodeDecodeError) as e:
+        except (SafetensorError, ValueError, AttributeError) as e:
             raise ValueError(f'{path} is not a safetensors checkpoint ({e})') from e
-        if meta.get('format') != CHECKPOINT_FORMAT:
+        if not isinstance(meta, dict) or meta.get('format') != CHECKPOINT_FORMAT:
             raise ValueError(f'{path} is not an SDTClusterer checkpoint')
-        version = int(meta.get('format_version', -1))
-        if version != CHECKPOINT_VERSION:
+        version = meta.get('format_version')
+        if version != str(CHECKPOINT_VERSION):
             raise ValueError(
                 f'{path} has checkpoint format version {version}; this library '
                 f'({torch_geometric_sdt.__version__}) reads version '
                 f'{CHECKPOINT_VERSION}'
             )
-        config = json.loads(meta['config'])
+        try:
+            config = json.loads(meta['config'])
+        except (KeyError, ValueError) as e:
+            raise ValueError(f'{path} has no valid JSON config ({e})') from e
+        if not isinstance(config, dict):
+            raise ValueError(f'{path} has a config that is not a JSON object')
         known = set(inspect.signature(cls.__init__).parameters) - {'self'}
         unknown = set(config) - known
         if unknown:
             raise ValueError(f'{path} has unknown config keys {sorted(unknown)}')
-        model = cls(**config)
+        try:
+            model = cls(**config)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f'{path} has an invalid config ({e})') from e
         try:
             model.load_state_dict(state, strict=True)
         except RuntimeError as e:

@@ -1,0 +1,188 @@
+r"""Same input and seed, same result on the CPU: for every kNN backend that
+is seedable and for every clustering method, within one process and across
+processes (a fresh interpreter with another hash seed).
+
+Training is covered in ``test/test_train.py`` (two runs with one seed give
+identical weights; a run stopped after an epoch and resumed from its
+checkpoint reaches the same weights and :math:`\eta` as an uninterrupted one)
+and, with ``FULL_TEST=1``, below: a run interrupted by Ctrl-C in the middle of
+an epoch resumes to the same weights and labels.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch_geometric.testing import onlyFullTest
+from torch_geometric.testing.decorators import is_full_test
+
+import torch_geometric_sdt.typing as sdt_typing
+from torch_geometric_sdt.baselines import cluster_knn
+from torch_geometric_sdt.datasets import synthetic_faces
+from torch_geometric_sdt.nn.knn import knn
+from torch_geometric_sdt.nn.models.sdt_clusterer import SDTClusterer
+from torch_geometric_sdt.pretrained import default_model_path
+
+ROOT = Path(__file__).resolve().parents[1]
+NUM, DIM, K = 500, 32, 80  # k of the shipped model
+
+
+@pytest.fixture(scope='module')
+def data() -> tuple[np.ndarray, np.ndarray]:
+    x, y = synthetic_faces(NUM, dim=DIM, seed=11)
+    return np.asarray(x, dtype=np.float32), np.asarray(y)
+
+
+def _labels(x: np.ndarray, method: str, seed: int = 123) -> torch.Tensor:
+    graph = knn(x, K, backend='exact')
+    if method == 'sdt':
+        return SDTClusterer.load(default_model_path()).cluster(graph=graph, seed=seed)
+    return cluster_knn(graph, method=method, seed=seed)
+
+
+_SLOW = pytest.mark.skipif(
+    not is_full_test(), reason='numba compilation takes ~30 s (FULL_TEST=1)'
+)
+_FAISS = pytest.mark.skipif(not sdt_typing.WITH_FAISS, reason='needs faiss')
+_PYNND = pytest.mark.skipif(not sdt_typing.WITH_PYNNDESCENT, reason='needs pynndescent')
+
+
+@pytest.mark.parametrize(
+    'backend,options',
+    [
+        ('exact', {}),
+        ('exact', {'symmetric': False, 'col_chunk_size': 256}),
+        pytest.param('faiss', {}, marks=_FAISS),
+        pytest.param('faiss-hnsw', {}, marks=_FAISS),
+        pytest.param('faiss-ivf', {'nlist': 8}, marks=_FAISS),
+        pytest.param('pynndescent', {'random_state': 7}, marks=[_PYNND, _SLOW]),
+    ],
+    ids=['exact', 'exact-chunked', 'faiss', 'faiss-hnsw', 'faiss-ivf', 'pynndescent'],
+)
+def test_knn_backends_are_deterministic(data, backend, options):
+    x, _ = data
+    a = knn(x, 20, backend=backend, **dict(options))
+    b = knn(x, 20, backend=backend, **dict(options))
+    assert torch.equal(a.index, b.index)
+    assert torch.equal(a.sim, b.sim)
+    assert torch.equal(a.index[:, 0], torch.arange(NUM))
+
+
+@pytest.mark.parametrize('method', ['infomap-knn', 'fc-es', 'sdt'])
+def test_methods_are_deterministic(data, method):
+    x, y = data
+    a, b = _labels(x, method), _labels(x, method)
+    assert torch.equal(a, b)
+    assert a.shape == (NUM,) and int(a.min()) == 0
+    assert 1 < int(a.max()) + 1 < NUM  # neither one cluster nor all singletons
+
+
+_CHILD = """
+import json, sys
+import numpy as np
+sys.path.insert(0, sys.argv[2])
+from test_determinism import _labels
+x = np.load(sys.argv[1])
+print(json.dumps({m: _labels(x, m).tolist() for m in ('infomap-knn', 'fc-es', 'sdt')}))
+"""
+
+
+@onlyFullTest  # A second interpreter pays the whole import again.
+def test_same_labels_in_a_fresh_process(data, tmp_path):
+    x, _ = data
+    np.save(tmp_path / 'x.npy', x)
+    env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONHASHSEED='12345')
+    res = subprocess.run(
+        [sys.executable, '-c', _CHILD, str(tmp_path / 'x.npy'), str(ROOT / 'test')],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        check=False,
+        timeout=300,
+    )
+    assert res.returncode == 0, res.stderr
+    child = json.loads(res.stdout.strip().splitlines()[-1])
+    for method, labels in child.items():
+        assert labels == _labels(x, method).tolist(), method
+
+
+def test_cli_gives_the_api_labels(data, tmp_path):
+    from torch_geometric_sdt import io
+    from torch_geometric_sdt.cli import main
+
+    x, _ = data
+    np.save(tmp_path / 'x.npy', x)
+    out = tmp_path / 'pred.meta'
+    argv = [
+        'cluster',
+        str(tmp_path / 'x.npy'),
+        '-o',
+        str(out),
+        '--method',
+        'fc-es',
+        '-k',
+        str(K),
+        '--backend',
+        'exact',
+        '-q',
+    ]
+    assert main(argv) == 0
+    np.testing.assert_array_equal(io.load_labels(out), _labels(x, 'fc-es').numpy())
+
+
+# Training interrupted mid-epoch ##############################################
+
+SMALL = dict(
+    hidden_channels=16, predictor_channels=16, heads=2, num_layers=1, predictor_layers=1
+)
+FAST = dict(
+    topk_epochs=2,
+    sdt_epochs=2,
+    max_steps_per_epoch=3,
+    topk_batch_size=64,
+    pair_batch_size=128,
+    eta_grid=(0.3, 0.5, 0.7),
+    seed=4,
+)
+
+
+@onlyFullTest  # Three short trainings; test_train.py resumes by default.
+def test_training_interrupted_mid_epoch_resumes_to_the_same_result(
+    tmp_path, monkeypatch
+):
+    from torch_geometric_sdt.train import STATE_FILE, fit
+
+    x, y = synthetic_faces(400, dim=16, seed=8)
+    ref = SDTClusterer(k=10, **SMALL)
+    fit(ref, x, y, **FAST)
+
+    # Ctrl-C in the middle of the first SDT epoch (optimiser step 8 of 12):
+    steps = {'n': 0}
+    step = torch.optim.Adam.step
+
+    def interrupting_step(self, *args, **kwargs):
+        steps['n'] += 1
+        if steps['n'] == 8:
+            raise KeyboardInterrupt
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, 'step', interrupting_step)
+    with pytest.raises(KeyboardInterrupt):
+        fit(SDTClusterer(k=10, **SMALL), x, y, checkpoint_dir=tmp_path, **FAST)
+    monkeypatch.setattr(torch.optim.Adam, 'step', step)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [STATE_FILE]  # no temp
+
+    resumed = SDTClusterer(k=10, **SMALL)
+    fit(resumed, x, y, checkpoint_dir=tmp_path, resume=True, **FAST)
+    for (name, p), q in zip(ref.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(p, q), name
+    assert resumed.config == ref.config
+    assert torch.equal(resumed.cluster(x), ref.cluster(x))

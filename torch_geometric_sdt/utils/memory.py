@@ -1,0 +1,353 @@
+r"""How much memory a clustering run needs, and whether this process has it.
+
+:func:`estimate_memory` predicts the bytes alive during every stage of a run
+from the sizes of its data structures; :func:`check_memory` compares the
+peak with what this process may still use and fails *before* any work
+starts, with a message that says what to change.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import resource
+from pathlib import Path
+
+import torch
+
+METHODS = ('sdt', 'infomap-knn', 'fc-es')
+
+# Bytes of one kNN entry: an int64 id and a float32 similarity.
+KNN_ENTRY = 8 + 4
+# Exact kNN: the [B, B] float32 similarity block, its padded copy and the
+# group maxima / masks, B = sqrt(nn.knn.DEFAULT_BLOCK_NUMEL).
+EXACT_BLOCK_COPIES = 3
+# faiss HNSW (M = 32): level-0 links (2 M int32) and upper levels, per node.
+HNSW_NODE = 2 * 32 * 4 + 64
+# Approximate and faiss backends: the [N, k + 1] candidate ids and distances
+# and their sorted, self-first copies, made for all rows at once -- measured
+# 82 bytes per candidate at 100K nodes (faiss-ivf).
+CANDIDATE_ENTRY = 84
+# pynndescent: ids, distances and flags of its heaps (current, new and old
+# candidates) and its random-projection forest, per kNN entry.
+NNDESCENT_ENTRY = 48
+# Top-K Jaccard scratch per kNN entry: int32 ids, the output and the row
+# probabilities (float32); per node: the visit order (int64) and one float32
+# mark array per worker thread.
+JACCARD_ENTRY = 4 + 4 + 4
+JACCARD_NODE = 8
+JACCARD_THREAD_NODE = 4
+# Top-K predictor: batches of 4096 nodes of k tokens; 4 heads of [k, k]
+# float32 attention maps, ~2.5 copies alive (scores, softmax, dropout-free
+# output) -- measured 0.88 GB at k = 80.
+TOPK_BATCH = 4096
+TOPK_HEADS = 4
+TOPK_MAP_COPIES = 2.5
+# SDT encoder inference: 65536 target nodes per chunk; every Top-K edge of a
+# chunk holds the projected messages and attention terms of all heads
+# (measured ~1.5 KB per edge with the shipped model, 64 channels, 4 heads).
+ENCODER_CHUNK = 65536
+ENCODER_EDGE = 1600
+# Inputs of the encoder per Top-K edge: edge_index (2 x int64), four float32
+# features, the rank and the flat position (int64), and the int64 pair of
+# the nonzero() that finds them.
+SUBGRAPH_EDGE = 16 + 16 + 8 + 8 + 16
+# Node states: hidden = 64 float32, input, output and one temporary.
+HIDDEN = 64
+STATE_COPIES = 3
+# Band scoring: at most b- + b+ = 12 pairs per node (int64 position and
+# float32 probability); 2^18 pairs scored per chunk, ~1.7 KB each.
+BAND_PAIRS = 12
+BAND_PAIR = 8 + 4
+BAND_CHUNK = 1 << 18
+BAND_CHUNK_PAIR = 1800
+# Final links: int64 pair, float32 weight, the int64 position and the
+# nonzero() pair that selects them.
+LINK = 16 + 4 + 8 + 16
+# Infomap's own graph (nodes, links, flow; and the float64 copy of the
+# weights) -- measured 150-185 bytes per link at 100K nodes with 0.8M-7.6M
+# links, plus ~0.5 KB per node including one chunk of links handed over.
+INFOMAP_LINK = 190
+INFOMAP_NODE = 600
+# Cluster ids, metrics' contingency and consecutive relabelling, per node.
+METRICS_NODE = 64
+
+
+def _mean_links(k: int, mean_topk: float | None) -> float:
+    if mean_topk is None:
+        return max(1.0, k / 4)
+    if not 0 < mean_topk <= k:
+        raise ValueError(f'mean_topk must lie in (0, k = {k}] (got {mean_topk})')
+    return float(mean_topk)
+
+
+def estimate_memory(
+    num_nodes: int,
+    dim: int,
+    k: int = 80,
+    method: str = 'sdt',
+    backend: str = 'auto',
+    *,
+    mean_topk: float | None = None,
+) -> dict[str, int]:
+    r"""Estimates the memory of every stage of a clustering run on the CPU,
+    from the sizes of the data structures each stage keeps alive, so that a
+    run that cannot fit is refused before it starts
+    (:func:`check_memory`).
+
+    With :math:`N` nodes of dimension :math:`D`, :math:`k` neighbours,
+    :math:`\bar{K}` Top-K edges (and final links) per node and :math:`T`
+    worker threads, the building blocks are
+
+    .. math::
+        F = 4 N D, \quad G = 12 N k, \quad
+        J = 12 N k + N (8 + 4 T), \quad E = \bar{K} N,
+
+    the features (float32), the kNN graph (int64 id + float32 similarity per
+    entry), the Top-K Jaccard scratch and the Top-K edges. Each stage counts
+    what is alive while it runs:
+
+    * ``knn`` (exact): :math:`2F + G + 2 \cdot 12 N (k+1) + 3 \cdot 4
+      \min(N, B)^2` (the normalised copy, the running lists of the
+      :math:`k+1` best and their sorted copy, :math:`B = 5792` the side of a
+      similarity block); the other backends sort all :math:`N (k+1)`
+      candidates at once, 84 bytes each (measured), so ``faiss-hnsw`` needs
+      :math:`3F + G + 84 N (k+1) + 320 N` (the index holds a copy of the
+      vectors and :math:`2M = 64` int32 links per node), ``faiss`` and
+      ``faiss-ivf`` the same without the links and ``pynndescent``
+      :math:`2F + G + 84 N (k+1) + 48 N k` (its heaps);
+    * ``context``: :math:`F + G + 4Nk + J` (the set Jaccard of the lists);
+    * ``topk``: :math:`F + G + 4Nk + 8N + 2.5 \cdot 4 \cdot 4 \min(N, 4096)
+      k^2` (one batch of attention maps);
+    * ``jaccard``: :math:`F + G + 2 \cdot 4Nk + 8N + J`;
+    * ``sdt``: node states (:math:`64 \cdot 4 \cdot 3` bytes per node) with
+      either the encoder inputs (:math:`64 E` + :math:`4 N k` node
+      features) and one chunk of :math:`\min(N, 65536) \bar{K}` edges at
+      1600 bytes, or the band arrays (:math:`12 \cdot 12 N`) and one chunk of
+      :math:`\min(12 N, 2^{18})` pairs at 1800 bytes, on top of
+      :math:`F + G + 8Nk + 8N`;
+    * ``links_infomap``: :math:`F + G + 8Nk + 8N + 144 N + 44 \bar{K} N` (the
+      links) :math:`+ 190 \bar{K} N + 600 N` (Infomap's own graph, measured
+      at 100K nodes);
+    * ``metrics``: :math:`F + G + 64 N`.
+
+    ``infomap-knn`` runs ``knn``, ``links_infomap`` (early-stopped links,
+    :math:`\bar{K}` per node) and ``metrics``; ``fc-es`` adds ``jaccard``
+    (the full-list coefficient). ``peak`` is the largest stage. The chunked
+    stages' constants are those of the library's default chunk sizes and of
+    the shipped model (64 channels, 4 heads); the features are counted even
+    when they are memory-mapped. For the 5.21M faces of the MS-Celeb-1M test
+    set (:math:`D = 256`, :math:`k = 80`, ``faiss-hnsw``) the peak is the
+    kNN stage, 54 GiB (the candidate sort); the SDT stages need 12-39 GiB.
+
+    Args:
+        num_nodes (int): :math:`N`.
+        dim (int): :math:`D`.
+        k (int, optional): Neighbours per node, self included.
+            (default: :obj:`80`)
+        method (str, optional): :obj:`'sdt'`, :obj:`'infomap-knn'` or
+            :obj:`'fc-es'`. (default: :obj:`'sdt'`)
+        backend (str, optional): The kNN backend (:obj:`'auto'` resolves as
+            :func:`~torch_geometric_sdt.nn.knn.knn` does on the CPU).
+            (default: :obj:`'auto'`)
+        mean_topk (float, optional): :math:`\bar{K}`, the Top-K edges and
+            final links per node; :obj:`None` for :math:`k / 4`, above the
+            10 of the shipped model on synthetic faces. (default: :obj:`None`)
+
+    Returns:
+        dict: Bytes per stage, and :obj:`'peak'`, their maximum.
+    """
+    # Imported here: torch_geometric_sdt.nn imports this package.
+    from torch_geometric_sdt.nn.knn import (
+        BACKENDS,
+        DEFAULT_BLOCK_NUMEL,
+        _resolve_backend,
+    )
+
+    for name, value in (('num_nodes', num_nodes), ('dim', dim), ('k', k)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f'{name} must be a positive int (got {value!r})')
+    if method not in METHODS:
+        raise ValueError(f'unknown method {method!r} (expected one of {METHODS})')
+    if backend not in BACKENDS:
+        raise ValueError(f'unknown backend {backend!r} (expected one of {BACKENDS})')
+    backend = _resolve_backend(backend, num_nodes, torch.device('cpu'))
+    n, nk = num_nodes, num_nodes * k
+    kbar = _mean_links(k, mean_topk)
+    edges = int(kbar * n)
+    threads = os.cpu_count() or 1
+
+    feat = 4 * n * dim
+    graph = KNN_ENTRY * nk
+    scratch = JACCARD_ENTRY * nk + n * (JACCARD_NODE + JACCARD_THREAD_NODE * threads)
+    if backend == 'exact':
+        side = min(n, max(256, math.isqrt(DEFAULT_BLOCK_NUMEL)))
+        search = 2 * KNN_ENTRY * n * (k + 1) + EXACT_BLOCK_COPIES * 4 * side * side
+    else:
+        search = CANDIDATE_ENTRY * n * (k + 1)
+        if backend.startswith('faiss'):  # the index keeps its own copy
+            search += feat + (HNSW_NODE * n if backend == 'faiss-hnsw' else 0)
+        else:
+            search += NNDESCENT_ENTRY * nk
+    out: dict[str, int] = {'knn': 2 * feat + graph + search}
+
+    links = LINK * edges
+    infomap = INFOMAP_LINK * edges + INFOMAP_NODE * n
+    if method == 'sdt':
+        shared = 4 * nk
+        out['context'] = feat + graph + shared + scratch
+        attention = TOPK_MAP_COPIES * 4 * TOPK_HEADS * min(n, TOPK_BATCH) * k * k
+        out['topk'] = feat + graph + shared + 8 * n + int(attention)
+        out['jaccard'] = feat + graph + 2 * shared + 8 * n + scratch
+        kept = feat + graph + 2 * shared + 8 * n + 4 * HIDDEN * STATE_COPIES * n
+        encode = (
+            SUBGRAPH_EDGE * edges
+            + 4 * nk
+            + ENCODER_EDGE * int(kbar * min(n, ENCODER_CHUNK))
+        )
+        band = BAND_PAIR * BAND_PAIRS * n
+        score = band + BAND_CHUNK_PAIR * min(BAND_PAIRS * n, BAND_CHUNK)
+        out['sdt'] = kept + max(encode, score)
+        out['links_infomap'] = (
+            feat + graph + 2 * shared + 8 * n + band + links + infomap
+        )
+    else:
+        if method == 'fc-es':
+            out['jaccard'] = feat + graph + 2 * 4 * nk + scratch
+        out['links_infomap'] = feat + graph + links + infomap
+    out['metrics'] = feat + graph + METRICS_NODE * n
+    out['peak'] = max(out.values())
+    return out
+
+
+def _read_int(path: Path) -> int | None:
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return None
+    if text == 'max' or not text.lstrip('-').isdigit():
+        return None
+    return int(text)
+
+
+def _status_bytes(key: str) -> int | None:
+    try:
+        with open('/proc/self/status') as f:
+            for line in f:
+                if line.startswith(key + ':'):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def _cgroup_limits() -> list[tuple[int, str]]:
+    r"""Remaining bytes under this process's cgroup memory limit (v2
+    :obj:`memory.max`, v1 :obj:`memory.limit_in_bytes`), where one is set."""
+    out = []
+    root = Path('/sys/fs/cgroup')
+    paths: list[str] = []
+    try:
+        for line in Path('/proc/self/cgroup').read_text().splitlines():
+            parts = line.split(':', 2)
+            if len(parts) == 3 and (parts[0] == '0' or 'memory' in parts[1]):
+                paths.append(parts[2].lstrip('/'))
+    except OSError:
+        pass
+    seen = set()
+    for rel in [*paths, '']:
+        for limit, usage, sub in (
+            ('memory.max', 'memory.current', ''),
+            ('memory.limit_in_bytes', 'memory.usage_in_bytes', 'memory'),
+        ):
+            folder = root / sub / rel
+            if folder in seen:
+                continue
+            value = _read_int(folder / limit)
+            if value is None or value >= 1 << 60:
+                continue
+            seen.add(folder)
+            used = _read_int(folder / usage) or 0
+            out.append((max(0, value - used), f'cgroup {folder / limit}'))
+    return out
+
+
+def available_memory() -> tuple[int, str]:
+    r"""The memory this process may still use: the smallest of the system's
+    :obj:`MemAvailable`, the room left under :obj:`RLIMIT_AS` (address
+    space) and :obj:`RLIMIT_DATA`, and under a cgroup memory limit.
+
+    Returns:
+        (bytes, source): The bytes and the name of the binding limit.
+    """
+    found: list[tuple[int, str]] = []
+    try:
+        with open('/proc/meminfo') as f:
+            for line in f:
+                if line.startswith('MemAvailable:'):
+                    found.append((int(line.split()[1]) * 1024, 'MemAvailable'))
+    except OSError:
+        pass
+    for rlimit, key, name in (
+        (resource.RLIMIT_AS, 'VmSize', 'RLIMIT_AS'),
+        (resource.RLIMIT_DATA, 'VmData', 'RLIMIT_DATA'),
+    ):
+        soft, _ = resource.getrlimit(rlimit)
+        if soft != resource.RLIM_INFINITY:
+            used = _status_bytes(key) or 0
+            found.append((max(0, soft - used), name))
+    found += _cgroup_limits()
+    if not found:
+        return 1 << 62, 'unknown'
+    return min(found)
+
+
+def _gib(num_bytes: float) -> str:
+    return f'{num_bytes / 2**30:.2f} GiB'
+
+
+def check_memory(
+    estimate: dict[str, int],
+    available: int | None = None,
+) -> int:
+    r"""Raises :class:`MemoryError` when the :obj:`'peak'` of an
+    :func:`estimate_memory` result exceeds the memory this process may still
+    use (:func:`available_memory`: the least of :obj:`MemAvailable`,
+    :obj:`RLIMIT_AS`, :obj:`RLIMIT_DATA` and a cgroup limit), so that a run
+    fails at once instead of being killed hours in. The message gives the
+    need against the room, every stage's share and what to change.
+
+    Args:
+        estimate (dict): Bytes per stage with a :obj:`'peak'` entry.
+        available (int, optional): The room in bytes; measured if
+            :obj:`None`. (default: :obj:`None`)
+
+    Returns:
+        int: The available bytes.
+
+    Raises:
+        MemoryError: If the peak does not fit.
+    """
+    if not isinstance(estimate, dict) or 'peak' not in estimate:
+        raise ValueError("estimate must be a dict of bytes with a 'peak' entry")
+    source = 'given'
+    if available is None:
+        available, source = available_memory()
+    elif available < 0:
+        raise ValueError(f'available must be non-negative (got {available})')
+    peak = estimate['peak']
+    if peak <= available:
+        return available
+    stages = {key: value for key, value in estimate.items() if key != 'peak'}
+    worst = max(stages, key=stages.get) if stages else 'peak'
+    detail = ', '.join(f'{key} {_gib(value)}' for key, value in stages.items())
+    raise MemoryError(
+        f'this run needs about {_gib(peak)} of memory (largest stage: {worst}) '
+        f'but only {_gib(available)} is available ({source}); per stage: '
+        f'{detail}. To fit: use an approximate kNN backend (faiss-hnsw) or a '
+        'smaller k, smaller chunks (chunk_size / batch_size in the Python '
+        'API), or fewer points per run'
+    )
+
+
+__all__ = ['estimate_memory', 'check_memory', 'available_memory']
