@@ -9,19 +9,16 @@ embeddings with :func:`torch_geometric_sdt.nn.knn.knn`, then sweeps
 * ``fc-es`` over its edge-probability threshold theta (0.22 is the FC-ES
   default on MS-Celeb-1M; LFW has no published FC-ES number).
 
-Writes benchmarks/results/baselines_lfw.{md,json}.
+Writes benchmarks/results/baselines_lfw.{md,json} (``--quick``: a temporary
+folder, see :func:`benchmarks.common.results_dir`).
 
-    PYTHONPATH=. python benchmarks/baselines_lfw.py
-    PYTHONPATH=. python benchmarks/baselines_lfw.py --quick
+    python -m benchmarks.baselines_lfw
+    python -m benchmarks.baselines_lfw --quick
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -29,16 +26,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks.common import LFW, results_dir, write_results
 from torch_geometric_sdt.baselines import cluster_knn
 from torch_geometric_sdt.metrics import evaluate
 from torch_geometric_sdt.nn.knn import knn
 
-ROOT = Path(__file__).resolve().parents[1]
-LFW = (
-    Path(os.environ.get('SDT_SHARED', ROOT.parent / 'shared'))
-    / 'data'
-    / 'lfw_mobilefacenet192'
-)
 # (method, threshold) -> reference value of each metric, from the data set's
 # SOURCE.md (face-cluster-by-infomap procedure, k = 80).
 REFERENCE = {
@@ -72,7 +64,7 @@ def main() -> None:
     )
     parser.add_argument('--seed', type=int, default=123)
     parser.add_argument('--quick', action='store_true', help='one setting each')
-    parser.add_argument('--out', default=str(ROOT / 'benchmarks' / 'results'))
+    parser.add_argument('--out', default=None, help='results folder')
     args = parser.parse_args()
     if args.quick:
         args.thresholds, args.thetas = [0.7], [0.3]
@@ -119,13 +111,6 @@ def main() -> None:
         )
 
     result = {
-        'date': datetime.datetime.now().isoformat(timespec='seconds'),
-        'command': ' '.join([Path(sys.executable).name, *sys.argv]),
-        'machine': {
-            'platform': platform.platform(),
-            'cpu_count': os.cpu_count(),
-            'torch': torch.__version__,
-        },
         'data': str(data.name),
         'num_items': int(x.size(0)),
         'k': args.k,
@@ -137,12 +122,6 @@ def main() -> None:
     }
 
     lines = [
-        '# Training-free baselines on LFW' + (' (quick run)' if args.quick else ''),
-        '',
-        f'- Date: {result["date"]}',
-        f'- Command: `{result["command"]}`',
-        f'- Machine: {result["machine"]["platform"]}, '
-        f'{result["machine"]["cpu_count"]} CPUs, torch {torch.__version__}',
         f'- Data: LFW MobileFaceNet-192, {x.size(0):,} images, '
         f'{len(np.unique(y)):,} identities; exact cosine kNN, k = {args.k} '
         f'({knn_seconds:.1f} s); Infomap seed {args.seed}, one trial.',
@@ -184,11 +163,13 @@ def main() -> None:
         '(`topk_jaccard`, numba; the first call also compiles it).',
     ]
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / 'baselines_lfw.md').write_text('\n'.join(lines) + '\n')
-    (out / 'baselines_lfw.json').write_text(json.dumps(result, indent=2) + '\n')
-    print('\n'.join(lines))
+    write_results(
+        'baselines_lfw',
+        'Training-free baselines on LFW' + (' (quick run)' if args.quick else ''),
+        result,
+        lines,
+        out=results_dir(args.quick, args.out),
+    )
 
 
 if __name__ == '__main__':

@@ -22,21 +22,18 @@ of means, and that difference over the pooled standard deviation, d').
 This tests the paper's central claim: restricting the Jaccard coefficient to
 each node's Top-K separates identities better than the full-k coefficient.
 
-Writes benchmarks/results/jaccard_separation.{md,json}.
+Writes benchmarks/results/jaccard_separation.{md,json} (``--quick``: a
+temporary folder, see :func:`benchmarks.common.results_dir`).
 
-    PYTHONPATH=. python benchmarks/jaccard_separation.py
-    PYTHONPATH=. python benchmarks/jaccard_separation.py --quick
+    python -m benchmarks.jaccard_separation
+    python -m benchmarks.jaccard_separation --quick
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import os
-import platform
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -45,16 +42,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from benchmarks.common import LFW, results_dir, write_results
 from torch_geometric_sdt.datasets import synthetic_faces
 from torch_geometric_sdt.metrics import roc_auc
 from torch_geometric_sdt.nn.knn import knn
 from torch_geometric_sdt.nn.models import KNNContext, SDTClusterer
 from torch_geometric_sdt.pretrained import default_model_path
 from torch_geometric_sdt.utils import topk_jaccard, topk_target
-
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get('SDT_SHARED', ROOT.parent / 'shared'))
-LFW = SHARED / 'data' / 'lfw_mobilefacenet192'
 
 # An independent implementation on LFW (k = 80, all non-self edges, ROC AUC).
 REFERENCE_LFW = {
@@ -148,15 +142,7 @@ def verdict(entry: dict[str, Any]) -> str:
 
 
 def write(result: dict[str, Any], out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / 'jaccard_separation.json').write_text(json.dumps(result, indent=2) + '\n')
-    m = result['machine']
     lines = [
-        '# Top-K Jaccard: separation of same- and different-identity edges',
-        '',
-        f'- Command: `{result["command"]}`',
-        f'- Date: {result["date"]}',
-        f'- Machine: {m["platform"]}, {m["cpu_count"]} CPUs, torch {m["torch"]}',
         '- Edges: all non-self edges of the exact kNN graph (k counts self). '
         'AUC: ROC AUC for "same identity" (rank-based, ties averaged); gap: '
         'mean score of same-identity edges minus that of different-identity '
@@ -190,7 +176,13 @@ def write(result: dict[str, Any], out: Path) -> None:
                 row += f' {ref:.4f} |' if ref is not None else ' - |'
             lines.append(row)
         lines += ['', verdict(entry), '']
-    (out / 'jaccard_separation.md').write_text('\n'.join(lines) + '\n')
+    write_results(
+        'jaccard_separation',
+        'Top-K Jaccard: separation of same- and different-identity edges',
+        result,
+        lines,
+        out=out,
+    )
 
 
 def main() -> None:
@@ -206,21 +198,14 @@ def main() -> None:
     )
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--quick', action='store_true', help='small smoke run')
+    parser.add_argument('--out', default=None, help='results folder')
     args = parser.parse_args()
     synthetic = args.synthetic or [[13233, 192], [50000, 256]]
-    out = ROOT / 'benchmarks' / 'results'
-    if args.quick:  # a smoke run leaves the recorded results alone
+    if args.quick:
         synthetic = [[3000, 192]]
-        out = Path(tempfile.gettempdir()) / 'sdt_bench_cache' / 'results'
+    out = results_dir(args.quick, args.out)
 
     result: dict[str, Any] = {
-        'machine': {
-            'platform': platform.platform(),
-            'cpu_count': os.cpu_count(),
-            'torch': torch.__version__,
-        },
-        'command': 'PYTHONPATH=. python ' + ' '.join(sys.argv),
-        'date': datetime.datetime.now().isoformat(timespec='seconds'),
         'reference_lfw_auc': REFERENCE_LFW,
         'datasets': [],
     }

@@ -12,31 +12,28 @@ reported (best-of because the machine may be shared). pynndescent's numba
 compilation is timed separately (a warm-up on a small set) from its query
 time.
 
-Writes benchmarks/results/knn.{md,json}.
+Writes benchmarks/results/knn.{md,json} (``--quick``: a temporary folder,
+see :func:`benchmarks.common.results_dir`).
 
-    PYTHONPATH=. python benchmarks/knn.py
-    PYTHONPATH=. python benchmarks/knn.py --quick
+    python -m benchmarks.knn
+    python -m benchmarks.knn --quick
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from benchmarks.common import results_dir, write_results
 from torch_geometric_sdt.datasets import synthetic_faces
 from torch_geometric_sdt.nn import knn
 
-ROOT = Path(__file__).resolve().parents[1]
 TARGET_RATIO = 1.5
 
 
@@ -115,7 +112,7 @@ def main() -> None:
         help='approximate backends to time besides exact and faiss',
     )
     parser.add_argument('--pynndescent-max', type=int, default=10**9)
-    parser.add_argument('--out', default=str(ROOT / 'benchmarks' / 'results'))
+    parser.add_argument('--out', default=None, help='results folder')
     args = parser.parse_args()
     sizes = args.sizes or ([2000, 5000] if args.quick else [10_000, 100_000])
     repeat = args.repeat or (2 if args.quick else 3)
@@ -123,12 +120,6 @@ def main() -> None:
     import faiss
 
     meta = {
-        'command': 'PYTHONPATH=. python ' + ' '.join(sys.argv),
-        'date': datetime.datetime.now().isoformat(timespec='seconds'),
-        'platform': platform.platform(),
-        'cpu_count': os.cpu_count(),
-        'torch': torch.__version__,
-        'torch_threads': torch.get_num_threads(),
         'faiss': faiss.__version__,
         'faiss_threads': faiss.omp_get_max_threads(),
         'load_average_start': os.getloadavg(),
@@ -143,18 +134,8 @@ def main() -> None:
         print(json.dumps(rows[-1]), flush=True)
     meta['load_average_end'] = os.getloadavg()
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / 'knn.json').write_text(json.dumps({'meta': meta, 'rows': rows}, indent=2))
-
     lines = [
-        '# kNN backends: time and recall@k',
-        '',
-        f'Command: `{meta["command"]}`  ',
-        f'Date: {meta["date"]}  ',
-        f'Machine: {meta["platform"]}, {meta["cpu_count"]} CPUs, torch '
-        f'{meta["torch"]} ({meta["torch_threads"]} threads), faiss '
-        f'{meta["faiss"]} ({meta["faiss_threads"]} threads)  ',
+        f'faiss {meta["faiss"]} ({meta["faiss_threads"]} threads).  ',
         f'Load average at start / end: {meta["load_average_start"]} / '
         f'{meta["load_average_end"]} (the machine was shared)  ',
         f'Data: {meta["data"]}, D={args.dim}, k={args.k} (self included), cosine.',
@@ -208,8 +189,13 @@ def main() -> None:
                 lines.append(
                     f'| {r["num_nodes"]} | {b} | - | - | skipped: {r[f"{b}_skipped"]} |'
                 )
-    (out / 'knn.md').write_text('\n'.join(lines) + '\n')
-    print('\n'.join(lines))
+    write_results(
+        'knn',
+        'kNN backends: time and recall@k',
+        {'meta': meta, 'rows': rows},
+        lines,
+        out=results_dir(args.quick, args.out),
+    )
 
 
 if __name__ == '__main__':

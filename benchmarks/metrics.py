@@ -6,29 +6,24 @@ straightforward implementation on a :mod:`scipy.sparse` contingency matrix
 (the usual way: :obj:`coo_matrix((1, (true, pred))).tocsr()`), checking that
 both give the same numbers. Target: under 30 s for 5M items.
 
-Writes benchmarks/results/metrics.{md,json}.
+Writes benchmarks/results/metrics.{md,json} (``--quick``: a temporary
+folder, see :func:`benchmarks.common.results_dir`).
 
-    PYTHONPATH=. python benchmarks/metrics.py
-    PYTHONPATH=. python benchmarks/metrics.py --quick
+    python -m benchmarks.metrics
+    python -m benchmarks.metrics --quick
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
-import os
-import platform
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
+from benchmarks.common import results_dir, write_results
 from torch_geometric_sdt.metrics import evaluate
 
-ROOT = Path(__file__).resolve().parents[1]
 TARGET_SECONDS = 30.0
 
 
@@ -96,7 +91,7 @@ def main() -> None:
     parser.add_argument('--repeat', type=int, default=3)
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--quick', action='store_true', help='200K items, 5K classes')
-    parser.add_argument('--out', default=str(ROOT / 'benchmarks' / 'results'))
+    parser.add_argument('--out', default=None, help='results folder')
     args = parser.parse_args()
     if args.quick:
         args.num_items, args.num_classes, args.repeat = 200_000, 5_000, 1
@@ -119,14 +114,7 @@ def main() -> None:
     full_size = args.num_items >= 5_000_000
     meets = ours_s < TARGET_SECONDS if full_size else None
     result = {
-        'date': datetime.datetime.now().isoformat(timespec='seconds'),
-        'command': ' '.join([Path(sys.executable).name, *sys.argv]),
-        'machine': {
-            'platform': platform.platform(),
-            'cpu_count': os.cpu_count(),
-            'torch': torch.__version__,
-            'numpy': np.__version__,
-        },
+        'numpy': np.__version__,
         'num_items': args.num_items,
         'num_classes': args.num_classes,
         'num_clusters': ours['num_clusters'],
@@ -142,13 +130,7 @@ def main() -> None:
     }
 
     lines = [
-        '# Metrics speed' + (' (quick smoke run)' if args.quick else ''),
-        '',
-        f'- Date: {result["date"]}',
-        f'- Command: `{result["command"]}`',
-        f'- Machine: {result["machine"]["platform"]}, '
-        f'{result["machine"]["cpu_count"]} CPUs, torch {torch.__version__}, '
-        f'numpy {np.__version__}',
+        f'- numpy {np.__version__}',
         f'- Data: {args.num_items:,} items, {args.num_classes:,} classes '
         f'(heavy-tailed sizes), prediction with {ours["num_clusters"]:,} '
         'clusters; best of '
@@ -178,11 +160,13 @@ def main() -> None:
     lines += ['', '| metric | value |', '|---|---|']
     lines += [f'| {key} | {value} |' for key, value in ours.items()]
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / 'metrics.md').write_text('\n'.join(lines) + '\n')
-    (out / 'metrics.json').write_text(json.dumps(result, indent=2) + '\n')
-    print('\n'.join(lines))
+    write_results(
+        'metrics',
+        'Metrics speed' + (' (quick smoke run)' if args.quick else ''),
+        result,
+        lines,
+        out=results_dir(args.quick, args.out),
+    )
 
 
 if __name__ == '__main__':

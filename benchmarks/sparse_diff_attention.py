@@ -9,87 +9,30 @@ memory is the peak resident set size above the level at the start of each
 measured call (CPU; a sampling thread) or :func:`torch.cuda.max_memory_allocated`
 above the start (CUDA).
 
-Example::
+Writes benchmarks/results/sparse_diff_attention.{md,json} (``--quick``: a
+temporary folder, see :func:`benchmarks.common.results_dir`). Example::
 
-    PYTHONPATH=. python benchmarks/sparse_diff_attention.py            # 100K x 80
-    PYTHONPATH=. python benchmarks/sparse_diff_attention.py --quick    # smoke run
+    python -m benchmarks.sparse_diff_attention            # 100K x 80
+    python -m benchmarks.sparse_diff_attention --quick    # smoke run
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
-import os
-import platform
 import statistics
 import sys
-import tempfile
-import threading
-import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 from torch import Tensor
 from torch_geometric.nn import TransformerConv
 
+from benchmarks.common import Measure, results_dir, write_results
 from torch_geometric_sdt import SparseDiffAttention
 from torch_geometric_sdt.nn.knn import KNN
+from torch_geometric_sdt.utils.memory import available_memory
 
 TARGET_RATIO = 1.6
-PAGE = os.sysconf('SC_PAGE_SIZE')
-
-
-def rss_bytes() -> int:
-    with open('/proc/self/statm') as f:
-        return int(f.read().split()[1]) * PAGE
-
-
-def available_bytes() -> int:
-    with open('/proc/meminfo') as f:
-        for line in f:
-            if line.startswith('MemAvailable:'):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
-class PeakMemory:
-    r"""Peak memory above the level at :meth:`__enter__`, in bytes."""
-
-    def __init__(self, device: torch.device, interval: float = 0.002) -> None:
-        self.device = device
-        self.interval = interval
-        self.peak = 0
-
-    def __enter__(self) -> PeakMemory:
-        if self.device.type == 'cuda':
-            torch.cuda.synchronize(self.device)
-            torch.cuda.reset_peak_memory_stats(self.device)
-            self.start = torch.cuda.memory_allocated(self.device)
-            return self
-        self.start = rss_bytes()
-        self.high = self.start
-        self.stop = threading.Event()
-
-        def sample() -> None:
-            while not self.stop.is_set():
-                self.high = max(self.high, rss_bytes())
-                time.sleep(self.interval)
-
-        self.thread = threading.Thread(target=sample, daemon=True)
-        self.thread.start()
-        return self
-
-    def __exit__(self, *args: object) -> None:
-        if self.device.type == 'cuda':
-            torch.cuda.synchronize(self.device)
-            self.peak = torch.cuda.max_memory_allocated(self.device) - self.start
-            return
-        self.stop.set()
-        self.thread.join()
-        self.high = max(self.high, rss_bytes())
-        self.peak = self.high - self.start
 
 
 def knn_like_graph(
@@ -106,19 +49,10 @@ def knn_like_graph(
     return edge_index.to(device), rank.to(device)
 
 
-def sync(device: torch.device) -> None:
-    if device.type == 'cuda':
-        torch.cuda.synchronize(device)
-
-
 def measure(fn: Callable[[], None], device: torch.device) -> tuple[float, int]:
-    with PeakMemory(device) as mem:
-        sync(device)
-        t = time.perf_counter()
+    with Measure(device, interval=0.002) as m:
         fn()
-        sync(device)
-        elapsed = time.perf_counter() - t
-    return elapsed, mem.peak
+    return m.seconds, m.peak
 
 
 def main() -> None:
@@ -137,13 +71,7 @@ def main() -> None:
     parser.add_argument('--threads', type=int, default=None)
     parser.add_argument('--device', default='cpu')
     parser.add_argument('--seed', type=int, default=0)
-    parser.add_argument(
-        '--out',
-        default=None,
-        help='output path without suffix (default: '
-        'benchmarks/results/sparse_diff_attention, or a '
-        'temporary folder with --quick)',
-    )
+    parser.add_argument('--out', default=None, help='results folder')
     parser.add_argument(
         '--quick',
         action='store_true',
@@ -154,12 +82,6 @@ def main() -> None:
         args.nodes, args.k, args.topk, args.repeats = 5_000, 20, 10, 1
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    if args.out is None:
-        args.out = (
-            os.path.join(tempfile.mkdtemp(), 'sparse_diff_attention')
-            if args.quick
-            else 'benchmarks/results/sparse_diff_attention'
-        )
     device = torch.device(args.device)
 
     num_edges = args.nodes * args.k
@@ -167,10 +89,11 @@ def main() -> None:
     # TransformerConv keeps about 3 edge-wise [E, H * C] tensors for the
     # backward pass and builds about 3 more during it:
     estimate = 7 * num_edges * width * 4
-    if device.type == 'cpu' and estimate > 0.9 * available_bytes():
+    available = available_memory()[0]
+    if device.type == 'cpu' and estimate > 0.9 * available:
         sys.exit(
             f'needs about {estimate / 2**30:.1f} GiB, but only '
-            f'{available_bytes() / 2**30:.1f} GiB are available: lower '
+            f'{available / 2**30:.1f} GiB are available: lower '
             f'--nodes or --k'
         )
 
@@ -178,7 +101,7 @@ def main() -> None:
         f'TransformerConv forward+backward needs about '
         f'{7 * 100_000 * 80 * width * 4 / 2**30:.0f} GiB at 100,000 x 80; '
         f'this run: about {estimate / 2**30:.1f} GiB of '
-        f'{available_bytes() / 2**30:.1f} GiB available'
+        f'{available / 2**30:.1f} GiB available'
     )
     torch.manual_seed(args.seed)
     edge_index, rank = knn_like_graph(args.nodes, args.k, args.seed, device)
@@ -263,22 +186,11 @@ def main() -> None:
                 + f' the {TARGET_RATIO}x target'
             )
 
-    command = 'PYTHONPATH=. python ' + ' '.join(sys.argv)
     result = {
         'benchmark': 'sparse_diff_attention',
-        'date': datetime.datetime.now().isoformat(timespec='seconds'),
-        'command': command,
-        'machine': {
-            'platform': platform.platform(),
-            'processor': platform.processor(),
-            'cpu_count': os.cpu_count(),
-            'torch_threads': torch.get_num_threads(),
-            'torch': torch.__version__,
-            'python': platform.python_version(),
-            'device': str(device)
-            if device.type == 'cpu'
-            else torch.cuda.get_device_name(device),
-        },
+        'device': str(device)
+        if device.type == 'cpu'
+        else torch.cuda.get_device_name(device),
         'config': {
             'nodes': args.nodes,
             'k': args.k,
@@ -304,13 +216,7 @@ def main() -> None:
     }
 
     lines = [
-        '# SparseDiffAttention vs TransformerConv',
-        '',
-        f'- date: {result["date"]}',
-        f'- command: `{command}`',
-        f'- machine: {platform.platform()}, {os.cpu_count()} CPUs '
-        f'({torch.get_num_threads()} torch threads), torch {torch.__version__}'
-        f', device {result["machine"]["device"]}',
+        f'- device: {result["device"]}',
         f'- graph: kNN-like, {args.nodes:,} nodes, k = {args.k} '
         f'({num_edges:,} edges, self at rank 0), {args.in_channels} input '
         f'channels, {args.heads} heads x {args.channels} channels, float32',
@@ -352,14 +258,13 @@ def main() -> None:
         )
         + '.',
     ]
-    text = '\n'.join(lines) + '\n'
-
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix('.json').write_text(json.dumps(result, indent=2) + '\n')
-    out.with_suffix('.md').write_text(text)
-    print(text)
-    print(f'wrote {out}.md and {out}.json')
+    write_results(
+        'sparse_diff_attention',
+        'SparseDiffAttention vs TransformerConv',
+        result,
+        lines,
+        out=results_dir(args.quick, args.out),
+    )
 
 
 if __name__ == '__main__':

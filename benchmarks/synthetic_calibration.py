@@ -17,36 +17,26 @@ It then generates 100K and 1M 256-d embeddings, times them (target: 1M in
 under 60 s) next to the floor of drawing and normalising i.i.d. Gaussian
 rows, and checks that per-identity statistics stay put as N grows.
 
-Writes benchmarks/results/synthetic_vs_real.{md,json}.
+Writes benchmarks/results/synthetic_vs_real.{md,json} (``--quick``: a
+temporary folder, see :func:`benchmarks.common.results_dir`).
 
-    PYTHONPATH=. python benchmarks/synthetic_calibration.py
-    PYTHONPATH=. python benchmarks/synthetic_calibration.py --quick
+    python -m benchmarks.synthetic_calibration
+    python -m benchmarks.synthetic_calibration --quick
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
-import os
-import platform
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
+from benchmarks.common import LFW, results_dir, write_results
 from torch_geometric_sdt.datasets import load_embeddings, synthetic_faces
-from torch_geometric_sdt.io import atomic_write
 from torch_geometric_sdt.nn.knn import knn
 
-ROOT = Path(__file__).resolve().parents[1]
-LFW = (
-    Path(os.environ.get('SDT_SHARED', ROOT.parent / 'shared'))
-    / 'data'
-    / 'lfw_mobilefacenet192'
-)
 QUANTILES = (0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99)
 
 
@@ -157,18 +147,11 @@ def fmt(v: object) -> str:
     return str(v)
 
 
-def markdown(result: dict) -> str:
+def markdown(result: dict) -> list[str]:
     real = flatten(result['real'])
     seeds = result['synthetic']
     flats = [flatten(s) for s in seeds.values()]
     lines = [
-        '# Synthetic faces vs. real LFW embeddings',
-        '',
-        f'- Date: {result["date"]}',
-        f'- Command: `{result["command"]}`',
-        f'- Machine: {result["machine"]["platform"]}, '
-        f'{result["machine"]["cpu_count"]} CPUs, torch '
-        f'{result["machine"]["torch"]}',
         f'- Real: {result["real_source"]} (N = 13,233, D = 192).',
         f'- Synthetic: `synthetic_faces(13233, 192, seed=s)` for seeds '
         f'{", ".join(seeds)}; mean over seeds and [min, max].',
@@ -210,7 +193,7 @@ def markdown(result: dict) -> str:
         )
     lines += ['', '## Verdict', '']
     lines += [f'- {line}' for line in result['verdict']]
-    return '\n'.join(lines) + '\n'
+    return lines
 
 
 def verdict(result: dict) -> list[str]:
@@ -251,7 +234,7 @@ def main() -> None:
     )
     parser.add_argument('--seeds', type=int, default=3)
     parser.add_argument('--k', type=int, default=80)
-    parser.add_argument('--out', type=Path, default=ROOT / 'benchmarks' / 'results')
+    parser.add_argument('--out', default=None, help='results folder')
     parser.add_argument('--name', default='synthetic_vs_real')
     args = parser.parse_args()
 
@@ -259,14 +242,6 @@ def main() -> None:
         sys.exit(f'LFW embeddings not found at {LFW} (set SDT_SHARED)')
     torch.manual_seed(0)
     result: dict = {
-        'date': datetime.datetime.now().isoformat(timespec='seconds'),
-        'command': ' '.join([Path(sys.executable).name] + sys.argv),
-        'machine': {
-            'platform': platform.platform(),
-            'cpu_count': os.cpu_count(),
-            'torch': torch.__version__,
-            'threads': torch.get_num_threads(),
-        },
         'real_source': str(LFW.name),
         'k': args.k,
     }
@@ -285,12 +260,13 @@ def main() -> None:
     result['scale'] = [timed_generation(n, 256) for n in sizes]
     result['verdict'] = verdict(result)
 
-    args.out.mkdir(parents=True, exist_ok=True)
-    with atomic_write(args.out / f'{args.name}.json', overwrite=True) as tmp:
-        tmp.write_text(json.dumps(result, indent=2) + '\n')
-    with atomic_write(args.out / f'{args.name}.md', overwrite=True) as tmp:
-        tmp.write_text(markdown(result))
-    print(markdown(result))
+    write_results(
+        args.name,
+        'Synthetic faces vs. real LFW embeddings',
+        result,
+        markdown(result),
+        out=results_dir(args.quick, args.out),
+    )
 
 
 if __name__ == '__main__':

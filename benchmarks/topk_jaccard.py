@@ -16,24 +16,22 @@ The kNN graph is built once with :func:`torch_geometric_sdt.nn.knn.knn` and
 cached in ``--cache-dir`` (outside the repository); its build time is not
 part of the measurement.
 
-Writes benchmarks/results/topk_jaccard.{md,json}.
+Writes benchmarks/results/topk_jaccard.{md,json} (``--quick``: a temporary
+folder, see :func:`benchmarks.common.results_dir`).
 
-    PYTHONPATH=. python benchmarks/topk_jaccard.py
-    PYTHONPATH=. python benchmarks/topk_jaccard.py --quick
+    python -m benchmarks.topk_jaccard
+    python -m benchmarks.topk_jaccard --quick
 """
 
 from __future__ import annotations
 
 import argparse
 import ctypes
-import datetime
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -44,57 +42,25 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from benchmarks.common import ROOT, Measure, results_dir, write_results
 from torch_geometric_sdt.datasets import synthetic_faces
 from torch_geometric_sdt.nn.knn import KNN, knn
 from torch_geometric_sdt.utils import topk_jaccard
 
-ROOT = Path(__file__).resolve().parents[1]
 TARGET_SECONDS = 60.0
 TARGET_BYTES = 2 * 1024**3
 MB = 1024**2
 
 
-class PeakRSS:
-    r"""Samples the resident set size in a thread; :obj:`peak` is the
-    largest growth over the value at entry."""
-
-    def __init__(self, interval: float = 0.005) -> None:
-        self.interval = interval
-        self.page = os.sysconf('SC_PAGE_SIZE')
-        self.peak = 0
-
-    def _rss(self) -> int:
-        with open('/proc/self/statm') as f:
-            return int(f.read().split()[1]) * self.page
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak = max(self.peak, self._rss() - self.start)
-            time.sleep(self.interval)
-
-    def __enter__(self) -> PeakRSS:
-        try:  # return freed heap pages first, so earlier work does not hide growth
-            ctypes.CDLL('libc.so.6').malloc_trim(0)
-        except OSError:
-            pass
-        self.start = self._rss()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *args: Any) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self._rss() - self.start)
-
-
 def measure(fn: Callable[[], Tensor]) -> tuple[Tensor, float, int]:
-    with PeakRSS() as mem:
-        t = time.perf_counter()
+    r"""Output, seconds and peak extra resident memory of :obj:`fn`."""
+    try:  # return freed heap pages first, so earlier work does not hide growth
+        ctypes.CDLL('libc.so.6').malloc_trim(0)
+    except OSError:
+        pass
+    with Measure() as m:
         out = fn()
-        seconds = time.perf_counter() - t
-    return out, seconds, mem.peak
+    return out, m.seconds, m.peak
 
 
 def torch_baseline(
@@ -175,17 +141,9 @@ def load_graph(
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     result: dict[str, Any] = {
-        'machine': {
-            'platform': platform.platform(),
-            'cpu_count': os.cpu_count(),
-            'torch': torch.__version__,
-            'numba': numba.__version__,
-            'numba_threads': numba.get_num_threads(),
-            'torch_threads': torch.get_num_threads(),
-            'load_average_at_start': os.getloadavg(),
-        },
-        'command': 'PYTHONPATH=. python ' + ' '.join(sys.argv),
-        'date': datetime.datetime.now().isoformat(timespec='seconds'),
+        'numba': numba.__version__,
+        'numba_threads': numba.get_num_threads(),
+        'load_average_at_start': os.getloadavg(),
         'k': args.k,
         'dim': args.dim,
         'knn_backend': args.knn_backend,
@@ -243,21 +201,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             print(json.dumps(entry), flush=True)
             del out, ref
         del graph
-    result['machine']['load_average_at_end'] = os.getloadavg()
+    result['load_average_at_end'] = os.getloadavg()
     return result
 
 
 def write(result: dict[str, Any], name: str, out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f'{name}.json').write_text(json.dumps(result, indent=2) + '\n')
-    m = result['machine']
+    m = result
     lines = [
-        '# Top-K Jaccard: speed and memory',
-        '',
-        f'- Command: `{result["command"]}`',
-        f'- Date: {result["date"]}',
-        f'- Machine: {m["platform"]}, {m["cpu_count"]} CPUs, torch {m["torch"]}, '
-        f'numba {m["numba"]} ({m["numba_threads"]} threads), load average '
+        f'- numba {m["numba"]} ({m["numba_threads"]} threads), load average '
         f'{m["load_average_at_start"][0]:.1f} at start, '
         f'{m["load_average_at_end"][0]:.1f} at end (the machine is shared)',
         f'- Graph: synthetic faces, dim {result["dim"]}, k = {result["k"]} '
@@ -293,7 +244,7 @@ def write(result: dict[str, Any], name: str, out: Path) -> None:
                 f'< 2 GB extra): **{r["target"]}** ({r["seconds"]:.1f} s, '
                 f'{r["peak_extra_mb"]:.0f} MB).'
             )
-    (out / f'{name}.md').write_text('\n'.join(lines) + '\n')
+    write_results(name, 'Top-K Jaccard: speed and memory', result, lines, out=out)
 
 
 def main() -> None:
@@ -309,11 +260,11 @@ def main() -> None:
         '--cache-dir', default=os.path.join(tempfile.gettempdir(), 'sdt_bench_cache')
     )
     parser.add_argument('--quick', action='store_true', help='small smoke run')
+    parser.add_argument('--out', default=None, help='results folder')
     args = parser.parse_args()
-    out = ROOT / 'benchmarks' / 'results'
-    if args.quick:  # a smoke run leaves the recorded results alone
+    if args.quick:
         args.sizes, args.baseline_rows = [20_000], 1_000
-        out = Path(args.cache_dir) / 'results'
+    out = results_dir(args.quick, args.out)
     write(run(args), 'topk_jaccard', out)
     print(f'wrote {out}/topk_jaccard.md')
 

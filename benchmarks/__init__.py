@@ -1,0 +1,1 @@
+"""Benchmarks of torch_geometric_sdt (run ``python -m benchmarks --help``)."""

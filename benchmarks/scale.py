@@ -1,0 +1,358 @@
+r"""Time and peak memory of every stage of the SDT pipeline as :math:`N`
+grows, with the ``infomap-knn`` baseline on the same kNN graph.
+
+Data: :func:`torch_geometric_sdt.datasets.synthetic_faces`, 256-d, seed 0,
+:math:`k = 80` (self included), cosine. Model: the shipped relational model
+(:func:`torch_geometric_sdt.pretrained.default_model_path`). The stages are
+those of :meth:`SDTClusterer.cluster`, run one by one:
+
+1. ``knn``: the kNN graph with ``backend='auto'`` (the backend it picks is
+   recorded: exact torch up to 200K points, ``faiss-hnsw`` above);
+2. ``context``: the set Jaccard of the full lists and the similarity scale
+   (:meth:`KNNContext.build` on the graph);
+3. ``topk``: Top-K prediction;
+4. ``jaccard``: the Top-K Jaccard of every kNN edge;
+5. ``sdt``: SDT node states and band scoring;
+6. ``links_infomap``: the final links and Infomap;
+7. ``metrics``: pairwise / BCubed F and NMI against the labels;
+
+then ``infomap-knn`` (early-stopped cosine threshold + Infomap) on the same
+graph, timed and scored. Every size runs in its own subprocess so that the
+peak memory of one size never mixes with another's. Each stage records its
+wall time and peak resident memory (:class:`benchmarks.common.Measure`);
+the growth exponent of each stage is the least-squares slope of
+:math:`\log t` against :math:`\log N` over the sizes run. The memory model
+:func:`torch_geometric_sdt.utils.estimate_memory` is compared with the
+measured peak at every size and projected to the 5.21M faces of the
+MS-Celeb-1M test set.
+
+``benchmarks/results/scale.{json,md}`` is rewritten after every size, so a
+crash at a later size keeps the sizes already done.
+
+    python -m benchmarks.scale                       # 10K, 100K, 1M
+    python -m benchmarks.scale --sizes 10000 100000
+    python -m benchmarks.scale --quick               # 2K and 10K
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.common import (
+    METRIC_COLUMNS,
+    ROOT,
+    Measure,
+    fmt_metrics,
+    results_dir,
+    rss_bytes,
+    write_results,
+)
+from torch_geometric_sdt.utils.memory import check_memory, estimate_memory
+
+NAME = 'scale'
+STAGES = ('knn', 'context', 'topk', 'jaccard', 'sdt', 'links_infomap', 'metrics')
+#: The size of the MS-Celeb-1M test set, for the memory projection.
+PROJECTION_NODES = 5_210_000
+MB = 2**20
+
+
+def run_one(num_nodes: int, dim: int, k: int, threshold: float) -> dict[str, Any]:
+    r"""Runs every stage at one size (in this process) and returns its row."""
+    import torch
+
+    from torch_geometric_sdt.baselines import cluster_knn, cluster_links
+    from torch_geometric_sdt.datasets import synthetic_faces
+    from torch_geometric_sdt.metrics import evaluate
+    from torch_geometric_sdt.nn.knn import _resolve_backend, knn
+    from torch_geometric_sdt.nn.models import KNNContext, SDTClusterer
+    from torch_geometric_sdt.pretrained import default_model_path
+
+    model = SDTClusterer.load(default_model_path())
+    if model.k != k:
+        raise ValueError(f'the shipped model has k = {model.k} (got --k {k})')
+    base_rss = rss_bytes()
+    t = time.perf_counter()
+    x, y = synthetic_faces(num_nodes, dim, seed=0)
+    generate_s = time.perf_counter() - t
+    backend = _resolve_backend('auto', num_nodes, x.device)
+    row: dict[str, Any] = {
+        'num_nodes': num_nodes,
+        'dim': dim,
+        'k': k,
+        'knn_backend': backend,
+        'generate_s': generate_s,
+        'base_rss': base_rss,
+        'stages': {},
+    }
+    stages = row['stages']
+
+    def record(name: str, m: Measure) -> None:
+        stages[name] = {
+            'seconds': m.seconds,
+            'peak': m.peak,
+            'peak_rss_above_base': m.peak_rss - base_rss,
+        }
+        print(
+            f'N={num_nodes:,} {name:>14}: {m.seconds:8.2f} s, peak RSS '
+            f'{(m.peak_rss - base_rss) / MB:8.0f} MB above start',
+            file=sys.stderr,
+            flush=True,
+        )
+
+    with torch.no_grad():
+        with Measure() as m:
+            graph = knn(x, k, backend='auto')
+        record('knn', m)
+        with Measure() as m:
+            ctx = KNNContext.build(None, k, graph=graph)
+        record('context', m)
+        with Measure() as m:
+            topk = model.predict_topk(ctx)
+        record('topk', m)
+        with Measure() as m:
+            jac = model.jaccard(ctx, topk)
+        record('jaccard', m)
+        with Measure() as m:
+            h = model.node_states(ctx, topk, jac)
+            band_pos, band_prob = model.score_band(ctx, topk, jac, h)
+        record('sdt', m)
+        del h
+        with Measure() as m:
+            edge_index, weight = model.final_links(ctx, topk, jac, band_pos, band_prob)
+            pred = cluster_links(edge_index, weight, num_nodes)
+        record('links_infomap', m)
+        row['num_links'] = int(edge_index.size(1))
+        row['num_band_pairs'] = int(band_pos.numel())
+        row['mean_topk'] = float(topk.float().mean())
+        del edge_index, weight, band_pos, band_prob, jac
+        with Measure() as m:
+            row['sdt_metrics'] = evaluate(pred, y)
+        record('metrics', m)
+        if num_nodes <= 20_000:  # the stages above are exactly cluster():
+            same = torch.equal(model.cluster(graph=graph), pred)
+            row['matches_cluster'] = same
+            if not same:
+                raise RuntimeError('the staged pipeline differs from cluster()')
+        del ctx, topk, pred
+        with Measure() as m:
+            base_pred = cluster_knn(graph, 'infomap-knn', threshold=threshold)
+        row['baseline'] = {
+            'method': 'infomap-knn',
+            'threshold': threshold,
+            'seconds': m.seconds,
+            'peak_rss_above_base': m.peak_rss - base_rss,
+            'metrics': evaluate(base_pred, y),
+        }
+    row['sdt_total_s'] = sum(s['seconds'] for s in stages.values())
+    row['dominant_stage'] = max(stages, key=lambda s: stages[s]['seconds'])
+    row['measured_peak'] = max(s['peak_rss_above_base'] for s in stages.values())
+    row['max_rss'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    est = estimate_memory(num_nodes, dim, k, method='sdt', backend=backend)
+    row['estimate'] = est
+    row['estimate_over_measured'] = est['peak'] / max(row['measured_peak'], 1)
+    # The same model with the Top-K the shipped model actually predicted:
+    at = estimate_memory(
+        num_nodes, dim, k, backend=backend, mean_topk=min(k, max(1.0, row['mean_topk']))
+    )
+    row['estimate_at_measured_topk'] = at
+    row['estimate_at_measured_topk_over_measured'] = at['peak'] / max(
+        row['measured_peak'], 1
+    )
+    return row
+
+
+def growth(rows: list[dict[str, Any]], key: str) -> float | None:
+    r"""Least-squares slope of log(seconds) on log(N)."""
+    pts = [(r['num_nodes'], value(r, key)) for r in rows]
+    pts = [(n, t) for n, t in pts if t > 0]
+    if len(pts) < 2 or len({n for n, _ in pts}) < 2:
+        return None
+    n, t = np.log([p[0] for p in pts]), np.log([p[1] for p in pts])
+    return float(np.polyfit(n, t, 1)[0])
+
+
+def value(row: dict[str, Any], key: str) -> float:
+    if key == 'total':
+        return row['sdt_total_s']
+    if key == 'infomap-knn':
+        return row['baseline']['seconds']
+    return row['stages'][key]['seconds']
+
+
+def summary(rows: list[dict[str, Any]], dim: int, k: int) -> dict[str, Any]:
+    keys = [*STAGES, 'total', 'infomap-knn']
+    out: dict[str, Any] = {'growth_exponent': {s: growth(rows, s) for s in keys}}
+    proj = estimate_memory(PROJECTION_NODES, dim, k, method='sdt')
+    out['projection'] = {'num_nodes': PROJECTION_NODES, 'estimate': proj}
+    ratios = [r['estimate_over_measured'] for r in rows]
+    out['estimate_over_measured'] = ratios
+    return out
+
+
+def markdown(rows: list[dict[str, Any]], summ: dict[str, Any]) -> list[str]:
+    gb = 2**30
+    lines = [
+        'Synthetic faces (256-d, seed 0), k = 80, the shipped relational SDT '
+        "model; kNN with `backend='auto'`. One subprocess per size. Times in "
+        'seconds; memory: peak resident set above the level before the data '
+        'was generated (so it includes the features), sampled every 5 ms.',
+        '',
+        '## Time per stage (s)',
+        '',
+        '| N | kNN backend | ' + ' | '.join(STAGES) + ' | SDT total | '
+        'dominant | infomap-knn (same graph) |',
+        '|---|---|' + '---|' * (len(STAGES) + 3),
+    ]
+    for r in rows:
+        cells = ' | '.join(f'{r["stages"][s]["seconds"]:.2f}' for s in STAGES)
+        lines.append(
+            f'| {r["num_nodes"]:,} | {r["knn_backend"]} | {cells} | '
+            f'{r["sdt_total_s"]:.2f} | {r["dominant_stage"]} | '
+            f'{r["baseline"]["seconds"]:.2f} |'
+        )
+    exps = summ['growth_exponent']
+    lines += [
+        '',
+        'Growth exponent (least-squares slope of log time on log N over the '
+        'sizes run; 1 = linear): '
+        + ', '.join(
+            f'{s} {e:.2f}' if e is not None else f'{s} -' for s, e in exps.items()
+        )
+        + '.',
+        '',
+        '## Peak memory per stage (MB above start)',
+        '',
+        '| N | ' + ' | '.join(STAGES) + ' | measured peak | estimate '
+        '(`estimate_memory`) | estimate / measured | estimate at the measured '
+        'Top-K | its ratio |',
+        '|---|' + '---|' * (len(STAGES) + 5),
+    ]
+    for r in rows:
+        cells = ' | '.join(
+            f'{r["stages"][s]["peak_rss_above_base"] / MB:.0f}' for s in STAGES
+        )
+        lines.append(
+            f'| {r["num_nodes"]:,} | {cells} | {r["measured_peak"] / MB:.0f} | '
+            f'{r["estimate"]["peak"] / MB:.0f} | '
+            f'{r["estimate_over_measured"]:.2f} | '
+            f'{r["estimate_at_measured_topk"]["peak"] / MB:.0f} | '
+            f'{r["estimate_at_measured_topk_over_measured"]:.2f} |'
+        )
+    proj = summ['projection']
+    lines += [
+        '',
+        f'Projection by `estimate_memory` for {proj["num_nodes"]:,} faces '
+        f'(D = 256, k = 80, SDT, auto backend): peak '
+        f'{proj["estimate"]["peak"] / gb:.1f} GiB ('
+        + ', '.join(
+            f'{s} {b / gb:.1f}' for s, b in proj['estimate'].items() if s != 'peak'
+        )
+        + ' GiB).',
+        '',
+        '## Quality at each size',
+        '',
+        f'| N | method | {METRIC_COLUMNS} | mean Top-K | links |',
+        '|---|---|---|---|---|---|---|---|---|',
+    ]
+    for r in rows:
+        lines.append(
+            f'| {r["num_nodes"]:,} | sdt | {fmt_metrics(r["sdt_metrics"])} | '
+            f'{r["mean_topk"]:.1f} | {r["num_links"]:,} |'
+        )
+        b = r['baseline']
+        lines.append(
+            f'| {r["num_nodes"]:,} | infomap-knn ({b["threshold"]}) | '
+            f'{fmt_metrics(b["metrics"])} | - | - |'
+        )
+    return lines
+
+
+def run_size(num_nodes: int, args: argparse.Namespace) -> dict[str, Any]:
+    r"""Runs one size in a subprocess and returns its row; raises
+    :class:`RuntimeError` when it cannot fit or fails."""
+    try:  # refuse a size that cannot fit before spending hours on it
+        check_memory(estimate_memory(num_nodes, args.dim, args.k, method='sdt'))
+    except MemoryError as e:
+        raise RuntimeError(f'skipped: {e}') from e
+    with tempfile.TemporaryDirectory() as tmp:
+        row_path = Path(tmp) / 'row.json'
+        cmd = [sys.executable, '-m', 'benchmarks.scale', '--one', str(num_nodes)]
+        cmd += ['--dim', str(args.dim), '--k', str(args.k)]
+        cmd += ['--threshold', str(args.threshold), '--row-out', str(row_path)]
+        env = dict(os.environ)
+        env['PYTHONPATH'] = os.pathsep.join(
+            p for p in (str(ROOT), env.get('PYTHONPATH')) if p
+        )
+        res = subprocess.run(cmd, cwd=ROOT, env=env)
+        if res.returncode != 0 or not row_path.exists():
+            raise RuntimeError(f'exit status {res.returncode}')
+        return json.loads(row_path.read_text())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument(
+        '--sizes', type=int, nargs='+', default=[10_000, 100_000, 1_000_000]
+    )
+    parser.add_argument('--dim', type=int, default=256)
+    parser.add_argument('--k', type=int, default=80)
+    parser.add_argument(
+        '--threshold',
+        type=float,
+        default=0.7,
+        help='infomap-knn cosine threshold (0.7: chosen on a separate draw)',
+    )
+    parser.add_argument('--quick', action='store_true', help='2K and 10K')
+    parser.add_argument('--out', default=None, help='results folder')
+    parser.add_argument('--one', type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument('--row-out', default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.one is not None:  # the child process of one size
+        row = run_one(args.one, args.dim, args.k, args.threshold)
+        Path(args.row_out).write_text(json.dumps(row, default=str))
+        return
+
+    sizes = [2_000, 10_000] if args.quick else sorted(args.sizes)
+    out = results_dir(args.quick, args.out)
+    rows: list[dict[str, Any]] = []
+    failures: list[dict[str, Any]] = []
+    for n in sizes:
+        try:
+            rows.append(run_size(n, args))
+        except RuntimeError as e:
+            failures.append({'num_nodes': n, 'error': str(e)})
+            print(f'N={n:,} failed: {e}', file=sys.stderr)
+        # Rewritten after every size: a crash later keeps what is done.
+        summ = summary(rows, args.dim, args.k)
+        body = markdown(rows, summ)
+        if failures:
+            body += [
+                '',
+                'Sizes that failed: '
+                + '; '.join(f'{f["num_nodes"]:,} ({f["error"]})' for f in failures),
+            ]
+        write_results(
+            NAME,
+            'SDT pipeline at scale: time and memory per stage',
+            {'rows': rows, 'failures': failures, **summ},
+            body,
+            out=out,
+        )
+    if failures:
+        sys.exit(1)
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,128 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks.__main__ import SUITES, main, run_script
+from benchmarks.common import write_results
+from benchmarks.report import build_report, split_markdown
+from benchmarks.scale import growth
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_list_runs_and_names_every_suite():
+    res = subprocess.run(
+        [sys.executable, '-m', 'benchmarks', 'list'],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert res.returncode == 0, res.stderr
+    for suite, names in SUITES.items():
+        assert f'{suite}:' in res.stdout
+        for name in names:
+            assert name in res.stdout
+    assert set(SUITES) == {'quality', 'speed', 'scale'}
+    assert SUITES['scale'] == ('scale',)
+
+
+def test_run_skips_a_missing_script(capsys):
+    assert run_script('no_such_benchmark', quick=True, extra=[]) == {
+        'name': 'no_such_benchmark',
+        'status': 'skipped',
+    }
+    assert 'does not exist yet' in capsys.readouterr().out
+    assert main(['run', '--suite', 'scale', '--only', 'knn']) == 2
+
+
+def _fake_scale_rows() -> list[dict]:
+    stages = ('knn', 'topk')
+    rows = []
+    for n in (1000, 10_000):
+        rows.append(
+            {
+                'num_nodes': n,
+                'stages': {
+                    s: {'seconds': 1e-4 * n * (i + 1), 'peak_rss_above_base': 100 * n}
+                    for i, s in enumerate(stages)
+                },
+                'sdt_total_s': 3e-4 * n,
+                'baseline': {'seconds': 1e-5 * n},
+                'measured_peak': 100 * n,
+                'estimate': {'peak': 120 * n},
+            }
+        )
+    return rows
+
+
+def test_report_builds_results_md(tmp_path):
+    body = ['Some words.', '', '## A table', '', '| a | b |', '|---|---|', '| 1 | 2 |']
+    write_results('fake', 'A fake result', {'rows': [1, 2]}, body, out=tmp_path)
+    write_results(
+        'scale', 'Scale', {'rows': _fake_scale_rows()}, ['| x |'], out=tmp_path
+    )
+    sensitivity = [
+        {
+            'data': 'synthetic',
+            'method': m,
+            'threshold': t,
+            'pairwise_fscore': 0.5 + t / 4,
+            'bcubed_fscore': 0.4 + t / 4,
+        }
+        for m in ('sdt', 'infomap-knn')
+        for t in (0.5, 0.6, 0.7)
+    ]
+    write_results(
+        'sdt_quality', 'Quality', {'sensitivity': sensitivity}, ['ok'], out=tmp_path
+    )
+    path = build_report(tmp_path)
+    assert path == tmp_path / 'RESULTS.md'
+    text = path.read_text()
+    doc = json.loads((tmp_path / 'fake.json').read_text())
+    assert '## A fake result' in text
+    assert f'- Date: {doc["date"]}; commit `{doc["commit"]}`' in text
+    assert f'- Command: `{doc["command"]}`' in text
+    assert doc['machine']['platform'] in text
+    # The .md body is embedded once, headings nested under the section:
+    assert '| 1 | 2 |' in text and '#### A table' in text
+    assert text.count('Some words.') == 1
+    # The plots exist and are embedded under their result:
+    for png in ('scale_time', 'scale_memory', 'scale_stages', 'quality_threshold'):
+        assert (tmp_path / f'{png}.png').stat().st_size > 1000
+        assert f'![{png}.png]({png}.png)' in text
+    quality = text.index('## Quality')
+    assert text.index('quality_threshold.png') > quality
+    assert text.index('scale_time.png') > text.index('## Scale')
+    # Smoke runs named *_quick are left out unless asked for:
+    write_results('fake_quick', 'A smoke run', {}, ['x'], out=tmp_path)
+    assert '## A smoke run' not in build_report(tmp_path, plots=False).read_text()
+    text = build_report(tmp_path, plots=False, include_quick=True).read_text()
+    assert '## A smoke run' in text
+
+
+def test_report_rejects_a_missing_folder(tmp_path):
+    with pytest.raises(ValueError, match='no results folder'):
+        build_report(tmp_path / 'absent')
+
+
+def test_split_markdown_drops_provenance():
+    title, body = split_markdown(
+        '# T\n\n- Date: x\n- Command: `y`\n- Machine: z\n\n| a |\n## H\n'
+    )
+    assert title == 'T'
+    assert body == ['| a |', '#### H']
+
+
+def test_growth_exponent():
+    rows = [
+        {'num_nodes': n, 'stages': {'knn': {'seconds': 2e-6 * n**1.5}}}
+        for n in (1000, 10_000, 100_000)
+    ]
+    assert growth(rows, 'knn') == pytest.approx(1.5)
+    assert growth(rows[:1], 'knn') is None
