@@ -785,6 +785,10 @@ def _pynndescent_search(
     return torch.from_numpy(np.asarray(ids, dtype=np.int64)), sim
 
 
+#: Rows per chunk of :func:`_finalize_candidates`.
+_FINALIZE_ROWS = 65_536
+
+
 def _finalize_candidates(
     x: Tensor,
     cand: Tensor,
@@ -800,21 +804,27 @@ def _finalize_candidates(
     backend."""
     num_nodes = x.size(0)
     device = x.device
-    self_id = torch.arange(num_nodes, device=device)
-    srt = cand.sort(dim=1).values
-    bad = (srt[:, 0] < 0) | (srt[:, 1:] == srt[:, :-1]).any(dim=1)
-    is_self = cand == self_id.unsqueeze(1)
-    if cand.size(1) + 1 - is_self.sum(dim=1).min() < k:
-        bad |= cand.size(1) + 1 - is_self.sum(dim=1) < k
-
     cosine = metric == 'cosine'
-    val = cand_sim.to(x.dtype).clamp(-1.0, 1.0) if cosine else cand_sim.to(x.dtype)
-    val = val.clamp(max=0.0) if not cosine else val
-    val = val.masked_fill(is_self, -math.inf)  # The repeat of the point itself.
-    val = torch.cat([val.new_full((num_nodes, 1), math.inf), val], dim=1)
-    idx = torch.cat([self_id.unsqueeze(1), cand.clamp(min=0)], dim=1)
-    val, idx = _order(val, idx)
-    index, sim = idx[:, :k].contiguous(), val[:, :k].contiguous()
+    index = torch.empty(num_nodes, k, dtype=torch.long, device=device)
+    sim = torch.empty(num_nodes, k, dtype=x.dtype, device=device)
+    bad = torch.zeros(num_nodes, dtype=torch.bool, device=device)
+    # In row chunks, so the sort's temporaries stay bounded at millions of
+    # rows (a few hundred bytes per candidate otherwise).
+    for lo in range(0, num_nodes, _FINALIZE_ROWS):
+        hi = min(num_nodes, lo + _FINALIZE_ROWS)
+        c = cand[lo:hi]
+        self_id = torch.arange(lo, hi, device=device)
+        srt = c.sort(dim=1).values
+        bad[lo:hi] = (srt[:, 0] < 0) | (srt[:, 1:] == srt[:, :-1]).any(dim=1)
+        is_self = c == self_id.unsqueeze(1)
+        bad[lo:hi] |= c.size(1) + 1 - is_self.sum(dim=1) < k
+        val = cand_sim[lo:hi].to(x.dtype)
+        val = val.clamp(-1.0, 1.0) if cosine else val.clamp(max=0.0)
+        val = val.masked_fill(is_self, -math.inf)  # The repeat of the point itself.
+        val = torch.cat([val.new_full((hi - lo, 1), math.inf), val], dim=1)
+        idx = torch.cat([self_id.unsqueeze(1), c.clamp(min=0)], dim=1)
+        val, idx = _order(val, idx)
+        index[lo:hi], sim[lo:hi] = idx[:, :k], val[:, :k]
     sim[:, 0] = 1.0 if cosine else 0.0
 
     if bool(bad.any()):

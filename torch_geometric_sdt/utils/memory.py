@@ -25,9 +25,9 @@ EXACT_BLOCK_COPIES = 3
 # faiss HNSW (M = 32): level-0 links (2 M int32) and upper levels, per node.
 HNSW_NODE = 2 * 32 * 4 + 64
 # Approximate and faiss backends: the [N, k + 1] candidate ids and distances
-# and their sorted, self-first copies, made for all rows at once -- measured
-# 82 bytes per candidate at 100K nodes (faiss-ivf).
-CANDIDATE_ENTRY = 84
+# the search returns, their sorted, self-first copies (made in row chunks) and
+# the result -- measured 50 bytes per candidate at 100K nodes (faiss-ivf).
+CANDIDATE_ENTRY = 52
 # pynndescent: ids, distances and flags of its heaps (current, new and old
 # candidates) and its random-projection forest, per kNN entry.
 NNDESCENT_ENTRY = 48
@@ -110,12 +110,12 @@ def estimate_memory(
     * ``knn`` (exact): :math:`2F + G + 2 \cdot 12 N (k+1) + 3 \cdot 4
       \min(N, B)^2` (the normalised copy, the running lists of the
       :math:`k+1` best and their sorted copy, :math:`B = 5792` the side of a
-      similarity block); the other backends sort all :math:`N (k+1)`
-      candidates at once, 84 bytes each (measured), so ``faiss-hnsw`` needs
-      :math:`3F + G + 84 N (k+1) + 320 N` (the index holds a copy of the
+      similarity block); the other backends hold :math:`N (k+1)` candidates,
+      52 bytes each (measured; sorted in row chunks), so ``faiss-hnsw`` needs
+      :math:`3F + G + 52 N (k+1) + 320 N` (the index holds a copy of the
       vectors and :math:`2M = 64` int32 links per node), ``faiss`` and
       ``faiss-ivf`` the same without the links and ``pynndescent``
-      :math:`2F + G + 84 N (k+1) + 48 N k` (its heaps);
+      :math:`2F + G + 52 N (k+1) + 48 N k` (its heaps);
     * ``context``: :math:`F + G + 4Nk + J` (the set Jaccard of the lists);
     * ``topk``: :math:`F + G + 4Nk + 8N + 2.5 \cdot 4 \cdot 4 \min(N, 4096)
       k^2` (one batch of attention maps);
@@ -138,7 +138,8 @@ def estimate_memory(
     the shipped model (64 channels, 4 heads); the features are counted even
     when they are memory-mapped. For the 5.21M faces of the MS-Celeb-1M test
     set (:math:`D = 256`, :math:`k = 80`, ``faiss-hnsw``) the peak is the
-    kNN stage, 54 GiB (the candidate sort); the SDT stages need 12-39 GiB.
+    kNN stage, 42 GiB (the candidate lists); the other stages need 10-39 GiB
+    (links and Infomap 39 GiB).
 
     Args:
         num_nodes (int): :math:`N`.
