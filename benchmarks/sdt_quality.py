@@ -120,7 +120,12 @@ def trained_model(
         meta = json.loads(meta_path.read_text())
         if meta.get('key') == key:
             print(f'{name}: cached model {path}', flush=True)
-            return SDTClusterer.load(path), meta['training']
+            model = SDTClusterer.load(path)
+            # eta as fit() chooses it, on the same validation identities, so
+            # a cached model follows the current final-graph rule:
+            _, val = split_identities(y, 0.2, seed)
+            model.tune_eta(x[val], y[val])
+            return model, dict(meta['training'], eta=model.config['eta'])
     model = SDTClusterer(**config)
     with Measure() as m:
         model.fit(x, y, seed=seed, progress=False, **train)

@@ -62,6 +62,32 @@ def split_identities(
     return (~val_mask).nonzero().view(-1), val_mask.nonzero().view(-1)
 
 
+@torch.no_grad()
+def choose_eta(
+    model: SDTClusterer,
+    ctx: KNNContext,
+    topk: Tensor,
+    jaccard: Tensor,
+    y: Tensor,
+    grid: tuple[float, ...],
+) -> tuple[float, list[dict[str, Any]]]:
+    r"""Clusters labelled items at every :math:`\eta` of :obj:`grid` (the
+    network runs once, only the final links change) and returns the value
+    with the best pairwise F-score (ties: the one nearest 0.5) and every
+    value's metrics."""
+    from torch_geometric_sdt.baselines import cluster_links
+
+    h = model.node_states(ctx, topk, jaccard)
+    band, prob = model.score_band(ctx, topk, jaccard, h)
+    sweep = []
+    for eta in grid:
+        links, weight = model.final_links(ctx, topk, jaccard, band, prob, eta)
+        pred = cluster_links(links, weight, ctx.num_nodes)
+        sweep.append({'eta': float(eta), **evaluate(pred, y)})
+    best = max(sweep, key=lambda m: (m['pairwise_fscore'], -abs(m['eta'] - 0.5)))
+    return best['eta'], sweep
+
+
 class _Batcher:
     """Builds the subgraph a batch of pairs depends on."""
 
@@ -450,20 +476,9 @@ def fit(
         restore(best)
 
     # ------------------------------------------------- choose eta on validation
-    from torch_geometric_sdt.baselines import cluster_links
-
-    h_va = model.node_states(ctx_va, topk_va, jac_va)
-    band_va, prob_va = model.score_band(ctx_va, topk_va, jac_va, h_va)
-    sweep = []
-    for eta in eta_grid:
-        links, weight = model.final_links(
-            ctx_va, topk_va, jac_va, band_va, prob_va, eta
-        )
-        pred = cluster_links(links, weight, ctx_va.num_nodes)
-        metrics = evaluate(pred, y_va)
-        sweep.append({'eta': eta, **metrics})
-    best_eta = max(sweep, key=lambda m: (m['pairwise_fscore'], -abs(m['eta'] - 0.5)))
-    model.config['eta'] = float(best_eta['eta'])
+    model.config['eta'], sweep = choose_eta(
+        model, ctx_va, topk_va, jac_va, y_va, eta_grid
+    )
     model.eval()
     return {
         'stopped': False,

@@ -175,3 +175,47 @@ def test_load_refuses_unknown_config_keys(tmp_path):
     _rewrite_meta(path, config=json.dumps(config))
     with pytest.raises(ValueError, match="unknown config keys \\['emb'\\]"):
         SDTClusterer.load(path)
+
+
+def test_final_links_keep_topk_and_add_band_beyond_it(faces):
+    x, _ = faces
+    torch.manual_seed(0)
+    model = SDTClusterer(k=10, hidden_channels=16, predictor_channels=16, heads=2)
+    ctx = KNNContext.build(x, 10)
+    topk = torch.randint(
+        1, 11, (x.size(0),), generator=torch.Generator().manual_seed(1)
+    )
+    jac = torch.rand(x.size(0), 10, generator=torch.Generator().manual_seed(2))
+    band = band_positions(topk, 10, model.band)
+    prob = torch.rand(band.numel(), generator=torch.Generator().manual_seed(3))
+    for eta in (0.0, 0.5, 1.0):
+        edge_index, weight = model.final_links(ctx, topk, jac, band, prob, eta)
+        got = set(zip(edge_index[0].tolist(), edge_index[1].tolist()))
+        expected = {}
+        for i in range(x.size(0)):  # Brute force over the small graph.
+            for r in range(1, int(topk[i])):
+                expected[(i, int(ctx.knn.index[i, r]))] = float(jac[i, r])
+        for p, q in zip(band.tolist(), prob.tolist()):
+            i, r = divmod(p, 10)
+            if r >= int(topk[i]) and q >= eta:
+                expected[(i, int(ctx.knn.index[i, r]))] = q
+        assert got == set(expected)
+        assert edge_index.size(1) == len(expected)
+        lookup = dict(
+            zip(zip(edge_index[0].tolist(), edge_index[1].tolist()), weight.tolist())
+        )
+        for key, value in expected.items():
+            assert lookup[key] == pytest.approx(max(value, 1e-6), abs=1e-6)
+
+
+def test_tune_eta_chooses_from_the_grid(faces):
+    x, y = faces
+    torch.manual_seed(0)
+    model = SDTClusterer(k=10, hidden_channels=16, predictor_channels=16, heads=2)
+    sweep = model.tune_eta(x, y, grid=(0.2, 0.6, 0.9))
+    assert [row['eta'] for row in sweep] == [0.2, 0.6, 0.9]
+    best = max(row['pairwise_fscore'] for row in sweep)
+    chosen = next(row for row in sweep if row['eta'] == model.config['eta'])
+    assert chosen['pairwise_fscore'] == best
+    with pytest.raises(ValueError, match='y must have shape'):
+        model.tune_eta(x, y[:-1])

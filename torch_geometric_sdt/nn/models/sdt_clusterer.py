@@ -136,13 +136,18 @@ class SDTClusterer(torch.nn.Module):
 
        .. math::
            w_{ij} = \begin{cases}
-           J_{ij} & 1 \le r_{ij} < K_i - b_-,\ J_{ij} \ge \theta \\
-           J_{ij} & K_i - b_- \le r_{ij} < K_i,\ P_{ij} \ge \eta \\
+           J_{ij} & 1 \le r_{ij} < K_i,\ J_{ij} \ge \theta \\
            P_{ij} & K_i \le r_{ij} < K_i + b_+,\ P_{ij} \ge \eta
            \end{cases}
 
        and two-level directed Infomap on it; a node without an edge of its
-       own is a singleton.
+       own is a singleton. The edges inside the Top-K are kept; the SDT
+       only adds boundary edges beyond it. The band's pairs inside the
+       Top-K (:math:`K_i - b_- \le r_{ij} < K_i`) are scored and trained on
+       so that the edge head learns the boundary from both sides, but they
+       do not veto edges: on synthetic faces and on the LFW training
+       identities, vetoing them lowered BCubed F by up to 0.04 at high
+       :math:`\eta` without raising pairwise F.
 
     Two input modes: :obj:`'relational'` builds every feature from the kNN
     structure with similarities standardised by the data set's own scale
@@ -445,19 +450,15 @@ class SDTClusterer(torch.nn.Module):
         theta = self.config['theta'] if theta is None else theta
         k = self.k
         rank = torch.arange(k)
-        below = self.band[0]
-        # Inside Top-K and below the band: kept with weight J (floor theta).
-        inside = (rank >= 1) & (rank < (topk - below).unsqueeze(1))
+        # Inside the Top-K: kept with weight J (floor theta).
+        inside = (rank >= 1) & (rank < topk.unsqueeze(1))
         inside &= jaccard >= theta
         pos_in = inside.view(-1).nonzero().view(-1)
-        w_in = jaccard.view(-1)[pos_in]
-        # Band: kept when the SDT says same identity.
-        keep = band_prob >= eta
-        pos_b = band_pos[keep]
-        inside_b = (pos_b % k) < topk[pos_b // k]
-        w_b = torch.where(inside_b, jaccard.view(-1)[pos_b], band_prob[keep])
-        pos = torch.cat([pos_in, pos_b])
-        weight = torch.cat([w_in, w_b]).clamp(min=1e-6)
+        # Beyond the Top-K, in the band: added when the SDT says same identity.
+        keep = (band_prob >= eta) & ((band_pos % k) >= topk[band_pos // k])
+        pos = torch.cat([pos_in, band_pos[keep]])
+        weight = torch.cat([jaccard.view(-1)[pos_in], band_prob[keep]])
+        weight = weight.clamp(min=1e-6)
         edge_index = torch.stack([pos // k, ctx.knn.index.view(-1)[pos]])
         return edge_index, weight
 
@@ -553,6 +554,54 @@ class SDTClusterer(torch.nn.Module):
 
         self.fit_summary_ = fit(self, x, y, **kwargs)
         return self
+
+    @torch.no_grad()
+    def tune_eta(
+        self,
+        x: Tensor | np.ndarray | None,
+        y: Tensor | np.ndarray,
+        *,
+        graph: KNN | None = None,
+        grid: tuple[float, ...] | None = None,
+        backend: str = 'auto',
+    ) -> list[dict[str, Any]]:
+        r"""Chooses :math:`\eta` on labelled embeddings without retraining
+        (*e.g.* a few labelled identities of your own data): clusters them at
+        every :math:`\eta` of :obj:`grid` (the network runs once) and keeps
+        the best pairwise F-score. :meth:`fit` does the same on its
+        validation identities. Never tune on the data you evaluate on.
+
+        Args:
+            x (torch.Tensor or numpy.ndarray, optional): Embeddings
+                :obj:`[N, D]` (or :obj:`None` with :obj:`graph`).
+            y (torch.Tensor or numpy.ndarray): Their identity labels.
+            graph (KNN, optional): A precomputed kNN graph.
+                (default: :obj:`None`)
+            grid (tuple, optional): Candidate values (default:
+                :obj:`torch_geometric_sdt.train.DEFAULT_ETA_GRID`).
+            backend (str, optional): kNN backend. (default: :obj:`'auto'`)
+
+        Returns:
+            list: Every candidate's metrics; the chosen value is stored in
+            :obj:`config['eta']`.
+        """
+        from torch_geometric_sdt.train import DEFAULT_ETA_GRID, choose_eta
+
+        y = torch.as_tensor(y).long()
+        ctx = KNNContext.build(
+            x, self.k, graph=graph, keep_x=self.mode == 'embedding', backend=backend
+        )
+        self._check_context(ctx)
+        if y.shape != (ctx.num_nodes,):
+            raise ValueError(
+                f'y must have shape [{ctx.num_nodes}] (got {list(y.shape)})'
+            )
+        topk = self.predict_topk(ctx)
+        eta, sweep = choose_eta(
+            self, ctx, topk, self.jaccard(ctx, topk), y, grid or DEFAULT_ETA_GRID
+        )
+        self.config['eta'] = eta
+        return sweep
 
     def save(
         self, path: str | Path, *, overwrite: bool = False, extra: dict | None = None
