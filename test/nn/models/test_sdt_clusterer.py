@@ -215,7 +215,7 @@ def test_tune_eta_chooses_from_the_grid(faces):
     sweep = model.tune_eta(x, y, grid=(0.2, 0.6, 0.9))
     assert [row['eta'] for row in sweep] == [0.2, 0.6, 0.9]
     best = max(row['pairwise_fscore'] for row in sweep)
-    chosen = next(row for row in sweep if row['eta'] == model.config['eta'])
-    assert chosen['pairwise_fscore'] == best
+    near = sorted(r['eta'] for r in sweep if r['pairwise_fscore'] >= best - 1e-3)
+    assert model.config['eta'] == near[(len(near) - 1) // 2]
     with pytest.raises(ValueError, match='y must have shape'):
         model.tune_eta(x, y[:-1])

@@ -568,8 +568,10 @@ class SDTClusterer(torch.nn.Module):
         r"""Chooses :math:`\eta` on labelled embeddings without retraining
         (*e.g.* a few labelled identities of your own data): clusters them at
         every :math:`\eta` of :obj:`grid` (the network runs once) and keeps
-        the best pairwise F-score. :meth:`fit` does the same on its
-        validation identities. Never tune on the data you evaluate on.
+        the centre of the values with the best pairwise F-score
+        (:func:`~torch_geometric_sdt.train.choose_eta`). :meth:`fit` does
+        the same on its validation identities. Never tune on the data you
+        evaluate on.
 
         Args:
             x (torch.Tensor or numpy.ndarray, optional): Embeddings
