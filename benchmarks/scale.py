@@ -54,6 +54,7 @@ from benchmarks.common import (
     ROOT,
     Measure,
     fmt_metrics,
+    provenance,
     results_dir,
     rss_bytes,
     write_results,
@@ -315,6 +316,11 @@ def main() -> None:
     )
     parser.add_argument('--quick', action='store_true', help='2K and 10K')
     parser.add_argument('--out', default=None, help='results folder')
+    parser.add_argument(
+        '--merge',
+        action='store_true',
+        help='keep the recorded rows of sizes not run now',
+    )
     parser.add_argument('--one', type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument('--row-out', default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -327,10 +333,22 @@ def main() -> None:
     sizes = [2_000, 10_000] if args.quick else sorted(args.sizes)
     out = results_dir(args.quick, args.out)
     rows: list[dict[str, Any]] = []
+    if args.merge and (out / f'{NAME}.json').exists():
+        # Keep the recorded rows of the sizes not run now (each row carries
+        # its own date and commit).
+        old = json.loads((out / f'{NAME}.json').read_text())
+        for row in old.get('rows', []):
+            if row['num_nodes'] not in sizes:
+                row.setdefault('date', old.get('date'))
+                row.setdefault('commit', old.get('commit'))
+                rows.append(row)
     failures: list[dict[str, Any]] = []
     for n in sizes:
         try:
-            rows.append(run_size(n, args))
+            row = run_size(n, args)
+            prov = provenance()
+            rows.append({**row, 'date': prov['date'], 'commit': prov['commit']})
+            rows.sort(key=lambda r: r['num_nodes'])
         except RuntimeError as e:
             failures.append({'num_nodes': n, 'error': str(e)})
             print(f'N={n:,} failed: {e}', file=sys.stderr)

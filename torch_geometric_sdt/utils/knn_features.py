@@ -60,7 +60,9 @@ def similarity_scale(sim: Tensor, *, max_samples: int = 1_000_000) -> Similarity
     if sim.size(0) == 0:
         raise ValueError('sim must have at least one row')
     rest = sim[:, 1:]
-    step = max(1, rest.numel() // max_samples // rest.size(1))
+    # Every step-th row, so that at most max_samples values enter (and
+    # torch.quantile's input limit is never reached at millions of rows):
+    step = max(1, -(-rest.numel() // max_samples))
     values = rest[::step].reshape(-1).double()
     q = torch.quantile(values, torch.tensor([0.1, 0.5, 0.9], dtype=torch.float64))
     scale = float(q[2] - q[0])
