@@ -197,9 +197,12 @@ def make_plots(
     doc = _load(results, 'sdt_quality')
     if doc is None and include_quick:
         doc = _load(results, 'sdt_quality_quick')
-    if doc is not None and doc.get('sensitivity'):
+    sensitivity = [] if doc is None else list(doc.get('sensitivity', []))
+    for section in [] if doc is None else doc.get('sections', []):
+        sensitivity += section.get('sensitivity', [])
+    if sensitivity:
         path = quality_vs_threshold(
-            doc['sensitivity'],
+            sensitivity,
             'Quality against threshold',
             results / 'quality_threshold.png',
         )
