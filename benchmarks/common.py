@@ -31,23 +31,17 @@ LFW = SHARED / 'data' / 'lfw_mobilefacenet192'
 PAGE = os.sysconf('SC_PAGE_SIZE')
 
 
+def _git(*args: str) -> str:
+    return subprocess.run(
+        ['git', *args], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
 def commit() -> str:
     r"""The repository's commit (``+dirty`` when the tree has changes)."""
     try:
-        rev = subprocess.run(
-            ['git', 'rev-parse', '--short', 'HEAD'],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ['git', 'status', '--porcelain', '--untracked-files=no'],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
+        rev = _git('rev-parse', '--short', 'HEAD')
+        dirty = _git('status', '--porcelain', '--untracked-files=no')
     except (OSError, subprocess.CalledProcessError):
         return 'unknown'
     return rev + ('+dirty' if dirty else '')

@@ -96,6 +96,16 @@ def quality_vs_threshold(
     return _save(fig, path)
 
 
+def _loglog(ax: Any, ylabel: str, title: str) -> None:
+    ax.set_xscale('log')
+    ax.set_yscale('log')
+    ax.set_xlabel('N (faces)')
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3, which='both')
+    ax.legend(fontsize=7, ncol=2)
+
+
 def scale_plots(doc: dict[str, Any], results: Path) -> list[Path]:
     r"""Time against :math:`N` (log-log), memory against :math:`N` and
     per-stage time bars from ``scale.json``."""
@@ -123,13 +133,7 @@ def scale_plots(doc: dict[str, Any], results: Path) -> list[Path]:
         'k--s',
         label='infomap-knn (same graph)',
     )
-    ax.set_xscale('log')
-    ax.set_yscale('log')
-    ax.set_xlabel('N (faces)')
-    ax.set_ylabel('seconds')
-    ax.set_title('Time per stage against N')
-    ax.grid(alpha=0.3, which='both')
-    ax.legend(fontsize=7, ncol=2)
+    _loglog(ax, 'seconds', 'Time per stage against N')
     out.append(_save(fig, results / 'scale_time.png'))
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -157,13 +161,7 @@ def scale_plots(doc: dict[str, Any], results: Path) -> list[Path]:
             alpha=0.7,
             label=f'{s} (measured)',
         )
-    ax.set_xscale('log')
-    ax.set_yscale('log')
-    ax.set_xlabel('N (faces)')
-    ax.set_ylabel('MB above start')
-    ax.set_title('Peak memory against N')
-    ax.grid(alpha=0.3, which='both')
-    ax.legend(fontsize=7, ncol=2)
+    _loglog(ax, 'MB above start', 'Peak memory against N')
     out.append(_save(fig, results / 'scale_memory.png'))
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
