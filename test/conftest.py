@@ -26,3 +26,30 @@ def lfw() -> tuple[np.ndarray, np.ndarray]:
     if not (LFW / 'features.npy').exists():
         pytest.skip(f'real data not found at {LFW} (set SDT_SHARED)')
     return np.load(LFW / 'features.npy'), np.load(LFW / 'labels.npy')
+
+
+@pytest.fixture(scope='session')
+def tiny_sdt() -> dict:
+    """:class:`SDTClusterer` options of a model small enough to train in
+    seconds."""
+    return dict(
+        hidden_channels=16,
+        predictor_channels=16,
+        heads=2,
+        num_layers=1,
+        predictor_layers=1,
+    )
+
+
+@pytest.fixture(scope='session')
+def fast_fit() -> dict:
+    """:func:`~torch_geometric_sdt.train.fit` options of a training run of a
+    few steps."""
+    return dict(
+        topk_epochs=2,
+        sdt_epochs=2,
+        max_steps_per_epoch=3,
+        topk_batch_size=64,
+        pair_batch_size=128,
+        eta_grid=(0.3, 0.5, 0.7),
+    )

@@ -140,29 +140,18 @@ def test_cli_gives_the_api_labels(data, tmp_path):
 
 # Training interrupted mid-epoch ##############################################
 
-SMALL = dict(
-    hidden_channels=16, predictor_channels=16, heads=2, num_layers=1, predictor_layers=1
-)
-FAST = dict(
-    topk_epochs=2,
-    sdt_epochs=2,
-    max_steps_per_epoch=3,
-    topk_batch_size=64,
-    pair_batch_size=128,
-    eta_grid=(0.3, 0.5, 0.7),
-    seed=4,
-)
-
 
 @onlyFullTest  # Three short trainings; test_train.py resumes by default.
 def test_training_interrupted_mid_epoch_resumes_to_the_same_result(
-    tmp_path, monkeypatch
+    tmp_path, monkeypatch, tiny_sdt, fast_fit
 ):
     from torch_geometric_sdt.train import STATE_FILE, fit
 
+    fast_fit = {**fast_fit, 'seed': 4}
+
     x, y = synthetic_faces(400, dim=16, seed=8)
-    ref = SDTClusterer(k=10, **SMALL)
-    fit(ref, x, y, **FAST)
+    ref = SDTClusterer(k=10, **tiny_sdt)
+    fit(ref, x, y, **fast_fit)
 
     # Ctrl-C in the middle of the first SDT epoch (optimiser step 8 of 12):
     steps = {'n': 0}
@@ -176,12 +165,12 @@ def test_training_interrupted_mid_epoch_resumes_to_the_same_result(
 
     monkeypatch.setattr(torch.optim.Adam, 'step', interrupting_step)
     with pytest.raises(KeyboardInterrupt):
-        fit(SDTClusterer(k=10, **SMALL), x, y, checkpoint_dir=tmp_path, **FAST)
+        fit(SDTClusterer(k=10, **tiny_sdt), x, y, checkpoint_dir=tmp_path, **fast_fit)
     monkeypatch.setattr(torch.optim.Adam, 'step', step)
     assert sorted(p.name for p in tmp_path.iterdir()) == [STATE_FILE]  # no temp
 
-    resumed = SDTClusterer(k=10, **SMALL)
-    fit(resumed, x, y, checkpoint_dir=tmp_path, resume=True, **FAST)
+    resumed = SDTClusterer(k=10, **tiny_sdt)
+    fit(resumed, x, y, checkpoint_dir=tmp_path, resume=True, **fast_fit)
     for (name, p), q in zip(ref.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(p, q), name
     assert resumed.config == ref.config

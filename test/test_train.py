@@ -7,18 +7,6 @@ from torch_geometric_sdt.datasets import synthetic_faces
 from torch_geometric_sdt.nn.models.sdt_clusterer import SDTClusterer
 from torch_geometric_sdt.train import fit, split_identities
 
-SMALL = dict(
-    hidden_channels=16, predictor_channels=16, heads=2, num_layers=1, predictor_layers=1
-)
-FAST = dict(
-    topk_epochs=2,
-    sdt_epochs=2,
-    max_steps_per_epoch=3,
-    topk_batch_size=64,
-    pair_batch_size=128,
-    eta_grid=(0.3, 0.5, 0.7),
-)
-
 
 @pytest.fixture(scope='module')
 def faces():
@@ -36,44 +24,46 @@ def test_split_identities_is_disjoint_and_seeded():
         split_identities(y, 1.0, seed=1)
 
 
-def test_fit_is_deterministic_and_sets_eta(faces):
+def test_fit_is_deterministic_and_sets_eta(faces, tiny_sdt, fast_fit):
     x, y = faces
-    a = SDTClusterer(k=10, **SMALL)
-    summary = fit(a, x, y, seed=3, **FAST)
-    b = SDTClusterer(k=10, **SMALL)
-    fit(b, x, y, seed=3, **FAST)
+    a = SDTClusterer(k=10, **tiny_sdt)
+    summary = fit(a, x, y, seed=3, **fast_fit)
+    b = SDTClusterer(k=10, **tiny_sdt)
+    fit(b, x, y, seed=3, **fast_fit)
     for p, q in zip(a.state_dict().values(), b.state_dict().values()):
         assert torch.equal(p, q)
-    assert summary['eta'] in FAST['eta_grid']
+    assert summary['eta'] in fast_fit['eta_grid']
     assert a.config['eta'] == summary['eta']
     assert [h['stage'] for h in summary['history']] == [1, 1, 2, 2]
     assert summary['data']['num_items'] == 700
 
 
-def test_resume_reaches_the_same_weights(faces, tmp_path):
+def test_resume_reaches_the_same_weights(faces, tmp_path, tiny_sdt, fast_fit):
     x, y = faces
-    ref = SDTClusterer(k=10, **SMALL)
-    fit(ref, x, y, seed=2, **FAST)
-    model = SDTClusterer(k=10, **SMALL)
-    out = fit(model, x, y, seed=2, checkpoint_dir=tmp_path, stop_after_epochs=3, **FAST)
+    ref = SDTClusterer(k=10, **tiny_sdt)
+    fit(ref, x, y, seed=2, **fast_fit)
+    model = SDTClusterer(k=10, **tiny_sdt)
+    out = fit(
+        model, x, y, seed=2, checkpoint_dir=tmp_path, stop_after_epochs=3, **fast_fit
+    )
     assert out['stopped']
-    resumed = SDTClusterer(k=10, **SMALL)
-    fit(resumed, x, y, seed=2, checkpoint_dir=tmp_path, resume=True, **FAST)
+    resumed = SDTClusterer(k=10, **tiny_sdt)
+    fit(resumed, x, y, seed=2, checkpoint_dir=tmp_path, resume=True, **fast_fit)
     for p, q in zip(ref.state_dict().values(), resumed.state_dict().values()):
         assert torch.equal(p, q)
     assert resumed.config['eta'] == ref.config['eta']
     # A resumed model with other settings is refused:
-    other = SDTClusterer(k=10, **{**SMALL, 'hidden_channels': 8})
+    other = SDTClusterer(k=10, **{**tiny_sdt, 'hidden_channels': 8})
     with pytest.raises(ValueError, match='another configuration'):
-        fit(other, x, y, seed=2, checkpoint_dir=tmp_path, resume=True, **FAST)
+        fit(other, x, y, seed=2, checkpoint_dir=tmp_path, resume=True, **fast_fit)
 
 
-def test_fit_errors(faces, tmp_path):
+def test_fit_errors(faces, tmp_path, tiny_sdt, fast_fit):
     x, y = faces
-    model = SDTClusterer(k=10, **SMALL)
+    model = SDTClusterer(k=10, **tiny_sdt)
     with pytest.raises(ValueError, match='non-negative'):
-        fit(model, x, torch.full_like(y, -1), **FAST)
+        fit(model, x, torch.full_like(y, -1), **fast_fit)
     with pytest.raises(ValueError, match=r'x must be \[N, D\]'):
-        fit(model, x[:10], y, **FAST)
+        fit(model, x[:10], y, **fast_fit)
     with pytest.raises(FileNotFoundError):
-        fit(model, x, y, checkpoint_dir=tmp_path / 'none', resume=True, **FAST)
+        fit(model, x, y, checkpoint_dir=tmp_path / 'none', resume=True, **fast_fit)
