@@ -15,8 +15,15 @@ time.
 Writes benchmarks/results/knn.{md,json} (``--quick``: a temporary folder,
 see :func:`benchmarks.common.results_dir`).
 
+``--sweep N`` instead measures recall against time over a grid of the
+approximate backends' parameters at one size (:obj:`SWEEP`).
+Recall is measured on ``--queries`` random rows against their exact
+neighbours, so the sweep runs at 1M points without an exact 1M graph. It writes
+benchmarks/results/knn_sweep_<N>.{md,json}.
+
     python -m benchmarks.knn
     python -m benchmarks.knn --quick
+    python -m benchmarks.knn --sweep 100000
 """
 
 from __future__ import annotations
@@ -33,8 +40,24 @@ from torch import Tensor
 from benchmarks.common import results_dir, write_results
 from torch_geometric_sdt.datasets import synthetic_faces
 from torch_geometric_sdt.nn import knn
+from torch_geometric_sdt.nn.knn import _exact_knn
 
 TARGET_RATIO = 1.5
+
+#: The parameter grid of ``--sweep``: (backend, options). The first entry of
+#: each backend is its default.
+SWEEP: list[tuple[str, dict[str, Any]]] = [
+    ('faiss-hnsw', {}),
+    ('faiss-hnsw', {'M': 16, 'ef_construction': 40, 'ef_search': 128}),
+    ('faiss-hnsw', {'M': 16, 'ef_construction': 80, 'ef_search': 256}),
+    ('faiss-hnsw', {'M': 32, 'ef_construction': 40, 'ef_search': 96}),
+    ('faiss-ivf', {}),
+    ('faiss-ivf', {'nprobe': 64}),
+    ('faiss-ivf', {'nprobe': 128}),
+    ('faiss-ivf', {'nprobe': 256}),
+    ('pynndescent', {}),
+    ('pynndescent', {'n_iters': 6, 'max_candidates': 40}),
+]
 
 
 def recall_at_k(index: Tensor, ref: Tensor, chunk: int = 4096) -> float:
@@ -98,6 +121,87 @@ def run_size(
     return row
 
 
+def sweep(
+    num_nodes: int,
+    dim: int,
+    k: int,
+    queries: int,
+    only: list[str] | None,
+) -> dict[str, Any]:
+    r"""Recall@k (on :obj:`queries` random rows) and time of
+    every :obj:`SWEEP` entry at one size."""
+    x, _ = synthetic_faces(num_nodes, dim, seed=0)
+    x = x.to(torch.float32).contiguous()
+    gen = torch.Generator().manual_seed(0)
+    rows = torch.randperm(num_nodes, generator=gen)[: min(queries, num_nodes)]
+    t, (ref, _) = timed(lambda: _exact_knn(x, k, 'cosine', query=rows))
+    out: dict[str, Any] = {
+        'num_nodes': num_nodes,
+        'dim': dim,
+        'k': k,
+        'queries': int(rows.numel()),
+        'reference_s': t,
+        'runs': [],
+    }
+    if any(b == 'pynndescent' for b, _ in SWEEP):
+        small, _ = synthetic_faces(2000, dim, seed=1)
+        out['pynndescent_warmup_s'] = timed(
+            lambda: knn(small, k, backend='pynndescent')
+        )[0]
+    for backend, options in SWEEP:
+        if only and backend not in only and label(backend, options) not in only:
+            continue
+        seconds, graph = timed(lambda b=backend, o=options: knn(x, k, backend=b, **o))
+        run = {
+            'backend': backend,
+            'options': options,
+            'seconds': seconds,
+            'recall': recall_at_k(graph.index[rows], ref),
+        }
+        out['runs'].append(run)
+        print(json.dumps(run), flush=True)
+        del graph
+    return out
+
+
+def label(backend: str, options: dict[str, Any]) -> str:
+    r"""``'faiss-ivf nprobe=64'``: a :obj:`SWEEP` entry as ``--only`` names
+    it."""
+    return ' '.join([backend, ','.join(f'{k}={v}' for k, v in options.items())]).strip()
+
+
+def write_sweep(res: dict[str, Any], out: Any) -> None:
+    lines = [
+        f'Data: synthetic_faces({res["num_nodes"]}, {res["dim"]}, seed=0), '
+        f'k={res["k"]} (self included), cosine. Recall@k on '
+        f'{res["queries"]} random rows against their exact neighbours '
+        f'(reference: {res["reference_s"]:.1f} s). One run per setting; '
+        'time is index build plus search of every row. The first row of each backend '
+        'is its default.',
+        '',
+        '| backend | options | time (s) | recall@k |',
+        '|---|---|---|---|',
+    ]
+    for r in res['runs']:
+        opts = ', '.join(f'{k}={v}' for k, v in r['options'].items()) or 'default'
+        lines.append(
+            f'| {r["backend"]} | {opts} | {r["seconds"]:.1f} | {r["recall"]:.4f} |'
+        )
+    if 'pynndescent_warmup_s' in res:
+        lines += [
+            '',
+            f'pynndescent numba warm-up (2K points, not included): '
+            f'{res["pynndescent_warmup_s"]:.1f} s.',
+        ]
+    write_results(
+        f'knn_sweep_{res["num_nodes"]}',
+        f'kNN parameter sweep at N = {res["num_nodes"]}: recall against time',
+        res,
+        lines,
+        out=out,
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--quick', action='store_true', help='2K and 5K points')
@@ -113,7 +217,21 @@ def main() -> None:
     )
     parser.add_argument('--pynndescent-max', type=int, default=10**9)
     parser.add_argument('--out', default=None, help='results folder')
+    parser.add_argument(
+        '--sweep', type=int, default=None, metavar='N', help='parameter sweep at N'
+    )
+    parser.add_argument('--queries', type=int, default=2000)
+    parser.add_argument(
+        '--only',
+        nargs='*',
+        default=None,
+        help="sweep only these backends or entries ('faiss-ivf nprobe=64')",
+    )
     args = parser.parse_args()
+    if args.sweep is not None:
+        res = sweep(args.sweep, args.dim, args.k, args.queries, args.only)
+        write_sweep(res, results_dir(args.quick, args.out))
+        return
     sizes = args.sizes or ([2000, 5000] if args.quick else [10_000, 100_000])
     repeat = args.repeat or (2 if args.quick else 3)
 
