@@ -17,4 +17,5 @@ else
 fi
 
 "$VPY" -m ruff check .
+"$VPY" -m ruff format --check .
 "$VPY" -m pytest test -n 2 "$@"
