@@ -7,7 +7,7 @@ Data: :func:`torch_geometric_sdt.datasets.synthetic_faces`, 256-d, seed 0,
 those of :meth:`SDTClusterer.cluster`, run one by one:
 
 1. ``knn``: the kNN graph with ``backend='auto'`` (the backend it picks is
-   recorded: exact torch up to 200K points, ``faiss-hnsw`` above);
+   recorded: exact torch up to 200K points, ``pynndescent`` above);
 2. ``context``: the set Jaccard of the full lists and the similarity scale
    (:meth:`KNNContext.build` on the graph);
 3. ``topk``: Top-K prediction;

@@ -225,11 +225,11 @@ def test_auto_backend(monkeypatch: pytest.MonkeyPatch) -> None:
     assert _resolve_backend('auto', 1000, cpu) == 'exact'
     assert _resolve_backend('auto', 10**6, torch.device('meta')) == 'exact'
     monkeypatch.setattr(sdt_typing, 'WITH_FAISS', True)
-    assert _resolve_backend('auto', 10**6, cpu) == 'faiss-hnsw'
-    monkeypatch.setattr(sdt_typing, 'WITH_FAISS', False)
     monkeypatch.setattr(sdt_typing, 'WITH_PYNNDESCENT', True)
     assert _resolve_backend('auto', 10**6, cpu) == 'pynndescent'
     monkeypatch.setattr(sdt_typing, 'WITH_PYNNDESCENT', False)
+    assert _resolve_backend('auto', 10**6, cpu) == 'faiss-hnsw'
+    monkeypatch.setattr(sdt_typing, 'WITH_FAISS', False)
     assert _resolve_backend('auto', 10**6, cpu) == 'exact'
     assert _resolve_backend('faiss', 10, cpu) == 'faiss'
 

@@ -150,8 +150,12 @@ def knn(
 
     :obj:`backend='auto'` picks :obj:`'exact'` for
     :math:`N \le` :obj:`AUTO_EXACT_MAX_NODES` (200,000) or when :obj:`x` lies
-    on a GPU, and otherwise :obj:`'faiss-hnsw'` if faiss is installed, else
-    :obj:`'pynndescent'` if installed, else :obj:`'exact'`.
+    on a GPU, and otherwise :obj:`'pynndescent'` if installed, else
+    :obj:`'faiss-hnsw'` if faiss is installed, else :obj:`'exact'`. On
+    synthetic 256-d faces with :math:`k = 80` (``benchmarks/knn.py
+    --sweep``), NN-descent reached recall@k 0.987 in 31 s at 100K points
+    where faiss HNSW with its defaults here reached 0.943 in 68 s and IVF
+    needed 78 s for 0.959.
 
     **Input validation.** Rows holding NaN or Inf are refused, as are zero
     rows with :obj:`metric='cosine'` (they have no direction). Rows that are
@@ -396,10 +400,10 @@ def _resolve_backend(backend: str, num_nodes: int, device: torch.device) -> str:
         return backend
     if num_nodes <= AUTO_EXACT_MAX_NODES or device.type != 'cpu':
         return 'exact'
-    if sdt_typing.WITH_FAISS:
-        return 'faiss-hnsw'
     if sdt_typing.WITH_PYNNDESCENT:
         return 'pynndescent'
+    if sdt_typing.WITH_FAISS:
+        return 'faiss-hnsw'
     return 'exact'
 
 

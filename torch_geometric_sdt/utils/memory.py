@@ -345,9 +345,10 @@ def check_memory(
     raise MemoryError(
         f'this run needs about {_gib(peak)} of memory (largest stage: {worst}) '
         f'but only {_gib(available)} is available ({source}); per stage: '
-        f'{detail}. To fit: use an approximate kNN backend (faiss-hnsw) or a '
-        'smaller k, smaller chunks (chunk_size / batch_size in the Python '
-        'API), or fewer points per run'
+        f'{detail}. To fit: a smaller k, another kNN backend if the knn stage '
+        'is the largest (estimate_memory(..., backend=...) gives the need of '
+        'each), smaller chunks (chunk_size / batch_size in the Python API), '
+        'or fewer points per run'
     )
 
 
