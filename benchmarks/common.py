@@ -109,12 +109,15 @@ def write_results(
     r"""Writes ``<out>/<name>.json`` (provenance plus :obj:`payload`) and
     ``<out>/<name>.md`` (header plus the markdown lines :obj:`body`), and
     prints the markdown. Returns the JSON document.
+
+    Provenance keys already in :obj:`payload` (a recorded document rendered
+    again) are kept, so a re-rendered table keeps the date, command and
+    commit of the run that measured it.
     """
-    prov = provenance()
-    doc = {**prov, **payload}
+    doc = {**provenance(), **payload}
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    text = '\n'.join(header(title, prov) + body) + '\n'
+    text = '\n'.join(header(title, doc) + body) + '\n'
     (out / f'{name}.md').write_text(text)
     (out / f'{name}.json').write_text(json.dumps(doc, indent=2, default=str) + '\n')
     print(text)

@@ -15,7 +15,8 @@ time.
 Writes benchmarks/results/knn.{md,json} (``--quick``: a temporary folder,
 see :func:`benchmarks.common.results_dir`).
 
-``--sweep N`` instead measures recall against time over a grid of the
+``--sweep N`` (``--render`` redraws the table of a recorded sweep) instead
+measures recall against time over a grid of the
 approximate backends' parameters at one size (:obj:`SWEEP`).
 Recall is measured on ``--queries`` random rows against their exact
 neighbours, so the sweep runs at 1M points without an exact 1M graph. It writes
@@ -32,6 +33,7 @@ import argparse
 import json
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -171,21 +173,33 @@ def label(backend: str, options: dict[str, Any]) -> str:
 
 
 def write_sweep(res: dict[str, Any], out: Any) -> None:
+    runs = res['runs']
+    base = next(
+        (r for r in runs if r['backend'] == 'pynndescent' and not r['options']),
+        runs[0] if runs else None,
+    )
+    base_label = '-'
+    if base:
+        base_label = label(base['backend'], base['options'])
+        base_label += '' if base['options'] else ' default'
     lines = [
         f'Data: synthetic_faces({res["num_nodes"]}, {res["dim"]}, seed=0), '
         f'k={res["k"]} (self included), cosine. Recall@k on '
         f'{res["queries"]} random rows against their exact neighbours '
-        f'(reference: {res["reference_s"]:.1f} s). One run per setting; '
-        'time is index build plus search of every row. The first row of each backend '
-        'is its default.',
+        f'(reference: {res["reference_s"]:.1f} s). One run per setting, all in '
+        'one process; time is index build plus search of every row, and the '
+        f'ratio is against `{base_label}` in the same run. "default" marks a '
+        "backend's default options.",
         '',
-        '| backend | options | time (s) | recall@k |',
-        '|---|---|---|---|',
+        f'| backend | options | time (s) | time / {base_label} | recall@k |',
+        '|---|---|---|---|---|',
     ]
-    for r in res['runs']:
+    for r in runs:
         opts = ', '.join(f'{k}={v}' for k, v in r['options'].items()) or 'default'
+        ratio = r['seconds'] / base['seconds'] if base else float('nan')
         lines.append(
-            f'| {r["backend"]} | {opts} | {r["seconds"]:.1f} | {r["recall"]:.4f} |'
+            f'| {r["backend"]} | {opts} | {r["seconds"]:.1f} | {ratio:.2f} | '
+            f'{r["recall"]:.4f} |'
         )
     if 'pynndescent_warmup_s' in res:
         lines += [
@@ -222,12 +236,22 @@ def main() -> None:
     )
     parser.add_argument('--queries', type=int, default=2000)
     parser.add_argument(
+        '--render',
+        default=None,
+        metavar='JSON',
+        help='rewrite the markdown of a recorded sweep from its JSON',
+    )
+    parser.add_argument(
         '--only',
         nargs='*',
         default=None,
         help="sweep only these backends or entries ('faiss-ivf nprobe=64')",
     )
     args = parser.parse_args()
+    if args.render is not None:
+        path = Path(args.render)
+        write_sweep(json.loads(path.read_text()), path.parent)
+        return
     if args.sweep is not None:
         res = sweep(args.sweep, args.dim, args.k, args.queries, args.only)
         write_sweep(res, results_dir(args.quick, args.out))
