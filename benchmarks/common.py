@@ -38,10 +38,19 @@ def _git(*args: str) -> str:
 
 
 def commit() -> str:
-    r"""The repository's commit (``+dirty`` when the tree has changes)."""
+    r"""The repository's commit (``+dirty`` when tracked files outside
+    ``benchmarks/results`` have changes: a run that rewrites its own results
+    does not mark itself dirty)."""
     try:
         rev = _git('rev-parse', '--short', 'HEAD')
-        dirty = _git('status', '--porcelain', '--untracked-files=no')
+        dirty = _git(
+            'status',
+            '--porcelain',
+            '--untracked-files=no',
+            '--',
+            '.',
+            ':(exclude)benchmarks/results',
+        )
     except (OSError, subprocess.CalledProcessError):
         return 'unknown'
     return rev + ('+dirty' if dirty else '')

@@ -126,3 +126,63 @@ def test_growth_exponent():
     ]
     assert growth(rows, 'knn') == pytest.approx(1.5)
     assert growth(rows[:1], 'knn') is None
+
+
+def test_rewriting_a_recorded_document_keeps_its_provenance(tmp_path):
+    first = write_results('thing', 'Thing', {'value': 1}, ['a'], out=tmp_path)
+    doc = json.loads((tmp_path / 'thing.json').read_text())
+    doc.update(date='2000-01-01T00:00:00', commit='abc1234', command='python x.py')
+    again = write_results('thing', 'Thing', doc, ['b'], out=tmp_path)
+    assert again['date'] == '2000-01-01T00:00:00' != first['date']
+    assert again['commit'] == 'abc1234' and again['value'] == 1
+    text = (tmp_path / 'thing.md').read_text()
+    assert '- Date: 2000-01-01T00:00:00; commit `abc1234`' in text
+    assert '- Command: `python x.py`' in text
+
+
+def test_knn_sweep_selects_entries_and_renders_ratios(tmp_path):
+    from benchmarks.knn import SWEEP, label, sweep, write_sweep
+
+    assert SWEEP[0] == ('faiss-hnsw', {}) and ('pynndescent', {}) in SWEEP
+    assert label('faiss-ivf', {'nprobe': 64}) == 'faiss-ivf nprobe=64'
+    res = sweep(
+        3000,
+        16,
+        10,
+        300,
+        only=['faiss-ivf', 'faiss-hnsw M=16,ef_construction=40,ef_search=128'],
+    )
+    runs = res['runs']
+    ivf = [r for r in runs if r['backend'] == 'faiss-ivf']
+    assert len(ivf) == sum(b == 'faiss-ivf' for b, _ in SWEEP)
+    assert [r['options'] for r in runs if r['backend'] == 'faiss-hnsw'] == [
+        {'M': 16, 'ef_construction': 40, 'ef_search': 128}
+    ]
+    assert res['queries'] == 300 and all(0.0 <= r['recall'] <= 1.0 for r in runs)
+    # More probes never lose recall on the same index:
+    recalls = [r['recall'] for r in ivf]
+    assert recalls == sorted(recalls) and recalls[-1] > 0.9
+    write_sweep(res, tmp_path)
+    md = (tmp_path / 'knn_sweep_3000.md').read_text()
+    # No NN-descent run: the ratio is against the first row.
+    assert '| faiss-hnsw | M=16, ef_construction=40, ef_search=128 |' in md
+    assert 'time / faiss-hnsw M=16' in md
+    first = md.splitlines()[md.splitlines().index('|---|---|---|---|---|') + 1]
+    assert first.split('|')[4].strip() == '1.00'
+    # --render redraws the table from the JSON with the recorded provenance:
+    doc = json.loads((tmp_path / 'knn_sweep_3000.json').read_text())
+    subprocess.run(
+        [
+            sys.executable,
+            '-m',
+            'benchmarks.knn',
+            '--render',
+            str(tmp_path / 'knn_sweep_3000.json'),
+        ],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    assert (tmp_path / 'knn_sweep_3000.md').read_text() == md
+    assert json.loads((tmp_path / 'knn_sweep_3000.json').read_text()) == doc

@@ -28,9 +28,10 @@ HNSW_NODE = 2 * 32 * 4 + 64
 # the search returns, their sorted, self-first copies (made in row chunks) and
 # the result -- measured 50 bytes per candidate at 100K nodes (faiss-ivf).
 CANDIDATE_ENTRY = 52
-# pynndescent: ids, distances and flags of its heaps (current, new and old
-# candidates) and its random-projection forest, per kNN entry.
-NNDESCENT_ENTRY = 48
+# pynndescent: its heaps, random-projection forest and the candidates it
+# returns, sorted in row chunks -- measured 34 bytes per candidate at 1M nodes
+# (k = 80, D = 256; peak 5490 MiB above the level before the features).
+NNDESCENT_ENTRY = 34
 # Top-K Jaccard scratch per kNN entry: int32 ids, the output and the row
 # probabilities (float32); per node: the visit order (int64) and one float32
 # mark array per worker thread.
@@ -114,8 +115,9 @@ def estimate_memory(
       52 bytes each (measured; sorted in row chunks), so ``faiss-hnsw`` needs
       :math:`3F + G + 52 N (k+1) + 320 N` (the index holds a copy of the
       vectors and :math:`2M = 64` int32 links per node), ``faiss`` and
-      ``faiss-ivf`` the same without the links and ``pynndescent``
-      :math:`2F + G + 52 N (k+1) + 48 N k` (its heaps);
+      ``faiss-ivf`` the same without the links, and ``pynndescent`` (the
+      default above 200,000 points) :math:`2F + G + 34 N (k+1)` (its heaps,
+      forest and candidates; measured at 1M points);
     * ``context``: :math:`F + G + 4Nk + J` (the set Jaccard of the lists);
     * ``topk``: :math:`F + G + 4Nk + 8N + 2.5 \cdot 4 \cdot 4 \min(N, 4096)
       k^2` (one batch of attention maps);
@@ -137,9 +139,11 @@ def estimate_memory(
     stages' constants are those of the library's default chunk sizes and of
     the shipped model (64 channels, 4 heads); the features are counted even
     when they are memory-mapped. For the 5.21M faces of the MS-Celeb-1M test
-    set (:math:`D = 256`, :math:`k = 80`, ``faiss-hnsw``) the peak is the
-    kNN stage, 42 GiB (the candidate lists); the other stages need 10-39 GiB
-    (links and Infomap 39 GiB).
+    set (:math:`D = 256`, :math:`k = 80`, ``pynndescent``) the peak is the
+    links and Infomap stage, 39 GiB; the kNN stage needs 28 GiB (42 GiB with
+    ``faiss-hnsw``) and the others 10-26 GiB. At 1M synthetic faces the model
+    gave 7.5 GiB for a measured 6.0 GiB peak (``benchmarks/scale.py``): it
+    errs on the safe side.
 
     Args:
         num_nodes (int): :math:`N`.
@@ -184,12 +188,11 @@ def estimate_memory(
     if backend == 'exact':
         side = min(n, max(256, math.isqrt(DEFAULT_BLOCK_NUMEL)))
         search = 2 * KNN_ENTRY * n * (k + 1) + EXACT_BLOCK_COPIES * 4 * side * side
-    else:
-        search = CANDIDATE_ENTRY * n * (k + 1)
-        if backend.startswith('faiss'):  # the index keeps its own copy
-            search += feat + (HNSW_NODE * n if backend == 'faiss-hnsw' else 0)
-        else:
-            search += NNDESCENT_ENTRY * nk
+    elif backend == 'pynndescent':
+        search = NNDESCENT_ENTRY * n * (k + 1)
+    else:  # faiss: the index keeps its own copy of the vectors
+        search = CANDIDATE_ENTRY * n * (k + 1) + feat
+        search += HNSW_NODE * n if backend == 'faiss-hnsw' else 0
     out: dict[str, int] = {'knn': 2 * feat + graph + search}
 
     links = LINK * edges
