@@ -12,7 +12,7 @@ above the start (CUDA).
 Writes benchmarks/results/sparse_diff_attention.{md,json} (``--quick``: a
 temporary folder, see :func:`benchmarks.common.results_dir`). Example::
 
-    python -m benchmarks.sparse_diff_attention            # 100K x 80
+    python -m benchmarks.sparse_diff_attention            # up to 100K x 80
     python -m benchmarks.sparse_diff_attention --quick    # smoke run
 """
 
@@ -33,6 +33,8 @@ from torch_geometric_sdt.nn.knn import KNN
 from torch_geometric_sdt.utils.memory import available_memory
 
 TARGET_RATIO = 1.6
+#: Graph sizes tried, largest first, when ``--nodes`` is not given.
+NODE_CHOICES = (100_000, 50_000, 25_000, 10_000)
 
 
 def knn_like_graph(
@@ -57,7 +59,13 @@ def measure(fn: Callable[[], None], device: torch.device) -> tuple[float, int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--nodes', type=int, default=100_000)
+    parser.add_argument(
+        '--nodes',
+        type=int,
+        default=None,
+        help='nodes of the graph (default: the largest of '
+        f'{", ".join(map(str, NODE_CHOICES))} whose estimate fits)',
+    )
     parser.add_argument('--k', type=int, default=80)
     parser.add_argument(
         '--topk', type=int, default=40, help='Top-K of the mask of SparseDiffAttention'
@@ -84,12 +92,20 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
 
-    num_edges = args.nodes * args.k
     width = args.heads * args.channels
-    # TransformerConv keeps about 3 edge-wise [E, H * C] tensors for the
-    # backward pass and builds about 3 more during it:
-    estimate = 7 * num_edges * width * 4
     available = available_memory()[0]
+
+    def need(nodes: int) -> int:
+        # TransformerConv keeps about 3 edge-wise [E, H * C] tensors for the
+        # backward pass and builds about 3 more during it:
+        return 7 * nodes * args.k * width * 4
+
+    if args.nodes is None:  # The largest that fits (CUDA: the largest).
+        cpu = device.type == 'cpu'
+        fits = [n for n in NODE_CHOICES if not cpu or need(n) <= 0.9 * available]
+        args.nodes = fits[0] if fits else NODE_CHOICES[-1]
+    num_edges = args.nodes * args.k
+    estimate = need(args.nodes)
     if device.type == 'cpu' and estimate > 0.9 * available:
         sys.exit(
             f'needs about {estimate / 2**30:.1f} GiB, but only '
