@@ -13,16 +13,23 @@ taken from the training data (never from evaluation data):
    is chosen by the pairwise F-score of the clustering of the validation
    identities.
 
-Training is deterministic for a seed on the CPU and resumable: after every
-epoch a checkpoint (safetensors; no pickle) holds the weights, the optimiser
-state, the random state and the progress; :obj:`resume=True` continues from
-it and reaches the same weights as an uninterrupted run.
+Training is deterministic for a seed on the CPU, also across processes, and
+resumable: after every epoch a checkpoint (safetensors; no pickle) holds the
+weights, the optimiser state, the random state and the progress;
+:obj:`resume=True` continues from it and reaches the same weights as an
+uninterrupted run. :func:`fit` runs with
+:func:`torch.use_deterministic_algorithms` on (``warn_only=True``) and
+restores the caller's setting afterwards: without it, two processes given the
+same seed and data trained different SDT weights (the Top-K predictor agreed;
+the scatter-based attention of the SDT blocks did not).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -220,6 +227,25 @@ def _load_state(
     return best, optim, json.loads(meta['progress'])
 
 
+def _deterministic(fn: Callable[..., Any]) -> Callable[..., Any]:
+    r"""Runs :obj:`fn` with :func:`torch.use_deterministic_algorithms` on
+    (warning, not failing, where an operator has no deterministic
+    implementation) and restores the caller's setting."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        enabled = torch.are_deterministic_algorithms_enabled()
+        warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
+
+    return wrapper
+
+
+@_deterministic
 def fit(
     model: SDTClusterer,
     x: Tensor | np.ndarray,
