@@ -16,7 +16,9 @@ those of :meth:`SDTClusterer.cluster`, run one by one:
 6. ``links_infomap``: the final links and Infomap;
 7. ``metrics``: pairwise / BCubed F and NMI against the labels;
 
-then ``infomap-knn`` (early-stopped cosine threshold + Infomap) on the same
+then ``infomap-knn`` (early-stopped cosine threshold + Infomap) and
+``fc-es`` (full-list edge probabilities + Infomap), their thresholds chosen
+on the synthetic training draw of ``sdt_quality``, on the same
 graph, timed and scored. Every size runs in its own subprocess so that the
 peak memory of one size never mixes with another's. Each stage records its
 wall time and peak resident memory (:class:`benchmarks.common.Measure`);
@@ -68,7 +70,9 @@ PROJECTION_NODES = 5_210_000
 MB = 2**20
 
 
-def run_one(num_nodes: int, dim: int, k: int, threshold: float) -> dict[str, Any]:
+def run_one(
+    num_nodes: int, dim: int, k: int, threshold: float, fces_threshold: float
+) -> dict[str, Any]:
     r"""Runs every stage at one size (in this process) and returns its row."""
     import torch
 
@@ -154,6 +158,16 @@ def run_one(num_nodes: int, dim: int, k: int, threshold: float) -> dict[str, Any
             'seconds': m.seconds,
             'peak_rss_above_base': m.peak_rss - base_rss,
             'metrics': evaluate(base_pred, y),
+        }
+        del base_pred
+        with Measure() as m:
+            fces_pred = cluster_knn(graph, 'fc-es', threshold=fces_threshold)
+        row['fc_es'] = {
+            'method': 'fc-es',
+            'threshold': fces_threshold,
+            'seconds': m.seconds,
+            'peak_rss_above_base': m.peak_rss - base_rss,
+            'metrics': evaluate(fces_pred, y),
         }
     row['sdt_total_s'] = sum(s['seconds'] for s in stages.values())
     row['dominant_stage'] = max(stages, key=lambda s: stages[s]['seconds'])
@@ -271,11 +285,13 @@ def markdown(rows: list[dict[str, Any]], summ: dict[str, Any]) -> list[str]:
             f'| {r["num_nodes"]:,} | sdt | {fmt_metrics(r["sdt_metrics"])} | '
             f'{r["mean_topk"]:.1f} | {r["num_links"]:,} |'
         )
-        b = r['baseline']
-        lines.append(
-            f'| {r["num_nodes"]:,} | infomap-knn ({b["threshold"]}) | '
-            f'{fmt_metrics(b["metrics"])} | - | - |'
-        )
+        for b in (r['baseline'], r.get('fc_es')):
+            if b is None:  # rows recorded before fc-es was measured
+                continue
+            lines.append(
+                f'| {r["num_nodes"]:,} | {b["method"]} ({b["threshold"]}) | '
+                f'{fmt_metrics(b["metrics"])} | - | - |'
+            )
     return lines
 
 
@@ -291,6 +307,7 @@ def run_size(num_nodes: int, args: argparse.Namespace) -> dict[str, Any]:
         cmd = [sys.executable, '-m', 'benchmarks.scale', '--one', str(num_nodes)]
         cmd += ['--dim', str(args.dim), '--k', str(args.k)]
         cmd += ['--threshold', str(args.threshold), '--row-out', str(row_path)]
+        cmd += ['--fces-threshold', str(args.fces_threshold)]
         env = dict(os.environ)
         env['PYTHONPATH'] = os.pathsep.join(
             p for p in (str(ROOT), env.get('PYTHONPATH')) if p
@@ -314,6 +331,12 @@ def main() -> None:
         default=0.7,
         help='infomap-knn cosine threshold (0.7: chosen on a separate draw)',
     )
+    parser.add_argument(
+        '--fces-threshold',
+        type=float,
+        default=0.3,
+        help='fc-es edge-probability threshold (0.3: chosen on a separate draw)',
+    )
     parser.add_argument('--quick', action='store_true', help='2K and 10K')
     parser.add_argument('--out', default=None, help='results folder')
     parser.add_argument(
@@ -326,7 +349,7 @@ def main() -> None:
     args = parser.parse_args()
 
     if args.one is not None:  # the child process of one size
-        row = run_one(args.one, args.dim, args.k, args.threshold)
+        row = run_one(args.one, args.dim, args.k, args.threshold, args.fces_threshold)
         Path(args.row_out).write_text(json.dumps(row, default=str))
         return
 
