@@ -142,7 +142,7 @@ def estimate_memory(
     set (:math:`D = 256`, :math:`k = 80`, ``pynndescent``) the peak is the
     links and Infomap stage, 39 GiB; the kNN stage needs 28 GiB (42 GiB with
     ``faiss-hnsw``) and the others 10-26 GiB. At 1M synthetic faces the model
-    gave 7.5 GiB for a measured 6.0 GiB peak (``benchmarks/scale.py``): it
+    gave 7.5 GiB for a measured 5.8 GiB peak (``benchmarks/scale.py``): it
     errs on the safe side.
 
     Args:
