@@ -186,3 +186,31 @@ def test_knn_sweep_selects_entries_and_renders_ratios(tmp_path):
     )
     assert (tmp_path / 'knn_sweep_3000.md').read_text() == md
     assert json.loads((tmp_path / 'knn_sweep_3000.json').read_text()) == doc
+
+
+def test_sdt_draws_summary_counts_lost_draws():
+    from benchmarks.sdt_draws import THRESHOLDS, summary
+
+    def m(p: float, b: float) -> dict:
+        return {'pairwise_fscore': p, 'bcubed_fscore': b}
+
+    draws = [
+        {
+            'num_nodes': 10,
+            'seed': s,
+            'metrics': {
+                'sdt': m(p, 0.9),
+                'infomap-knn': m(0.95, 0.8),
+                'fc-es': m(0.5, 0.5),
+            },
+        }
+        for s, p in ((0, 0.97), (1, 0.92), (2, 0.96))
+    ]
+    out = summary(draws)
+    assert [e['baseline'] for e in out] == list(THRESHOLDS)
+    pf = out[0]['pairwise_fscore']
+    assert pf['lost'] == 1 and pf['draws'] == 3
+    assert pf['min'] == pytest.approx(-0.03) and pf['max'] == pytest.approx(0.02)
+    assert pf['mean'] == pytest.approx((0.02 - 0.03 + 0.01) / 3)
+    assert out[0]['bcubed_fscore']['lost'] == 0
+    assert out[1]['pairwise_fscore']['lost'] == 0
