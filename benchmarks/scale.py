@@ -150,25 +150,20 @@ def run_one(
             if not same:
                 raise RuntimeError('the staged pipeline differs from cluster()')
         del ctx, topk, pred
-        with Measure() as m:
-            base_pred = cluster_knn(graph, 'infomap-knn', threshold=threshold)
-        row['baseline'] = {
-            'method': 'infomap-knn',
-            'threshold': threshold,
-            'seconds': m.seconds,
-            'peak_rss_above_base': m.peak_rss - base_rss,
-            'metrics': evaluate(base_pred, y),
-        }
-        del base_pred
-        with Measure() as m:
-            fces_pred = cluster_knn(graph, 'fc-es', threshold=fces_threshold)
-        row['fc_es'] = {
-            'method': 'fc-es',
-            'threshold': fces_threshold,
-            'seconds': m.seconds,
-            'peak_rss_above_base': m.peak_rss - base_rss,
-            'metrics': evaluate(fces_pred, y),
-        }
+        for key, method, thr in (
+            ('baseline', 'infomap-knn', threshold),
+            ('fc_es', 'fc-es', fces_threshold),
+        ):
+            with Measure() as m:
+                base_pred = cluster_knn(graph, method, threshold=thr)
+            row[key] = {
+                'method': method,
+                'threshold': thr,
+                'seconds': m.seconds,
+                'peak_rss_above_base': m.peak_rss - base_rss,
+                'metrics': evaluate(base_pred, y),
+            }
+            del base_pred
     row['sdt_total_s'] = sum(s['seconds'] for s in stages.values())
     row['dominant_stage'] = max(stages, key=lambda s: stages[s]['seconds'])
     row['measured_peak'] = max(s['peak_rss_above_base'] for s in stages.values())

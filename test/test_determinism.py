@@ -95,22 +95,29 @@ print(json.dumps({m: _labels(x, m).tolist() for m in ('infomap-knn', 'fc-es', 's
 """
 
 
-@onlyFullTest  # A second interpreter pays the whole import again.
-def test_same_labels_in_a_fresh_process(data, tmp_path):
-    x, _ = data
-    np.save(tmp_path / 'x.npy', x)
-    env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONHASHSEED='12345')
+def _child_output(code: str, *args: str, hash_seed: str = '12345') -> str:
+    r"""Runs :obj:`code` in a fresh interpreter (another hash seed) and
+    returns the last line it printed."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONHASHSEED=hash_seed)
     res = subprocess.run(
-        [sys.executable, '-c', _CHILD, str(tmp_path / 'x.npy'), str(ROOT / 'test')],
+        [sys.executable, '-c', code, *args],
         capture_output=True,
         text=True,
         env=env,
         cwd=ROOT,
         check=False,
-        timeout=300,
+        timeout=600,
     )
     assert res.returncode == 0, res.stderr
-    child = json.loads(res.stdout.strip().splitlines()[-1])
+    return res.stdout.strip().splitlines()[-1]
+
+
+@onlyFullTest  # A second interpreter pays the whole import again.
+def test_same_labels_in_a_fresh_process(data, tmp_path):
+    x, _ = data
+    np.save(tmp_path / 'x.npy', x)
+    line = _child_output(_CHILD, str(tmp_path / 'x.npy'), str(ROOT / 'test'))
+    child = json.loads(line)
     for method, labels in child.items():
         assert labels == _labels(x, method).tolist(), method
 
@@ -200,20 +207,7 @@ def test_training_gives_the_same_weights_in_two_processes():
     # Two runs inside one process agreed while separate processes did not
     # (the SDT blocks' scatter-based attention), until fit() ran with
     # deterministic algorithms.
-    out = []
-    for hash_seed in ('1', '2'):
-        env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONHASHSEED=hash_seed)
-        res = subprocess.run(
-            [sys.executable, '-c', _TRAIN_CHILD],
-            capture_output=True,
-            text=True,
-            env=env,
-            cwd=ROOT,
-            check=False,
-            timeout=600,
-        )
-        assert res.returncode == 0, res.stderr
-        out.append(res.stdout.strip().splitlines()[-1])
+    out = [_child_output(_TRAIN_CHILD, hash_seed=seed) for seed in ('1', '2')]
     assert out[0] == out[1]
 
 
