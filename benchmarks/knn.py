@@ -42,7 +42,7 @@ from torch import Tensor
 from benchmarks.common import results_dir, write_results
 from torch_geometric_sdt.datasets import synthetic_faces
 from torch_geometric_sdt.nn import knn
-from torch_geometric_sdt.nn.knn import _exact_knn
+from torch_geometric_sdt.nn.knn import exact_knn
 
 TARGET_RATIO = 1.5
 
@@ -136,7 +136,7 @@ def sweep(
     x = x.to(torch.float32).contiguous()
     gen = torch.Generator().manual_seed(0)
     rows = torch.randperm(num_nodes, generator=gen)[: min(queries, num_nodes)]
-    t, (ref, _) = timed(lambda: _exact_knn(x, k, 'cosine', query=rows))
+    t, (ref, _) = timed(lambda: exact_knn(x, k, 'cosine', query=rows))
     out: dict[str, Any] = {
         'num_nodes': num_nodes,
         'dim': dim,

@@ -1,0 +1,40 @@
+r"""The approximate nearest-neighbour descent backend (:obj:`pynndescent`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .common import float32_numpy
+
+
+def nndescent_search(
+    x: Tensor,
+    k: int,
+    metric: str,
+    kwargs: dict[str, Any],
+) -> tuple[Tensor, Tensor]:
+    r"""Candidate lists (ids, similarities) from
+    :class:`pynndescent.NNDescent` with :obj:`kwargs` as its options
+    (:obj:`random_state=0` unless given)."""
+    # Imported here: importing pynndescent (and numba) takes seconds.
+    from pynndescent import NNDescent
+
+    num_nodes = x.size(0)
+    data = float32_numpy(x)
+    if 'metric' in kwargs or 'n_neighbors' in kwargs:
+        raise ValueError(
+            "pass 'metric' and 'k' to knn() itself, not as pynndescent options"
+        )
+    kwargs.setdefault('random_state', 0)
+    name = 'cosine' if metric == 'cosine' else 'euclidean'
+    k_search = max(2, min(k + 1, num_nodes - 1))
+    nnd = NNDescent(data, metric=name, n_neighbors=k_search, **kwargs)
+    ids, dist = nnd.neighbor_graph
+    dist = torch.from_numpy(np.asarray(dist, dtype=np.float32))
+    # pynndescent reports 1 - cos, or the (not squared) Euclidean distance.
+    sim = 1.0 - dist if metric == 'cosine' else -(dist * dist)
+    return torch.from_numpy(np.asarray(ids, dtype=np.int64)), sim
