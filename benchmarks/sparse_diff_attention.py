@@ -29,8 +29,8 @@ from torch_geometric.nn import TransformerConv
 
 from benchmarks.common import Measure, results_dir, write_results
 from torch_geometric_sdt import SparseDiffAttention
+from torch_geometric_sdt.memory import available_memory
 from torch_geometric_sdt.nn.knn import KNN
-from torch_geometric_sdt.utils.memory import available_memory
 
 TARGET_RATIO = 1.6
 #: Graph sizes tried, largest first, when ``--nodes`` is not given.
@@ -137,6 +137,13 @@ def main() -> None:
                 args.in_channels, args.channels, heads=args.heads, differential=False
             ),
             dict(topk=args.topk, edge_rank=rank),
+        ),
+        # Ranks the logits of every head and map (one sort each), no edge_rank:
+        'SparseDiffAttention (logit mask)': (
+            SparseDiffAttention(
+                args.in_channels, args.channels, heads=args.heads, mask_mode='logit'
+            ),
+            dict(topk=args.topk),
         ),
     }
     times: dict[str, dict[str, list[float]]] = {

@@ -2,11 +2,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch_geometric.data import Data
+from torch import Tensor
+from torch_geometric.data import Data, HeteroData
+from torch_geometric.transforms import AddSelfLoops
 
-from torch_geometric_sdt import TopKJaccard
-from torch_geometric_sdt.nn.knn import KNN, knn
-from torch_geometric_sdt.utils import edge_rank, topk_jaccard
+from torch_geometric_sdt import SparseDiffAttention, TopKJaccard
+from torch_geometric_sdt.nn.knn import KNN, knn, knn_graph
+from torch_geometric_sdt.utils import edge_rank, edge_similarity, topk_jaccard
 
 
 def knn_data(num_nodes: int = 60, k: int = 8, seed: int = 0) -> tuple[Data, KNN]:
@@ -122,3 +124,112 @@ def test_errors_and_repr() -> None:
         "distance='sqeuclidean', normalize='topk', mode='set', prune=True, "
         'min_score=None)'
     )
+
+
+def tied_graph(seed: int = 0) -> Data:
+    r"""Random lists without self-loops whose similarities tie across the
+    Top-K boundary, edges shuffled so that edge order differs from source
+    order.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    num_nodes, deg = 30, 8
+    target = torch.arange(num_nodes).repeat_interleave(deg)
+    source = torch.stack(
+        [torch.randperm(num_nodes - 1, generator=gen)[:deg] for _ in range(num_nodes)]
+    ).view(-1)
+    source = source + (source >= target).long()  # no self-loops
+    sim = torch.randint(0, 3, (num_nodes * deg,), generator=gen) / 4  # many ties
+    perm = torch.randperm(target.numel(), generator=gen)
+    x = torch.randn(num_nodes, 8, generator=gen)
+    edge_index = torch.stack([source, target])[:, perm]
+    return Data(x=x, edge_index=edge_index, edge_attr=sim[perm])
+
+
+def conv_topk_edges(data: Data, topk: int) -> set[tuple[int, int]]:
+    r"""The edges the Top-K mask of SparseDiffAttention keeps."""
+    conv = SparseDiffAttention(8, 4, heads=2)
+    maps = conv.attention_maps(data.x, data.edge_index, data.edge_attr, topk=topk)
+    kept = (maps.alpha_1 != 0).all(dim=-1)
+    return set(map(tuple, data.edge_index[:, kept].t().tolist()))
+
+
+def edge_set(edge_index: Tensor) -> set[tuple[int, int]]:
+    return set(map(tuple, edge_index.t().tolist()))
+
+
+def test_conv_and_transform_pick_the_same_topk_on_ties() -> None:
+    data = tied_graph()
+    for topk in [1, 3, 5]:
+        pruned = TopKJaccard(topk, prune=True)(data)
+        chosen = edge_set(pruned.edge_index)
+        assert len(chosen) == 30 * topk
+        assert chosen == conv_topk_edges(data, topk)
+        rank = edge_rank(data.edge_index, data.edge_attr)
+        assert chosen == edge_set(data.edge_index[:, rank < topk])
+
+
+def test_add_self_loops_mean_is_accepted_by_both() -> None:
+    data = AddSelfLoops(attr='edge_attr', fill_value='mean')(tied_graph(seed=1))
+    is_loop = data.edge_index[0] == data.edge_index[1]
+    assert int(is_loop.sum()) == 30
+    # The mean similarity is below the list's best, yet the loop ranks first:
+    rank = edge_rank(data.edge_index, data.edge_attr)
+    assert bool((rank[is_loop] == 0).all())
+    for topk in [1, 4]:
+        pruned = TopKJaccard(topk, prune=True)(data)
+        assert edge_set(pruned.edge_index) == conv_topk_edges(data, topk)
+    assert edge_set(TopKJaccard(1, prune=True)(data).edge_index) == edge_set(
+        data.edge_index[:, is_loop]
+    )
+
+
+def test_knn_graph_without_similarities() -> None:
+    gen = torch.Generator().manual_seed(6)
+    x = torch.randn(50, 6, generator=gen)
+    data = Data(x=x, edge_index=knn_graph(x, 7, cosine=True))
+    out = TopKJaccard(4)(data)
+    sim = edge_similarity(x, data.edge_index)
+    assert torch.allclose(out.edge_attr, sim)  # written, as the free sim_attr
+    expected = topk_jaccard(data.edge_index, sim, 4, num_nodes=50)
+    assert torch.equal(out.edge_weight, expected)
+    assert 'edge_attr' not in data
+    # knn_graph(loop=True) gives the lists of knn(), so the same scores:
+    data = Data(x=x, edge_index=knn_graph(x, 7, loop=True, cosine=True))
+    graph = knn(x, 7, backend='exact')
+    out = TopKJaccard(4)(data)
+    assert torch.equal(data.edge_index, graph.to_edge_index()[0])
+    assert torch.allclose(out.edge_weight, topk_jaccard(graph, topk=4).view(-1))
+    # Multi-dimensional edge features are kept, the similarity comes from x:
+    data.edge_attr = torch.randn(data.num_edges, 3)
+    out = TopKJaccard(4, prune=True)(data)
+    assert out.edge_attr.size(1) == 3 and out.num_edges == 50 * 4
+
+
+def test_hetero_data() -> None:
+    data, graph = knn_data(seed=7)
+    hetero = HeteroData()
+    hetero['face'].x = data.x
+    hetero['face'].topk = data.topk
+    hetero['face', 'near', 'face'].edge_index = data.edge_index
+    hetero['face', 'near', 'face'].edge_attr = data.edge_attr
+    hetero['person'].num_nodes = 4
+    of = torch.stack([torch.arange(60), torch.arange(60) % 4])
+    hetero['face', 'of', 'person'].edge_index = of
+    out = TopKJaccard(prune=True)(hetero)
+    expected = TopKJaccard(prune=True)(data)
+    near = out['face', 'near', 'face']
+    assert torch.equal(near.edge_index, expected.edge_index)
+    assert torch.equal(near.edge_weight, expected.edge_weight)
+    assert torch.equal(out['face', 'of', 'person'].edge_index, of)  # untouched
+    assert 'edge_weight' not in hetero['face', 'near', 'face']  # input intact
+    # Similarities are computed from x where missing:
+    del hetero['face', 'near', 'face'].edge_attr
+    out = TopKJaccard(3)(hetero)
+    assert torch.allclose(out['face', 'near', 'face'].edge_attr, data.edge_attr)
+    with pytest.raises(ValueError, match=r"data\['face'\].topk, which is missing"):
+        del hetero['face'].topk
+        TopKJaccard()(hetero)
+    with pytest.raises(ValueError, match='no edge type to score'):
+        TopKJaccard(3)(HeteroData({('a', 'to', 'b'): {'edge_index': of}}))
+    with pytest.raises(ValueError, match='HeteroData'):
+        TopKJaccard(3, k=5)(hetero)

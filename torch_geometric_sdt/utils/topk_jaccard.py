@@ -10,16 +10,13 @@ that overlap into an edge score.
 The kernel is compiled with :mod:`numba` (parallel over nodes, one scratch
 array per worker, rows visited in breadth-first order so that neighbouring
 lists stay in cache) and runs on the CPU: tensors on another device are moved
-to the CPU and the result is returned on the input's device. Compiled code is
-cached on disk (``cache=True``), so only the first call after installation
-pays the compile time.
+to the CPU and the result is returned on the input's device. The kernels
+live in :mod:`torch_geometric_sdt.utils._topk_jaccard_kernels`; their compiled
+code is cached in a user cache folder (not in the package), so only the first
+call after installation pays the compile time.
 """
 
 from __future__ import annotations
-
-import math
-import operator
-from typing import Any
 
 import numba
 import numpy as np
@@ -28,201 +25,17 @@ from torch import Tensor
 from torch_geometric.utils.num_nodes import maybe_num_nodes
 from tqdm.auto import tqdm
 
+from torch_geometric_sdt.utils import _topk_jaccard_kernels as kernels
+from torch_geometric_sdt.utils._checks import check_topk
+from torch_geometric_sdt.utils.rank import edge_rank
+from torch_geometric_sdt.utils.validation import check_choice, check_flow
+
 _TRANSFORMS = ('sigmoid', 'exp')
 _DISTANCES = ('sqeuclidean', 'cosine')
 _NORMALIZE = ('topk', 'knn')
 _MODES = ('weighted', 'set')
-_FLOWS = ('source_to_target', 'target_to_source')
-
-# Error codes written per row by `_check_rows`.
-_OK, _OUT_OF_RANGE, _SELF, _DUPLICATE, _UNSORTED, _NAN = range(6)
-
-
-# Kernels #####################################################################
-
-
-@numba.njit(cache=True, nogil=True)
-def _prob(
-    s: float,
-    transform: int,
-    distance: int,
-    delta: float,
-    eps: float,
-    sigma: float,
-) -> float:  # pragma: no cover (compiled)
-    d = 2.0 - 2.0 * s if distance == 0 else 1.0 - s
-    if transform == 0:  # 1 / (1 + exp(z)), evaluated without overflow
-        z = delta * d + eps
-        if z >= 0.0:
-            e = math.exp(-z)
-            return e / (1.0 + e)
-        return 1.0 / (1.0 + math.exp(z))
-    return math.exp(-d / sigma)
-
-
-@numba.njit(parallel=True, cache=True, nogil=True)
-def _row_probs(
-    rowptr: np.ndarray,
-    sim: np.ndarray,
-    topk: np.ndarray,
-    transform: int,
-    distance: int,
-    over_topk: bool,
-    delta: float,
-    eps: float,
-    sigma: float,
-    out: np.ndarray,
-) -> None:  # pragma: no cover (compiled)
-    num_nodes = rowptr.shape[0] - 1
-    for i in numba.prange(num_nodes):
-        start, stop = rowptr[i], rowptr[i + 1]
-        norm_stop = start + topk[i] if over_topk else stop
-        total = 0.0
-        for e in range(start, stop):
-            if e < norm_stop:
-                total += _prob(sim[e], transform, distance, delta, eps, sigma)
-        inv = 1.0 / total if total > 0.0 else 0.0
-        for e in range(start, stop):
-            out[e] = _prob(sim[e], transform, distance, delta, eps, sigma) * inv
-
-
-@numba.njit(parallel=True, cache=True, nogil=True)
-def _check_rows(
-    rowptr: np.ndarray,
-    col: np.ndarray,
-    sim: np.ndarray,
-    has_sim: bool,
-    self_first: bool,
-    num_chunks: int,
-    err: np.ndarray,
-) -> None:  # pragma: no cover (compiled)
-    num_nodes = rowptr.shape[0] - 1
-    chunk = (num_nodes + num_chunks - 1) // num_chunks
-    for c in numba.prange(num_chunks):
-        stamp = np.full(num_nodes, -1, np.int64)
-        for i in range(c * chunk, min(num_nodes, (c + 1) * chunk)):
-            start, stop = rowptr[i], rowptr[i + 1]
-            code = 0
-            for e in range(start, stop):
-                j = col[e]
-                if j < 0 or j >= num_nodes:
-                    code = 1
-                    break
-                if e == start:
-                    if self_first and j != i:
-                        code = 2
-                        break
-                elif j == i and not self_first:
-                    code = 2
-                    break
-                if stamp[j] == i:
-                    code = 3
-                    break
-                stamp[j] = i
-                if has_sim:
-                    s = sim[e]
-                    if s != s:
-                        code = 5
-                        break
-                    # Self at rank 0 is placed first whatever its value, so
-                    # float noise against a duplicate point is no error.
-                    after_self = e == start + 1 and col[start] == i
-                    if e > start and not after_self and s > sim[e - 1]:
-                        code = 4
-                        break
-            err[i] = code
-
-
-@numba.njit(parallel=True, cache=True, nogil=True, fastmath=True)
-def _scores(
-    rowptr: np.ndarray,
-    col: np.ndarray,
-    p: np.ndarray,
-    topk: np.ndarray,
-    weighted: bool,
-    order: np.ndarray,
-    row_start: int,
-    row_stop: int,
-    num_chunks: int,
-    out: np.ndarray,
-) -> None:  # pragma: no cover (compiled)
-    num_nodes = rowptr.shape[0] - 1
-    num_rows = row_stop - row_start
-    chunk = (num_rows + num_chunks - 1) // num_chunks
-    zero = out.dtype.type(0.0)
-    for c in numba.prange(num_chunks):
-        # `mark[m]` holds p_im while m is in the Top-K set of the current i,
-        # and -1 otherwise; it is reset after each row, so one O(N) scratch
-        # array per worker serves all of its rows.
-        mark = np.empty(num_nodes, dtype=out.dtype)
-        mark[:] = -1.0
-        lo = row_start + c * chunk
-        hi = min(row_stop, lo + chunk)
-        for t in range(lo, hi):
-            i = order[t]
-            si = rowptr[i]
-            ki = topk[i]
-            for e in range(si, si + ki):
-                mark[col[e]] = p[e] if weighted else 1.0
-            for e in range(si, rowptr[i + 1]):
-                j = col[e]
-                sj = rowptr[j]
-                kj = topk[j]
-                # Branch-free loops over local slices, so that they vectorise.
-                cj = col[sj : sj + kj]
-                if weighted:
-                    pj = p[sj : sj + kj]
-                    acc = zero
-                    for f in range(kj):
-                        v = mark[np.uint64(cj[f])]
-                        acc += (v + pj[f]) if v >= zero else zero
-                    out[e] = min(0.5 * acc, 1.0)  # rounding must not pass 1
-                else:
-                    cnt = 0
-                    for f in range(kj):
-                        cnt += 1 if mark[np.uint64(cj[f])] >= zero else 0
-                    out[e] = cnt / (ki + kj - cnt)
-            for e in range(si, si + ki):
-                mark[col[e]] = -1.0
-
-
-@numba.njit(cache=True, nogil=True)
-def _bfs_order(
-    rowptr: np.ndarray,
-    col: np.ndarray,
-) -> np.ndarray:  # pragma: no cover (compiled)
-    # Breadth-first order over the neighbour lists: consecutive rows then
-    # share most of their neighbours, whose lists stay in cache.
-    num_nodes = rowptr.shape[0] - 1
-    order = np.empty(num_nodes, np.int64)
-    seen = np.zeros(num_nodes, np.bool_)
-    head = 0
-    tail = 0
-    for root in range(num_nodes):
-        if seen[root]:
-            continue
-        seen[root] = True
-        order[tail] = root
-        tail += 1
-        while head < tail:
-            u = order[head]
-            head += 1
-            for e in range(rowptr[u], rowptr[u + 1]):
-                v = col[e]
-                if not seen[v]:
-                    seen[v] = True
-                    order[tail] = v
-                    tail += 1
-    return order
-
 
 # Input handling ##############################################################
-
-
-def _choice(name: str, value: str, options: tuple[str, ...]) -> int:
-    if value not in options:
-        raise ValueError(f'{name} must be one of {options} (got {value!r})')
-    return options.index(value)
 
 
 def _check_options(
@@ -235,30 +48,14 @@ def _check_options(
 ) -> tuple[int, int, bool, bool]:
     r"""Validates the options of :func:`topk_jaccard`; returns the kernel's
     codes :obj:`(transform, distance, over_topk, weighted)`."""
-    transform_id = _choice('transform', transform, _TRANSFORMS)
-    distance_id = _choice('distance', distance, _DISTANCES)
-    over_topk = _choice('normalize', normalize, _NORMALIZE) == 0
-    weighted = _choice('mode', mode, _MODES) == 0
-    _choice('flow', flow, _FLOWS)
+    transform_id = check_choice('transform', transform, _TRANSFORMS)
+    distance_id = check_choice('distance', distance, _DISTANCES)
+    over_topk = check_choice('normalize', normalize, _NORMALIZE) == 0
+    weighted = check_choice('mode', mode, _MODES) == 0
+    check_flow(flow)
     if transform == 'exp' and not sigma > 0:
         raise ValueError(f'sigma must be positive (got {sigma})')
     return transform_id, distance_id, over_topk, weighted
-
-
-def _as_int(name: str, value: Any) -> int:
-    if isinstance(value, bool):
-        raise ValueError(f'{name} must be an integer (got {value!r})')
-    if isinstance(value, Tensor):
-        if value.numel() != 1 or value.is_floating_point() or value.is_complex():
-            raise ValueError(f'{name} must be an integer (got {value!r})')
-        return int(value.item())
-    try:
-        return operator.index(value)
-    except TypeError:
-        raise ValueError(
-            f'{name} must be an integer or an integer tensor '
-            f'(got {type(value).__name__} {value!r})'
-        ) from None
 
 
 def _resolve_topk(
@@ -269,17 +66,10 @@ def _resolve_topk(
     r"""Returns the effective per-node Top-K as :obj:`int64[N]` on the CPU;
     :obj:`k` is the list width of the kNN form, :obj:`None` for the edge
     form."""
-    num_nodes = deg.numel()
     if topk is None:
         return deg.clone()
+    topk = check_topk(topk, deg.numel())
     if isinstance(topk, Tensor) and topk.dim() > 0:
-        if topk.is_floating_point() or topk.is_complex() or topk.dtype == torch.bool:
-            raise ValueError(f'topk must be an integer tensor (got dtype {topk.dtype})')
-        if topk.dim() != 1 or topk.numel() != num_nodes:
-            raise ValueError(
-                f'topk must hold one value per node, shape [{num_nodes}] '
-                f'(got shape {list(topk.shape)})'
-            )
         out = topk.detach().to('cpu', torch.int64)
         has_edges = deg > 0
         bad = has_edges & ((out < 1) | (out > deg))
@@ -291,7 +81,7 @@ def _resolve_topk(
                 f'{int(deg[i])} neighbours' + (f' (k={k})' if k is not None else '')
             )
         return torch.where(has_edges, out, torch.zeros_like(out))
-    value = _as_int('topk', topk)
+    value = int(topk)
     if value < 1:
         raise ValueError(f'topk must be at least 1 (got {value})')
     if k is not None and value > k:
@@ -313,18 +103,18 @@ def _raise_row_error(
     row = col[rowptr[i] : rowptr[i + 1]].tolist()
     shown = row if len(row) <= 12 else row[:12] + ['...']
     where = f'neighbour list of node {i} ({shown})'
-    if code == _OUT_OF_RANGE:
+    if code == kernels.OUT_OF_RANGE:
         msg = f'{where} holds ids outside [0, {len(rowptr) - 1})'
-    elif code == _SELF and dense:
+    elif code == kernels.SELF and dense:
         msg = (
             f'{where} does not start with the node itself; kNN lists must '
             f'hold self at rank 0'
         )
-    elif code == _SELF:
+    elif code == kernels.SELF:
         msg = f'{where} holds the node itself at a rank other than 0'
-    elif code == _DUPLICATE:
+    elif code == kernels.DUPLICATE:
         msg = f'{where} lists a neighbour twice'
-    elif code == _UNSORTED:
+    elif code == kernels.UNSORTED:
         msg = f'{where} is not sorted by descending similarity'
     else:
         msg = f'{where} has a NaN similarity'
@@ -338,7 +128,8 @@ def _edge_to_csr(
     num_nodes: int | None,
     flow: str,
 ) -> tuple[int, Tensor, Tensor, Tensor | None, Tensor]:
-    r"""Sorts edges into per-target lists ordered by rank.
+    r"""Sorts edges into per-target lists ordered by rank (by default
+    :func:`~torch_geometric_sdt.utils.edge_rank` of :obj:`sim`).
 
     Returns :obj:`(num_nodes, rowptr, col, sim, pos)` where :obj:`pos[e]` is
     the position of input edge :obj:`e` in the CSR arrays.
@@ -375,27 +166,23 @@ def _edge_to_csr(
     torch.cumsum(deg, 0, out=rowptr[1:])
     if rank is None:
         assert sim is not None  # the kNN form is chosen otherwise
-        perm = torch.sort(sim, descending=True, stable=True)[1]
-        perm = perm[torch.sort(dst[perm], stable=True)[1]]
-        pos = torch.empty_like(perm)
-        pos[perm] = torch.arange(num_edges)
-    else:
-        if rank.dim() != 1 or rank.numel() != num_edges:
-            raise ValueError(
-                f'rank must have one value per edge, shape [{num_edges}] '
-                f'(got {list(rank.shape)})'
-            )
-        if rank.is_floating_point():
-            raise ValueError('rank must be an integer tensor')
-        rank = rank.detach().to('cpu', torch.int64)
-        if num_edges > 0 and bool(((rank < 0) | (rank >= deg[dst])).any()):
-            raise ValueError(
-                "rank must lie in [0, degree) for each edge's target; every "
-                'neighbour list must be ranked 0, 1, ..., degree - 1'
-            )
-        pos = rowptr[dst] + rank
-        if num_edges > 0 and int(torch.bincount(pos, minlength=num_edges).max()) > 1:
-            raise ValueError('rank repeats within a neighbour list')
+        rank = edge_rank(edge_index, sim, num_nodes, flow)
+    if rank.dim() != 1 or rank.numel() != num_edges:
+        raise ValueError(
+            f'rank must have one value per edge, shape [{num_edges}] '
+            f'(got {list(rank.shape)})'
+        )
+    if rank.is_floating_point():
+        raise ValueError('rank must be an integer tensor')
+    rank = rank.detach().to('cpu', torch.int64)
+    if num_edges > 0 and bool(((rank < 0) | (rank >= deg[dst])).any()):
+        raise ValueError(
+            "rank must lie in [0, degree) for each edge's target; every "
+            'neighbour list must be ranked 0, 1, ..., degree - 1'
+        )
+    pos = rowptr[dst] + rank
+    if num_edges > 0 and int(torch.bincount(pos, minlength=num_edges).max()) > 1:
+        raise ValueError('rank repeats within a neighbour list')
     col = torch.empty_like(src)
     col[pos] = src
     if sim is not None:
@@ -472,12 +259,17 @@ def topk_jaccard(
       :obj:`sim` and/or :obj:`rank` (the position of the edge in its target's
       list). Nodes may have different degrees, and need not list themselves;
       a node that does must do so at rank 0. Without :obj:`rank`, lists are
-      ordered by descending :obj:`sim` (ties in edge order). The result has
+      ordered by :func:`~torch_geometric_sdt.utils.edge_rank`: the self-loop
+      first, then descending :obj:`sim`, ties by ascending neighbour id, then
+      edge order (the order of kNN lists, and that of the Top-K mask of
+      :class:`~torch_geometric_sdt.nn.conv.SparseDiffAttention`). The result has
       shape :obj:`[E]`, aligned with the input edges.
 
     Lists must hold distinct ids sorted by non-increasing :obj:`sim` (self at
     rank 0 is exempt, so that a duplicate point whose similarity exceeds the
-    self-similarity by rounding is accepted); inconsistent graphs raise a
+    self-similarity by rounding, or a self-loop of
+    :class:`~torch_geometric.transforms.AddSelfLoops` with
+    :obj:`fill_value='mean'`, is accepted); inconsistent graphs raise a
     :class:`ValueError`. The cost is
     :math:`O(\sum_i \sum_{j \in \mathcal{N}_i} K_j)`, *i.e.*
     :math:`O(NkK)`, with one :math:`O(N)` scratch array per worker thread
@@ -598,7 +390,7 @@ def topk_jaccard(
     num_threads = numba.get_num_threads()
     err = np.zeros(n, np.int8)
     if n > 0:
-        _check_rows(
+        kernels.check_rows(
             rowptr_np,
             col_np,
             sim_np,
@@ -613,7 +405,7 @@ def topk_jaccard(
     if weighted:
         p = np.empty(col_np.size, np_dtype)
         if n > 0:
-            _row_probs(
+            kernels.row_probs(
                 rowptr_np,
                 sim_np,
                 topk_np,
@@ -630,14 +422,14 @@ def topk_jaccard(
 
     # Rows are visited in breadth-first order for cache locality; each row's
     # scores depend on nothing else, so the order leaves the result unchanged.
-    order = _bfs_order(rowptr_np, col_np) if n > 0 else np.empty(0, np.int64)
+    order = kernels.bfs_order(rowptr_np, col_np) if n > 0 else np.empty(0, np.int64)
     num_blocks = min(n, 100) if progress else 1
     bounds = np.linspace(0, n, num_blocks + 1).astype(np.int64)
     chunks = max(1, 8 * num_threads)
     for b in tqdm(range(num_blocks), disable=not progress, desc='topk_jaccard'):
         lo, hi = int(bounds[b]), int(bounds[b + 1])
         if hi > lo:
-            _scores(
+            kernels.scores(
                 rowptr_np,
                 col_np,
                 p,
@@ -654,37 +446,6 @@ def topk_jaccard(
     if pos is not None:
         result = result[pos]
     return result.view(out_shape).to(device)
-
-
-def edge_rank(
-    edge_index: Tensor,
-    sim: Tensor,
-    num_nodes: int | None = None,
-    flow: str = 'source_to_target',
-) -> Tensor:
-    r"""Ranks the edges into every node by descending similarity: the
-    position of each edge in its target's neighbour list, the :obj:`rank`
-    that :func:`topk_jaccard` and the Top-K mask take. Ties keep edge order.
-
-    Args:
-        edge_index (torch.Tensor): :obj:`LongTensor[2, E]`.
-        sim (torch.Tensor): Per-edge similarity :obj:`[E]`.
-        num_nodes (int, optional): The number of nodes. (default: :obj:`None`)
-        flow (str, optional): :obj:`'source_to_target'` ranks edges
-            :math:`j \to i` within the list of their target :math:`i`,
-            :obj:`'target_to_source'` within that of their source.
-            (default: :obj:`'source_to_target'`)
-
-    Returns:
-        torch.Tensor: :obj:`LongTensor[E]` on the device of
-        :obj:`edge_index`; rank 0 is each list's most similar edge.
-    """
-    _choice('flow', flow, _FLOWS)
-    if not isinstance(sim, Tensor) or not sim.is_floating_point():
-        raise ValueError('sim must be a floating-point tensor')
-    _, rowptr, _, _, pos = _edge_to_csr(edge_index, sim, None, num_nodes, flow)
-    owner = edge_index[1 if flow == 'source_to_target' else 0].detach().cpu()
-    return (pos - rowptr[owner]).to(edge_index.device)
 
 
 def topk_target(

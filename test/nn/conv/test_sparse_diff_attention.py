@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -12,12 +14,11 @@ from torch_geometric.utils import to_torch_csc_tensor
 
 from torch_geometric_sdt import SparseDiffAttention
 from torch_geometric_sdt.nn.conv.sparse_diff_attention import (
-    AttentionWeights,
+    AttentionMaps,
     lambda_init_fn,
-    masked_softmax,
-    position_in_target,
 )
 from torch_geometric_sdt.nn.knn import KNN
+from torch_geometric_sdt.utils import edge_rank
 
 
 def complete_graph(num_nodes: int) -> Tensor:
@@ -47,6 +48,16 @@ def random_knn(num_nodes: int, k: int, seed: int = 0) -> KNN:
     nbr.fill_diagonal_(2.0)
     sim, index = nbr.topk(k, dim=1)
     return KNN(index, sim)
+
+
+def csr_ordered_knn(num_nodes: int, k: int) -> tuple[Tensor, Tensor]:
+    r"""The edges and ranks of :func:`random_knn` sorted by target, then
+    source, the edge order of sparse layouts, so that :obj:`edge_rank` is in
+    that order too.
+    """
+    edge_index, rank, _ = random_knn(num_nodes, k).to_edge_index()
+    order = (edge_index[1] * num_nodes + edge_index[0]).argsort()
+    return edge_index[:, order], rank[order]
 
 
 def dense_diff_attention(
@@ -197,10 +208,12 @@ def test_lambda_zero_no_norm_is_single_map_attention(masked: bool):
     k = conv.lin_key(x).view(N, H, C).transpose(0, 1)
     v = conv.lin_value(x).view(N, H, C).transpose(0, 1)
     expected = dense_single_attention(q, k, v, mask).transpose(0, 1)
-    out, weights = conv(x, edge_index, return_attention_weights=True, **kwargs)
+    out, (_, alpha) = conv(x, edge_index, return_attention_weights=True, **kwargs)
     assert torch.allclose(out, expected.reshape(N, H * C), atol=1e-6)
-    assert weights.alpha_2 is None
-    assert torch.equal(weights.alpha, weights.alpha_1)
+    maps = conv.attention_maps(x, edge_index, **kwargs)
+    assert maps.alpha_2 is None
+    assert torch.equal(maps.alpha, maps.alpha_1)
+    assert torch.equal(alpha, maps.alpha)
 
 
 @pytest.mark.parametrize('concat', [True, False])
@@ -238,27 +251,31 @@ def test_attention_weights():
     out = conv(x, edge_index, topk=4, edge_rank=rank, return_attention_weights=False)
     assert isinstance(out, Tensor) and out.size() == (20, 16)
 
-    out2, weights = conv(
+    # PyG's (edge_index, alpha) pair, as returned by GATv2Conv:
+    out2, (adj, alpha) = conv(
         x, edge_index, topk=4, edge_rank=rank, return_attention_weights=True
     )
     assert torch.equal(out, out2)
-    assert isinstance(weights, AttentionWeights)
-    assert weights.edge_index is edge_index
+    assert adj is edge_index
+    # The two softmax maps come from attention_maps():
+    maps = conv.attention_maps(x, edge_index, topk=4, edge_rank=rank)
+    assert isinstance(maps, AttentionMaps)
+    assert torch.equal(maps.alpha, alpha)
     E = edge_index.size(1)
-    for a in (weights.alpha, weights.alpha_1, weights.alpha_2):
+    for a in maps:
         assert a.size() == (E, 2)
     lam = conv.get_lambda()
-    assert torch.allclose(weights.alpha, weights.alpha_1 - lam * weights.alpha_2)
+    assert torch.allclose(maps.alpha, maps.alpha_1 - lam * maps.alpha_2)
     masked = rank >= 4
-    assert (weights.alpha_1[masked] == 0).all()
-    assert (weights.alpha_2[masked] == 0).all()
+    assert (maps.alpha_1[masked] == 0).all()
+    assert (maps.alpha_2[masked] == 0).all()
     target = edge_index[1]
-    sums = torch.zeros(20, 2).index_add_(0, target, weights.alpha_1)
+    sums = torch.zeros(20, 2).index_add_(0, target, maps.alpha_1)
     assert torch.allclose(sums, torch.ones(20, 2))
-    sums = torch.zeros(20, 2).index_add_(0, target, weights.alpha)
+    sums = torch.zeros(20, 2).index_add_(0, target, maps.alpha)
     assert torch.allclose(sums, (1 - lam).expand(20, 2))
     # The difference map is signed:
-    assert (weights.alpha < 0).any()
+    assert (maps.alpha < 0).any()
 
 
 def test_rank_from_similarity():
@@ -279,35 +296,9 @@ def test_rank_from_similarity():
     assert not torch.allclose(conv(x, edge_index), expected)
 
 
-def test_position_in_target():
-    score = torch.tensor([0.5, 0.9, 0.1, 0.7, 0.7, 0.3])
-    index = torch.tensor([0, 0, 1, 1, 1, 0])
-    pos = position_in_target(score, index, 3)
-    assert pos.tolist() == [1, 0, 2, 0, 1, 2]
-    tiebreak = torch.tensor([0, 0, 0, 9, 2, 0])
-    pos = position_in_target(score, index, 3, tiebreak=tiebreak)
-    assert pos.tolist() == [1, 0, 2, 1, 0, 2]
-    pos = position_in_target(torch.stack([score, -score], dim=1), index, 3)
-    assert pos[:, 1].tolist() == [1, 2, 0, 1, 2, 0]
-    empty = position_in_target(torch.empty(0), torch.empty(0, dtype=torch.long), 4)
-    assert empty.numel() == 0
-
-
-def test_masked_softmax_all_masked_row_is_zero():
-    src = torch.tensor([1.0, float('-inf'), float('-inf'), 2.0])
-    out = masked_softmax(src, torch.tensor([0, 1, 1, 0]), 3)
-    assert torch.isfinite(out).all()
-    assert out[1:3].tolist() == [0.0, 0.0]
-    assert torch.allclose(out[[0, 3]].sum(), torch.tensor(1.0))
-
-
 def test_assert_module_and_sparse_layouts():
     torch.manual_seed(0)
-    knn = random_knn(12, 5)
-    edge_index, rank, _ = knn.to_edge_index()
-    # Sorted by target, then source, so that edge_rank is in CSR order too:
-    order = (edge_index[1] * 12 + edge_index[0]).argsort()
-    edge_index, rank = edge_index[:, order], rank[order]
+    edge_index, rank = csr_ordered_knn(12, 5)
     x = torch.randn(12, 8)
     topk = torch.randint(1, 6, (12,))
     for conv in (
@@ -329,37 +320,36 @@ def test_assert_module_and_sparse_layouts():
 
 @withPackage('torch_sparse')
 def test_sparse_tensor_attention_weights():
-    knn = random_knn(10, 4)
-    edge_index, rank, _ = knn.to_edge_index()
-    # Sparse layouts hold edges sorted by target, then source:
-    order = (edge_index[1] * 10 + edge_index[0]).argsort()
-    edge_index, rank = edge_index[:, order], rank[order]
+    edge_index, rank = csr_ordered_knn(10, 4)
     x = torch.randn(10, 8)
     conv = SparseDiffAttention(8, 4, heads=2)
-    out1, w1 = conv(
+    out1, (_, alpha1) = conv(
         x, edge_index, topk=2, edge_rank=rank, return_attention_weights=True
     )
     adj = SparseTensor.from_edge_index(edge_index, sparse_sizes=(10, 10))
-    out2, w2 = conv(x, adj.t(), topk=2, edge_rank=rank, return_attention_weights=True)
+    out2, (adj2, alpha2) = conv(
+        x, adj.t(), topk=2, edge_rank=rank, return_attention_weights=True
+    )
     assert torch.allclose(out1, out2, atol=1e-6)
-    assert isinstance(w2.edge_index, SparseTensor)
-    assert torch.allclose(w2.edge_index.storage.value(), w1.alpha)
+    assert isinstance(adj2, SparseTensor)
+    assert torch.allclose(adj2.storage.value(), alpha1)
+    assert torch.allclose(alpha2, alpha1)
 
 
 def test_edge_index_and_torch_sparse_inputs():
-    knn = random_knn(10, 4)
-    edge_index, rank, _ = knn.to_edge_index()
-    order = (edge_index[1] * 10 + edge_index[0]).argsort()
-    edge_index, rank = edge_index[:, order], rank[order]
+    edge_index, rank = csr_ordered_knn(10, 4)
     x = torch.randn(10, 8)
     conv = SparseDiffAttention(8, 4, heads=2)
     expected = conv(x, edge_index, topk=2, edge_rank=rank)
     ei = EdgeIndex(edge_index, sparse_size=(10, 10), sort_order='col')
     assert torch.allclose(conv(x, ei, topk=2, edge_rank=rank), expected)
     adj = to_torch_csc_tensor(edge_index, size=(10, 10)).t()
-    out, weights = conv(x, adj, topk=2, edge_rank=rank, return_attention_weights=True)
+    out, (adj_out, alpha) = conv(
+        x, adj, topk=2, edge_rank=rank, return_attention_weights=True
+    )
     assert torch.allclose(out, expected, atol=1e-6)
-    assert weights.edge_index.layout == torch.sparse_csr
+    assert adj_out.layout == torch.sparse_csr
+    assert torch.equal(adj_out.values(), alpha)
 
 
 def test_bipartite_lazy_edge_dim_and_concat():
@@ -378,7 +368,9 @@ def test_bipartite_lazy_edge_dim_and_concat():
         edge_rank=torch.tensor([0, 1, 0, 1, 0, 1, 2]),
     )
     assert out.size() == (3, 4)
-    assert str(conv) == 'SparseDiffAttention((5, 7), 4, heads=3, differential=True)'
+    assert str(conv) == (
+        'SparseDiffAttention((5, 7), 4, heads=3, differential=True, concat=False)'
+    )
 
 
 def test_lambda_init():
@@ -409,15 +401,16 @@ def test_edge_cases_are_finite():
     edge_index = torch.tensor([[0, 1, 0, 2, 3, 0, 3], [0, 1, 1, 1, 3, 2, 2]])
     rank = torch.tensor([0, 0, 1, 2, 0, 3, 4])
     topk = torch.tensor([1, 1, 2, 1, 1])
-    out, w = conv(
-        x, edge_index, topk=topk, edge_rank=rank, return_attention_weights=True
-    )
+    with pytest.warns(UserWarning, match='1 target node'):  # node 2
+        out, (_, alpha) = conv(
+            x, edge_index, topk=topk, edge_rank=rank, return_attention_weights=True
+        )
     assert torch.isfinite(out).all()
-    assert torch.isfinite(w.alpha).all()
+    assert torch.isfinite(alpha).all()
     lam = conv.get_lambda()
-    assert torch.allclose(w.alpha[0], (1 - lam).expand(2))
-    assert torch.allclose(w.alpha[1], (1 - lam).expand(2))
-    assert (w.alpha[2:4] == 0).all() and (w.alpha[5:] == 0).all()
+    assert torch.allclose(alpha[0], (1 - lam).expand(2))
+    assert torch.allclose(alpha[1], (1 - lam).expand(2))
+    assert (alpha[2:4] == 0).all() and (alpha[5:] == 0).all()
     out.sum().backward()
     for p in conv.parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all()
@@ -471,7 +464,7 @@ def test_bad_input_raises():
             topk=torch.tensor([1, 2]),
             edge_rank=torch.zeros(4, dtype=torch.long),
         )
-    with pytest.raises(ValueError, match='topk must be >= 1'):
+    with pytest.raises(ValueError, match='topk must be at least 1'):
         conv(x, edge_index, topk=0, edge_rank=torch.zeros(4, dtype=torch.long))
     with pytest.raises(ValueError, match='integer'):
         conv(x, edge_index, topk=2, edge_rank=torch.zeros(4))
@@ -481,21 +474,25 @@ def test_bad_input_raises():
         SparseDiffAttention(4, 4, edge_dim=2)(x, edge_index)
 
 
-@pytest.mark.parametrize('mask_mode', ['rank', 'logit'])
+@pytest.mark.parametrize('mask_mode', ['rank', 'logit', 'similarity'])
 def test_compile_fullgraph(mask_mode: str):
     torch._dynamo.reset()
     knn = random_knn(16, 5)
-    edge_index, rank, _ = knn.to_edge_index()
+    edge_index, rank, sim = knn.to_edge_index()
     x = torch.randn(16, 8)
     topk = torch.randint(1, 6, (16,))
+    kwargs = dict(topk=topk, edge_rank=rank)
+    if mask_mode == 'similarity':  # ranks derived by utils.edge_rank
+        kwargs = dict(topk=topk, edge_attr=sim)
+        mask_mode = 'rank'
     conv = SparseDiffAttention(8, 4, heads=2, mask_mode=mask_mode)
-    expected = conv(x, edge_index, topk=topk, edge_rank=rank)
+    expected = conv(x, edge_index, **kwargs)
 
-    explain = torch._dynamo.explain(conv)(x, edge_index, topk=topk, edge_rank=rank)
+    explain = torch._dynamo.explain(conv)(x, edge_index, **kwargs)
     assert explain.graph_break_count == 0
 
     compiled = torch.compile(conv, backend='aot_eager', fullgraph=True)
-    out = compiled(x, edge_index, topk=topk, edge_rank=rank)
+    out = compiled(x, edge_index, **kwargs)
     assert torch.allclose(out, expected, atol=1e-6)
     out.sum().backward()
 
@@ -504,12 +501,19 @@ def test_compile_fullgraph(mask_mode: str):
 def test_compile_inductor():
     torch._dynamo.reset()
     knn = random_knn(64, 8)
-    edge_index, rank, _ = knn.to_edge_index()
+    edge_index, rank, sim = knn.to_edge_index()
     x = torch.randn(64, 16)
     conv = SparseDiffAttention(16, 8, heads=4)
     expected = conv(x, edge_index, topk=5, edge_rank=rank)
     compiled = torch.compile(conv, fullgraph=True)
     out = compiled(x, edge_index, topk=5, edge_rank=rank)
+    assert torch.allclose(out, expected, atol=1e-5)
+    # Ranks from similarities and the logit mask (one packed-key sort):
+    out = compiled(x, edge_index, sim, topk=5)
+    assert torch.allclose(out, expected, atol=1e-5)
+    conv = SparseDiffAttention(16, 8, heads=4, mask_mode='logit')
+    expected = conv(x, edge_index, topk=5)
+    out = torch.compile(conv, fullgraph=True)(x, edge_index, topk=5)
     assert torch.allclose(out, expected, atol=1e-5)
 
 
@@ -574,3 +578,85 @@ def test_attention_explainer():
     assert explanation.edge_mask.size() == (edge_index.size(1),)
     assert torch.isfinite(explanation.edge_mask).all()
     assert (explanation.edge_mask != 0).any()
+
+
+def test_repr():
+    assert str(SparseDiffAttention(16, 32, heads=4)) == (
+        'SparseDiffAttention(16, 32, heads=4, differential=True)'
+    )
+    conv = SparseDiffAttention(
+        16, 32, heads=4, concat=False, edge_dim=3, mask_mode='logit'
+    )
+    assert str(conv) == (
+        'SparseDiffAttention(16, 32, heads=4, differential=True, concat=False, '
+        "edge_dim=3, mask_mode='logit')"
+    )
+    conv = SparseDiffAttention(16, 32, differential=False, edge_dim=1)
+    assert str(conv) == (
+        'SparseDiffAttention(16, 32, heads=1, differential=False, edge_dim=1)'
+    )
+
+
+def test_return_attention_weights_as_in_pyg():
+    from torch_geometric.nn import GATv2Conv
+
+    knn = random_knn(12, 4)
+    edge_index, rank, _ = knn.to_edge_index()
+    x = torch.randn(12, 8)
+    for conv in (GATv2Conv(8, 4, heads=2), SparseDiffAttention(8, 4, heads=2)):
+        out, (adj, alpha) = conv(x, edge_index, return_attention_weights=True)
+        assert out.size() == (12, 8)
+        assert adj.size(0) == 2 and alpha.size() == (adj.size(1), 2)
+
+
+def test_emptied_targets_warn_once():
+    torch.manual_seed(0)
+    knn = random_knn(20, 6)
+    edge_index, rank, _ = knn.to_edge_index()
+    x = torch.randn(20, 8)
+    conv = SparseDiffAttention(8, 4, heads=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')  # no warning when every target keeps rank 0
+        conv(x, edge_index, topk=2, edge_rank=rank)
+    # Drop the rank-0 and rank-1 edges of targets 3 and 7 (as sampling may):
+    gone = ((edge_index[1] == 3) | (edge_index[1] == 7)) & (rank < 2)
+    edge_index, rank = edge_index[:, ~gone], rank[~gone]
+    with pytest.warns(UserWarning, match='2 target node') as record:
+        out, (_, alpha) = conv(
+            x, edge_index, topk=2, edge_rank=rank, return_attention_weights=True
+        )
+    assert len(record) == 1
+    emptied = (edge_index[1] == 3) | (edge_index[1] == 7)
+    assert (alpha[emptied] == 0).all()
+    assert (alpha[~emptied & (rank < 2)] != 0).all()
+    # Their output is the root term alone:
+    assert torch.allclose(out[[3, 7]], conv.lin_skip(x[[3, 7]]), atol=1e-6)
+    # Ranks of the remaining graph, or the logit mask, keep an edge per target:
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        conv(x, edge_index, topk=2, edge_rank=edge_rank(edge_index, -rank.float()))
+        SparseDiffAttention(8, 4, mask_mode='logit')(x, edge_index, topk=2)
+
+
+@withPackage('torch_sparse')
+def test_neighbor_loader_drops_rank_zero():
+    from torch_geometric.data import Data
+    from torch_geometric.loader import NeighborLoader
+
+    knn = random_knn(40, 8, seed=3)
+    edge_index, rank, sim = knn.to_edge_index()
+    data = Data(x=torch.randn(40, 8), edge_index=edge_index, edge_rank=rank)
+    data.edge_attr = sim
+    torch.manual_seed(0)
+    loader = NeighborLoader(data, num_neighbors=[2], batch_size=40, shuffle=False)
+    batch = next(iter(loader))
+    conv = SparseDiffAttention(8, 4, heads=2)
+    has_self = torch.zeros(40, dtype=torch.bool)
+    has_self[batch.edge_index[1][batch.edge_index[0] == batch.edge_index[1]]] = True
+    assert not has_self.all()  # some seeds lost their self edge
+    with pytest.warns(UserWarning, match='neighbour sampling'):
+        conv(batch.x, batch.edge_index, topk=1, edge_rank=batch.edge_rank)
+    # Ranking the sampled edges by similarity keeps one edge per target:
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        conv(batch.x, batch.edge_index, batch.edge_attr, topk=1)
