@@ -61,7 +61,7 @@ from benchmarks.common import (
     rss_bytes,
     write_results,
 )
-from torch_geometric_sdt.utils.memory import check_memory, estimate_memory
+from torch_geometric_sdt.memory import check_memory, estimate_memory
 
 NAME = 'scale'
 STAGES = ('knn', 'context', 'topk', 'jaccard', 'sdt', 'links_infomap', 'metrics')
@@ -76,12 +76,13 @@ def run_one(
     r"""Runs every stage at one size (in this process) and returns its row."""
     import torch
 
-    from torch_geometric_sdt.baselines import cluster_knn, cluster_links
+    from torch_geometric_sdt.baselines import cluster_knn
     from torch_geometric_sdt.datasets import synthetic_faces
     from torch_geometric_sdt.metrics import evaluate
-    from torch_geometric_sdt.nn.knn import _resolve_backend, knn
+    from torch_geometric_sdt.nn.knn import knn, resolve_backend
     from torch_geometric_sdt.nn.models import KNNContext, SDTClusterer
     from torch_geometric_sdt.pretrained import default_model_path
+    from torch_geometric_sdt.utils.infomap import cluster_links
 
     model = SDTClusterer.load(default_model_path())
     if model.k != k:
@@ -90,7 +91,7 @@ def run_one(
     t = time.perf_counter()
     x, y = synthetic_faces(num_nodes, dim, seed=0)
     generate_s = time.perf_counter() - t
-    backend = _resolve_backend('auto', num_nodes, x.device)
+    backend = resolve_backend('auto', num_nodes, x.device)
     row: dict[str, Any] = {
         'num_nodes': num_nodes,
         'dim': dim,

@@ -41,12 +41,12 @@ from benchmarks.common import (
     write_results,
 )
 from benchmarks.sdt_quality import TRAIN, lfw_split, metrics, trained_model
-from torch_geometric_sdt.baselines import cluster_links
 from torch_geometric_sdt.metrics import roc_auc
 from torch_geometric_sdt.nn.knn import KNN, knn
 from torch_geometric_sdt.nn.models import KNNContext, SDTClusterer
-from torch_geometric_sdt.nn.models.sdt_clusterer import band_positions
+from torch_geometric_sdt.nn.models.knn_context import band_positions
 from torch_geometric_sdt.utils import topk_jaccard, topk_target
+from torch_geometric_sdt.utils.infomap import cluster_links
 
 
 def topk_links(graph: KNN, topk: Tensor, jac: Tensor) -> tuple[Tensor, Tensor]:

@@ -54,19 +54,21 @@ from benchmarks.common import (
 from torch_geometric_sdt.baselines import (
     THRESHOLD_GRIDS,
     cluster_knn,
-    cluster_links,
     tune_threshold,
 )
 from torch_geometric_sdt.datasets import synthetic_faces
+from torch_geometric_sdt.defaults import BASELINE_METHODS
 from torch_geometric_sdt.metrics import evaluate
 from torch_geometric_sdt.nn.knn import KNN, knn
 from torch_geometric_sdt.nn.models import SDTClusterer
+from torch_geometric_sdt.nn.models.sdt_clusterer import DEFAULT_ETA_GRID
 from torch_geometric_sdt.pretrained import default_model_path
-from torch_geometric_sdt.train import DEFAULT_ETA_GRID, split_identities
+from torch_geometric_sdt.train import fit, split_identities
+from torch_geometric_sdt.utils.infomap import cluster_links
 
 CACHE = ROOT / 'benchmarks' / '.cache'
 KEYS = ('pairwise_fscore', 'bcubed_fscore', 'nmi', 'num_clusters', 'num_singletons')
-BASELINES = ('infomap-knn', 'fc-es')
+BASELINES = BASELINE_METHODS
 #: Training budget of the models trained here (both stages capped per epoch).
 TRAIN = dict(topk_epochs=6, sdt_epochs=6, max_steps_per_epoch=100, patience=2)
 #: A wider grid for the shifted embeddings, whose cut-off moves upward.
@@ -130,8 +132,7 @@ def trained_model(
             return model, dict(meta['training'], eta=model.config['eta'])
     model = SDTClusterer(**config)
     with Measure() as m:
-        model.fit(x, y, seed=seed, progress=False, **train)
-    summary = model.fit_summary_
+        summary = fit(model, x, y, seed=seed, progress=False, **train)
     training = {
         'seconds': round(m.seconds, 1),
         'peak_memory_mib': round(m.peak / 2**20, 1),

@@ -40,6 +40,7 @@ import torch
 
 from torch_geometric_sdt import SDTClusterer, cluster_knn, evaluate, knn
 from torch_geometric_sdt.datasets import synthetic_faces
+from torch_geometric_sdt.defaults import METHODS
 from torch_geometric_sdt.io import (
     check_writable,
     load_features,
@@ -49,7 +50,6 @@ from torch_geometric_sdt.io import (
 )
 from torch_geometric_sdt.pretrained import default_model_path
 
-METHODS = ('infomap-knn', 'fc-es', 'sdt')
 # Thresholds tuned on synthetic training faces (see the shipped model card):
 DEFAULT_THRESHOLD = {'infomap-knn': 0.7, 'fc-es': 0.3}
 

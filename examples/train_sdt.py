@@ -8,7 +8,7 @@ and how to evaluate it fairly:
 1. the identities are split in two disjoint sets (a face of a test identity
    is never seen in training), here in the example with a seeded permutation
    of the identity ids;
-2. :meth:`SDTClusterer.fit` trains the Top-K predictor, then the Sparse
+2. :func:`~torch_geometric_sdt.train.fit` trains the Top-K predictor, then the Sparse
    Differential Transformer and its edge head, and picks its threshold
    :math:`\eta` on a validation split of the *training* identities;
 3. the model is saved as a safetensors checkpoint (atomically, never
@@ -43,6 +43,7 @@ from torch_geometric_sdt import SDTClusterer, cluster_knn, evaluate, knn
 from torch_geometric_sdt.baselines import tune_threshold
 from torch_geometric_sdt.datasets import synthetic_faces
 from torch_geometric_sdt.io import check_writable, load_features, load_labels
+from torch_geometric_sdt.train import fit
 
 
 def parse_args() -> argparse.Namespace:
@@ -132,7 +133,8 @@ def main() -> None:
             batch_sizes = dict(
                 topk_batch_size=args.batch_size, pair_batch_size=args.batch_size
             )
-        model.fit(
+        summary = fit(
+            model,
             x_tr,
             y_tr,
             topk_epochs=args.topk_epochs,
@@ -142,7 +144,6 @@ def main() -> None:
             seed=args.seed,
             progress=args.progress,
         )
-        summary = model.fit_summary_
         print(
             f'Trained {model!r} in {time.perf_counter() - t:.1f} s: '
             f'{sum(p.numel() for p in model.parameters())} parameters, '

@@ -28,11 +28,13 @@ import torch
 import torch_geometric_sdt
 from torch_geometric_sdt.baselines import cluster_knn, tune_threshold
 from torch_geometric_sdt.datasets import synthetic_faces
+from torch_geometric_sdt.defaults import BASELINE_METHODS
 from torch_geometric_sdt.io import atomic_write
 from torch_geometric_sdt.metrics import evaluate
 from torch_geometric_sdt.nn.knn import knn
 from torch_geometric_sdt.nn.models.sdt_clusterer import SDTClusterer
 from torch_geometric_sdt.pretrained import DEFAULT_MODEL
+from torch_geometric_sdt.train import fit
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / 'torch_geometric_sdt' / 'pretrained'
@@ -87,7 +89,8 @@ def main() -> None:
     x, y = synthetic_faces(args.num_samples, args.dim, seed=args.seed)
     model = SDTClusterer(k=args.k)
     t0 = time.perf_counter()
-    model.fit(
+    summary = fit(
+        model,
         x,
         y,
         topk_epochs=args.topk_epochs,
@@ -97,7 +100,6 @@ def main() -> None:
         progress=True,
     )
     train_seconds = time.perf_counter() - t0
-    summary = model.fit_summary_
     model.save(
         args.output,
         overwrite=True,
@@ -107,8 +109,7 @@ def main() -> None:
     # Baseline thresholds are chosen on the training draw, as eta was:
     train_graph = knn(x, args.k)
     tuned = {
-        method: tune_threshold(train_graph, y, method)[0]
-        for method in ('infomap-knn', 'fc-es')
+        method: tune_threshold(train_graph, y, method)[0] for method in BASELINE_METHODS
     }
     results = {}
     xe, ye = synthetic_faces(args.eval_samples, args.dim, seed=args.seed + 1000)

@@ -10,9 +10,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+
+from torch_geometric_sdt import io
+from torch_geometric_sdt.datasets import synthetic_faces
+from torch_geometric_sdt.nn.knn import knn
+from torch_geometric_sdt.testing import GOOD_D, GOOD_K, GOOD_N
 
 SHARED = Path(
     os.environ.get('SDT_SHARED', Path(__file__).resolve().parents[1].parent / 'shared')
@@ -53,3 +59,19 @@ def fast_fit() -> dict:
         pair_batch_size=128,
         eta_grid=(0.3, 0.5, 0.7),
     )
+
+
+@pytest.fixture(scope='session')
+def good(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The well-formed data set the bad-input cases spoil: ``x``
+    ``[GOOD_N, GOOD_D]`` float32, ``y`` ``[GOOD_N]``, their kNN graph ``knn``
+    (``k = GOOD_K``) and a folder ``root`` with ``x.npy``, ``y.meta`` and
+    ``knn.npz``. Tests must not write into ``root``."""
+    x, y = synthetic_faces(GOOD_N, dim=GOOD_D, seed=3)
+    x, y = np.asarray(x, dtype=np.float32), np.asarray(y)
+    root = tmp_path_factory.mktemp('good')
+    np.save(root / 'x.npy', x)
+    io.save_labels(root / 'y.meta', y)
+    graph = knn(x, GOOD_K)
+    io.write_knn(root / 'knn.npz', graph)
+    return {'root': root, 'x': x, 'y': y, 'knn': graph}

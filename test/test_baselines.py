@@ -7,7 +7,6 @@ from torch import Tensor
 from torch_geometric.testing import onlyFullTest
 
 from torch_geometric_sdt.baselines import (
-    METHODS,
     THRESHOLD_GRIDS,
     cluster_knn,
     early_stop_links,
@@ -15,9 +14,12 @@ from torch_geometric_sdt.baselines import (
     infomap_knn,
     tune_threshold,
 )
+from torch_geometric_sdt.defaults import BASELINE_METHODS as METHODS
 from torch_geometric_sdt.metrics import evaluate
 from torch_geometric_sdt.nn.knn import KNN
 from torch_geometric_sdt.nn.knn import knn as exact_knn
+from torch_geometric_sdt.testing import GOOD_N as N
+from torch_geometric_sdt.testing import assert_api_refuses
 
 
 def dense_knn(x: Tensor, k: int) -> KNN:
@@ -169,3 +171,79 @@ def test_lfw_faithfulness(lfw: tuple[np.ndarray, np.ndarray]) -> None:
     assert out['bcubed_fscore'] == pytest.approx(0.720, abs=0.02)
     out = evaluate(fc_es(knn, 0.3), y)
     assert out['pairwise_fscore'] > 0.85
+
+
+# Bad input: each bad kNN graph or option is refused, naming it.
+# Each case: (id, call(tmp, good), exception type, regex of the message).
+BAD_INPUT = [
+    (
+        'kNN index out of range',
+        lambda t, g: infomap_knn(
+            g['knn']._replace(
+                index=g['knn'].index.masked_fill(g['knn'].index == N - 1, N)
+            )
+        ),
+        ValueError,
+        f'refers to node {N}, out of range',
+    ),
+    (
+        'kNN index negative',
+        lambda t, g: fc_es(g['knn']._replace(index=-g['knn'].index - 2)),
+        ValueError,
+        'negative ids other than -1',
+    ),
+    (
+        'kNN index float',
+        lambda t, g: cluster_knn(g['knn']._replace(index=g['knn'].index.double())),
+        ValueError,
+        'integer dtype',
+    ),
+    (
+        'kNN shape mismatch',
+        lambda t, g: cluster_knn(g['knn']._replace(sim=g['knn'].sim[:, :2])),
+        ValueError,
+        r'shape \[N, k\]',
+    ),
+    (
+        'kNN NaN similarity',
+        lambda t, g: infomap_knn(
+            g['knn']._replace(
+                sim=g['knn'].sim.masked_fill(g['knn'].index == 7, float('nan'))
+            )
+        ),
+        ValueError,
+        'NaN or infinite similarities',
+    ),
+    (
+        'infomap-knn threshold > 1',
+        lambda t, g: infomap_knn(g['knn'], 1.01),
+        ValueError,
+        r"'threshold' must lie in \[0, 1\]",
+    ),
+    (
+        'fc-es threshold < 0',
+        lambda t, g: fc_es(g['knn'], -0.5),
+        ValueError,
+        r"'threshold' must lie in \[0, 1\]",
+    ),
+    (
+        'threshold NaN',
+        lambda t, g: cluster_knn(g['knn'], threshold=float('nan')),
+        ValueError,
+        r'\[0, 1\]',
+    ),
+    (
+        'unknown method',
+        lambda t, g: cluster_knn(g['knn'], method='kmeans'),
+        ValueError,
+        "Unknown method 'kmeans'",
+    ),
+    ('infomap seed 0', lambda t, g: infomap_knn(g['knn'], seed=0), ValueError, 'seed'),
+]
+
+
+@pytest.mark.parametrize(
+    'call,exc,match', [c[1:] for c in BAD_INPUT], ids=[c[0] for c in BAD_INPUT]
+)
+def test_bad_input_is_refused(tmp_path, good, call, exc, match):
+    assert_api_refuses(call, exc, match, tmp_path, good)

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +13,20 @@ import pytest
 from torch_geometric_sdt import io
 from torch_geometric_sdt.cli import main
 from torch_geometric_sdt.datasets import synthetic_faces
+from torch_geometric_sdt.nn.knn import knn
+from torch_geometric_sdt.testing import GOOD_D as D
+from torch_geometric_sdt.testing import GOOD_K as K
+from torch_geometric_sdt.testing import GOOD_N as N
+from torch_geometric_sdt.testing import (
+    assert_cli_refuses,
+    knn_array,
+    run_cli,
+    with_value,
+    write_bin,
+    write_knn_file,
+    write_meta,
+    write_npy,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -251,3 +267,446 @@ def test_shipped_model_is_used_by_default():
     model = SDTClusterer.load(path)
     assert model.k == 80 and model.mode == 'relational'
     assert path.stat().st_size < 20 * 2**20
+
+
+def test_abbreviated_options_are_refused(faces, tmp_path, capsys):
+    # '--k 80' used to be read as '--knn 80' ("no such file: 80").
+    x, _, _ = faces
+    out = tmp_path / 'p.meta'
+    with pytest.raises(SystemExit) as e:
+        main(['cluster', str(x), '-o', str(out), '--k', '80', '-q'])
+    assert e.value.code == 2
+    assert 'unrecognized arguments: --k' in capsys.readouterr().err
+    assert not out.exists()
+    with pytest.raises(SystemExit):
+        main(['demo', '--num', '100'])  # not --num-samples
+    assert 'unrecognized arguments: --num' in capsys.readouterr().err
+
+
+@pytest.mark.parametrize('command', ['knn', 'cluster'])
+def test_commands_do_not_change_their_parsed_arguments(faces, tmp_path, command):
+    import argparse
+
+    from torch_geometric_sdt import cli
+
+    x, y, _ = faces
+    out = tmp_path / ('c.npz' if command == 'knn' else 'p.meta')
+    argv = [command, str(x), '-o', str(out), '-q']
+    args = cli._parser().parse_args(argv)
+    before = argparse.Namespace(**vars(args))
+    assert cli._COMMANDS[command](args, cli._Reporter(quiet=True)) == 0
+    assert vars(args) == vars(before) and args.k is None
+    assert out.exists()
+
+
+# Bad input: exit status 2, one line on stderr naming the problem, nothing written.
+# Each case: (id, build(tmp, good) -> argv after 'sdt', regex the message has).
+CLI_BAD_INPUT = [
+    ('missing file', lambda t, g: ['cluster', str(t / 'nope.npy')], 'no such file'),
+    (
+        'empty .bin',
+        lambda t, g: ['cluster', write_bin(t, g['x'][:0]), '--dim', '16'],
+        'is empty',
+    ),
+    (
+        'truncated .bin',
+        lambda t, g: ['cluster', write_bin(t, g['x'], trim=3), '--dim', '16'],
+        'not divisible by 4',
+    ),
+    (
+        '.bin size not 4*D',
+        lambda t, g: ['cluster', write_bin(t, g['x']), '--dim', '7'],
+        r'divisible by 4 \* dim = 28',
+    ),
+    (
+        '.bin D does not match labels count',
+        lambda t, g: [
+            'cluster',
+            write_bin(t, g['x']),
+            '--labels',
+            write_meta(t, '0\n' * (N + 1)),
+        ],
+        rf'not N \* D \* 4 for the N={N + 1} labels',
+    ),
+    (
+        '.bin without dim or labels',
+        lambda t, g: ['cluster', write_bin(t, g['x'])],
+        'pass dim=',
+    ),
+    (
+        '.meta with a non-integer',
+        lambda t, g: [
+            'cluster',
+            str(g['root'] / 'x.npy'),
+            '--labels',
+            write_meta(t, '0\n1\nbob\n' + '0\n' * (N - 3)),
+        ],
+        "line 3: .*'bob'",
+    ),
+    (
+        '.meta with a float',
+        lambda t, g: [
+            'evaluate',
+            write_meta(t, '0\n1.5\n', 'p.meta'),
+            write_meta(t, '0\n1\n'),
+        ],
+        "line 2: .*'1.5'",
+    ),
+    (
+        '.npy of integers',
+        lambda t, g: ['cluster', write_npy(t, 'i.npy', np.zeros((N, D), np.int64))],
+        'floating point',
+    ),
+    (
+        '.npy of rank 1',
+        lambda t, g: ['cluster', write_npy(t, 'r.npy', np.zeros(N, np.float32))],
+        '2-D',
+    ),
+    (
+        '.npy of rank 3',
+        lambda t, g: [
+            'cluster',
+            write_npy(t, 'r3.npy', np.zeros((N, 2, 8), np.float32)),
+        ],
+        '2-D',
+    ),
+    (
+        'labels .npy of floats',
+        lambda t, g: [
+            'cluster',
+            str(g['root'] / 'x.npy'),
+            '--labels',
+            write_npy(t, 'yf.npy', np.zeros(N, np.float32)),
+        ],
+        'must be integers',
+    ),
+    (
+        'not a .npy file',
+        lambda t, g: ['cluster', str(write_meta(t, 'hello', 'junk.npy'))],
+        'not a valid .npy',
+    ),
+    (
+        'unknown extension',
+        lambda t, g: ['cluster', write_meta(t, '1,2', 'x.csv')],
+        "extension '.csv'",
+    ),
+    (
+        'kNN cache with another k',
+        lambda t, g: [
+            'cluster',
+            str(g['root'] / 'x.npy'),
+            '--knn',
+            str(g['root'] / 'knn.npz'),
+            '-k',
+            str(K + 2),
+        ],
+        f'lists of length {K}, expected k={K + 2}',
+    ),
+    (
+        'kNN cache with another N',
+        lambda t, g: [
+            'cluster',
+            str(g['root'] / 'x.npy'),
+            '--knn',
+            write_knn_file(t, knn_array(knn(g['x'][: N // 2], K))),
+        ],
+        f'lists {N // 2} nodes, expected num_nodes={N}',
+    ),
+    (
+        'kNN cache with ids out of range',
+        lambda t, g: [
+            'cluster',
+            str(g['root'] / 'x.npy'),
+            '--knn',
+            write_knn_file(t, knn_array(g['knn'], id=N)),
+        ],
+        rf'must lie in \[0, {N}\) \(found range \[0, {N}\]\)',
+    ),
+    (
+        'kNN cache with negative ids',
+        lambda t, g: [
+            'cluster',
+            str(g['root'] / 'x.npy'),
+            '--knn',
+            write_knn_file(t, knn_array(g['knn'], id=-1)),
+        ],
+        rf'must lie in \[0, {N}\) \(found range \[-1, ',
+    ),
+    (
+        'kNN cache with NaN distances',
+        lambda t, g: [
+            'cluster',
+            str(g['root'] / 'x.npy'),
+            '--knn',
+            write_knn_file(t, knn_array(g['knn'], dist=np.nan)),
+        ],
+        'distances in .* must be finite',
+    ),
+    (
+        'kNN cache of rank 2',
+        lambda t, g: [
+            'cluster',
+            str(g['root'] / 'x.npy'),
+            '--knn',
+            write_knn_file(t, np.zeros((N, K))),
+        ],
+        r'shape \[N, 2, k\]',
+    ),
+    (
+        'NaN in features',
+        lambda t, g: [
+            'cluster',
+            write_npy(t, 'nan.npy', with_value(g['x'], 5, np.nan)),
+        ],
+        r'NaN or Inf .*row 5',
+    ),
+    (
+        'Inf in features',
+        lambda t, g: [
+            'cluster',
+            write_npy(t, 'inf.npy', with_value(g['x'], 7, np.inf)),
+        ],
+        r'NaN or Inf .*row 7',
+    ),
+    (
+        'zero vector',
+        lambda t, g: ['cluster', write_npy(t, 'zero.npy', with_value(g['x'], 9, 0.0))],
+        r'zero row.*row 9',
+    ),
+    (
+        'N = 0',
+        lambda t, g: ['cluster', write_npy(t, 'n0.npy', np.zeros((0, D), np.float32))],
+        'empty',
+    ),
+    (
+        'N = 1',
+        lambda t, g: ['cluster', write_npy(t, 'n1.npy', g['x'][:1]), '-k', '1'],
+        r'smaller than the number of points \(1\)',
+    ),
+    (
+        'N <= k',
+        lambda t, g: ['cluster', write_npy(t, 'small.npy', g['x'][:K]), '-k', str(K)],
+        rf'k={K} must be smaller than the number of points \({K}\)',
+    ),
+    (
+        'labels of the wrong length',
+        lambda t, g: [
+            'cluster',
+            str(g['root'] / 'x.npy'),
+            '-k',
+            str(K),
+            '--labels',
+            write_meta(t, '0\n' * (N - 1)),
+        ],
+        f'has {N - 1} labels but',
+    ),
+    (
+        'negative labels other than -1',
+        lambda t, g: [
+            'cluster',
+            str(g['root'] / 'x.npy'),
+            '-k',
+            str(K),
+            '--labels',
+            write_meta(t, '-7\n' + '0\n' * (N - 1)),
+        ],
+        'negative class id -7',
+    ),
+    (
+        'negative training labels',
+        lambda t, g: [
+            'train',
+            str(g['root'] / 'x.npy'),
+            write_meta(t, '-2\n' * N),
+            '-k',
+            str(K),
+        ],
+        'non-negative',
+    ),
+    (
+        'negative training epochs',
+        lambda t, g: [
+            'train',
+            str(g['root'] / 'x.npy'),
+            str(g['root'] / 'y.meta'),
+            '--topk-epochs',
+            '-1',
+        ],
+        'topk_epochs must be an integer >= 0',
+    ),
+    (
+        'k = 0',
+        lambda t, g: ['cluster', str(g['root'] / 'x.npy'), '-k', '0'],
+        r'k must be (a )?positive',
+    ),
+    (
+        'k < 0',
+        lambda t, g: ['knn', str(g['root'] / 'x.npy'), '-k', '-3'],
+        r'k must be (a )?positive',
+    ),
+    (
+        'threshold > 1',
+        lambda t, g: ['cluster', str(g['root'] / 'x.npy'), '--threshold', '1.5'],
+        r'\[0, 1\]',
+    ),
+    (
+        'threshold < 0',
+        lambda t, g: [
+            'cluster',
+            str(g['root'] / 'x.npy'),
+            '--method',
+            'fc-es',
+            '--threshold',
+            '-0.1',
+        ],
+        r'\[0, 1\]',
+    ),
+    (
+        'threshold NaN',
+        lambda t, g: [
+            'cluster',
+            str(g['root'] / 'x.npy'),
+            '--method',
+            'sdt',
+            '--threshold',
+            'nan',
+        ],
+        r'\[0, 1\]',
+    ),
+    (
+        'unknown method',
+        lambda t, g: ['cluster', str(g['root'] / 'x.npy'), '--method', 'kmeans'],
+        "invalid choice: 'kmeans'",
+    ),
+    (
+        'unknown backend',
+        lambda t, g: ['knn', str(g['root'] / 'x.npy'), '--backend', 'annoy'],
+        "invalid choice: 'annoy'",
+    ),
+    (
+        'unknown metric',
+        lambda t, g: ['knn', str(g['root'] / 'x.npy'), '--metric', 'manhattan'],
+        "invalid choice: 'manhattan'",
+    ),
+    (
+        'SDT model k differs from -k',
+        lambda t, g: [
+            'cluster',
+            str(g['root'] / 'x.npy'),
+            '--method',
+            'sdt',
+            '-k',
+            str(K),
+        ],
+        f'needs k = 80 \\(got -k {K}\\)',
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    'build,match', [c[1:] for c in CLI_BAD_INPUT], ids=[c[0] for c in CLI_BAD_INPUT]
+)
+def test_bad_input_is_refused(tmp_path, good, capsys, build, match):
+    assert_cli_refuses(build, match, tmp_path, good, capsys)
+
+
+def test_cli_overwrite_guard_runs_before_any_work(tmp_path, good, capsys):
+    # The existing output is reported before the (bad) features are even read.
+    out = tmp_path / 'pred.meta'
+    out.write_text('keep\n')
+    rc, err = run_cli(['cluster', str(tmp_path / 'nope.npy'), '-o', str(out)], capsys)
+    assert rc == 2 and 'exists' in err and '--overwrite' in err
+    assert out.read_text() == 'keep\n'
+
+
+def test_cli_knn_cache_without_k_uses_the_cache(tmp_path, good, capsys):
+    out = tmp_path / 'pred.meta'
+    argv = [
+        'cluster',
+        str(good['root'] / 'x.npy'),
+        '--knn',
+        str(good['root'] / 'knn.npz'),
+        '-o',
+        str(out),
+        '-q',
+    ]
+    assert run_cli(argv, capsys)[0] == 0
+    assert len(io.load_labels(out)) == N
+
+
+def test_cli_bin_dimension_from_labels(tmp_path, good, capsys):
+    path = write_bin(tmp_path, good['x'])
+    out = tmp_path / 'pred.meta'
+    argv = [
+        'cluster',
+        path,
+        '--labels',
+        str(good['root'] / 'y.meta'),
+        '-k',
+        str(K),
+        '-o',
+        str(out),
+        '-q',
+    ]
+    assert run_cli(argv, capsys)[0] == 0
+    assert len(io.load_labels(out)) == N
+
+
+# Interrupted runs: neither the output nor a temporary file is left behind.
+
+
+def _start_cluster(features: Path, out: Path) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    argv = [
+        sys.executable,
+        '-m',
+        'torch_geometric_sdt',
+        'cluster',
+        str(features),
+        '-o',
+        str(out),
+        '-k',
+        '30',
+        '--backend',
+        'exact',
+    ]
+    return subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+
+
+def _wait_for(proc: subprocess.Popen, text: str) -> None:
+    assert proc.stderr is not None
+    for line in proc.stderr:  # Stage lines end with a newline.
+        if text in line:
+            return
+    raise AssertionError(f'the run ended before {text!r} (status {proc.wait()})')
+
+
+def test_interrupted_cli_run_leaves_nothing(tmp_path):
+    # Large enough that the kNN stage alone takes seconds; each process is
+    # stopped as soon as it reports that stage.
+    x = np.random.default_rng(0).standard_normal((20_000, 64)).astype(np.float32)
+    np.save(tmp_path / 'x.npy', x)
+    runs = {}
+    for sig in (signal.SIGKILL, signal.SIGTERM):
+        out_dir = tmp_path / sig.name
+        out_dir.mkdir()
+        runs[sig] = (_start_cluster(tmp_path / 'x.npy', out_dir / 'pred.meta'), out_dir)
+    try:
+        for sig, (proc, _) in runs.items():
+            _wait_for(proc, '[sdt] kNN')
+            proc.send_signal(sig)
+        for sig, (proc, out_dir) in runs.items():
+            rc = proc.wait(timeout=120)
+            err = proc.stderr.read()
+            if sig == signal.SIGKILL:
+                assert rc == -signal.SIGKILL
+            else:  # SIGTERM unwinds like Ctrl-C: message, status 130.
+                assert rc == 130, err
+                assert 'sdt cluster: interrupted' in err and 'Traceback' not in err
+            assert list(out_dir.iterdir()) == []  # no output, no temporary
+    finally:
+        for proc, _ in runs.values():
+            if proc.poll() is None:  # pragma: no cover
+                proc.kill()
+                proc.wait()
+            proc.stderr.close()

@@ -52,7 +52,6 @@ _SLOW = pytest.mark.skipif(
     not is_full_test(), reason='numba compilation takes ~30 s (FULL_TEST=1)'
 )
 _FAISS = pytest.mark.skipif(not sdt_typing.WITH_FAISS, reason='needs faiss')
-_PYNND = pytest.mark.skipif(not sdt_typing.WITH_PYNNDESCENT, reason='needs pynndescent')
 
 
 @pytest.mark.parametrize(
@@ -63,7 +62,7 @@ _PYNND = pytest.mark.skipif(not sdt_typing.WITH_PYNNDESCENT, reason='needs pynnd
         pytest.param('faiss', {}, marks=_FAISS),
         pytest.param('faiss-hnsw', {}, marks=_FAISS),
         pytest.param('faiss-ivf', {'nlist': 8}, marks=_FAISS),
-        pytest.param('pynndescent', {'random_state': 7}, marks=[_PYNND, _SLOW]),
+        pytest.param('pynndescent', {'random_state': 7}, marks=_SLOW),
     ],
     ids=['exact', 'exact-chunked', 'faiss', 'faiss-hnsw', 'faiss-ivf', 'pynndescent'],
 )

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -22,6 +23,17 @@ from torch_geometric_sdt.io import (
     write_knn,
 )
 from torch_geometric_sdt.nn.knn import KNN
+from torch_geometric_sdt.testing import GOOD_D as D
+from torch_geometric_sdt.testing import GOOD_K as K
+from torch_geometric_sdt.testing import GOOD_N as N
+from torch_geometric_sdt.testing import (
+    assert_api_refuses,
+    knn_array,
+    write_bin,
+    write_knn_file,
+    write_meta,
+    write_npy,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 IO_FILE = ROOT / 'torch_geometric_sdt' / 'io.py'
@@ -374,3 +386,116 @@ def test_write_knn_errors(tmp_path):
         write_knn(tmp_path / 'k2.npz', shuffled, with_self=False)
     with pytest.raises(ValueError, match=r'\[N, k\]'):
         write_knn(tmp_path / 'k3.npz', KNN(knn.index, knn.sim[:, :2]))
+
+
+# Bad input ###################################################################
+
+
+def _load_bin_with_meta(tmp: Path, x: np.ndarray, num: int) -> Any:
+    save_labels(tmp / 'f.meta', np.zeros(num, dtype=np.int64))
+    return load_features(write_bin(tmp, x))
+
+
+# Each bad file is refused with an error naming the problem.
+# Each case: (id, call(tmp, good), exception type, regex of the message).
+BAD_INPUT = [
+    (
+        'missing file',
+        lambda t, g: load_features(t / 'x.npy'),
+        FileNotFoundError,
+        'no such file',
+    ),
+    ('directory', lambda t, g: load_labels(t), IsADirectoryError, 'directory'),
+    ('empty .meta', lambda t, g: load_labels(write_meta(t, '')), ValueError, 'empty'),
+    (
+        'truncated .bin',
+        lambda t, g: load_features(write_bin(t, g['x'], trim=4), dim=D),
+        ValueError,
+        'truncated',
+    ),
+    (
+        '.bin size not 4*D',
+        lambda t, g: load_features(write_bin(t, g['x']), dim=7),
+        ValueError,
+        r'4 \* dim = 28',
+    ),
+    (
+        '.bin D does not match .meta',
+        lambda t, g: _load_bin_with_meta(t, g['x'], N + 1),
+        ValueError,
+        rf'N={N + 1} lines',
+    ),
+    (
+        'dim <= 0',
+        lambda t, g: load_features(write_bin(t, g['x']), dim=0),
+        ValueError,
+        'dim must be a positive integer',
+    ),
+    (
+        '.meta non-integer',
+        lambda t, g: load_labels(write_meta(t, '1\nx\n')),
+        ValueError,
+        "line 2: .*'x'",
+    ),
+    (
+        '.meta blank line',
+        lambda t, g: load_labels(write_meta(t, '1\n\n2\n')),
+        ValueError,
+        'line 2',
+    ),
+    (
+        'labels count',
+        lambda t, g: load_labels(write_meta(t, '1\n2\n'), num_samples=3),
+        ValueError,
+        'holds 2 labels, expected 3',
+    ),
+    (
+        '.npy wrong dtype',
+        lambda t, g: load_features(write_npy(t, 'b.npy', np.ones((4, 2), bool))),
+        ValueError,
+        'floating point',
+    ),
+    (
+        '.npy wrong rank',
+        lambda t, g: load_features(write_npy(t, 'r.npy', np.ones(4, np.float32))),
+        ValueError,
+        '2-D',
+    ),
+    (
+        'labels .npy wrong rank',
+        lambda t, g: load_labels(write_npy(t, 'y.npy', np.ones((4, 1), np.int64))),
+        ValueError,
+        '1-D',
+    ),
+    (
+        'kNN cache k',
+        lambda t, g: read_knn(g['root'] / 'knn.npz', k=K + 1),
+        ValueError,
+        f'expected k={K + 1}',
+    ),
+    (
+        'kNN cache N',
+        lambda t, g: read_knn(g['root'] / 'knn.npz', num_nodes=N + 1),
+        ValueError,
+        f'expected num_nodes={N + 1}',
+    ),
+    (
+        'kNN cache fractional ids',
+        lambda t, g: read_knn(write_knn_file(t, knn_array(g['knn'], id=2.5))),
+        ValueError,
+        'finite integers',
+    ),
+    (
+        'kNN cache Inf distances',
+        lambda t, g: read_knn(write_knn_file(t, knn_array(g['knn'], dist=np.inf))),
+        ValueError,
+        'must be finite',
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    'call,exc,match', [c[1:] for c in BAD_INPUT], ids=[c[0] for c in BAD_INPUT]
+)
+def test_bad_input_is_refused(tmp_path, good, call, exc, match):
+    assert_api_refuses(call, exc, match, tmp_path, good)

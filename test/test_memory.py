@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from torch_geometric_sdt.utils import check_memory, estimate_memory
-from torch_geometric_sdt.utils.memory import METHODS, available_memory
+from torch_geometric_sdt.defaults import METHODS
+from torch_geometric_sdt.memory import available_memory, check_memory, estimate_memory
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 MB = 2**20
 
 
@@ -160,7 +160,7 @@ def test_cli_refuses_a_run_that_does_not_fit(tmp_path):
 
 
 def test_cli_memory_check_can_be_skipped(tmp_path, monkeypatch, capsys):
-    import torch_geometric_sdt.utils.memory as memory
+    import torch_geometric_sdt.memory as memory
     from torch_geometric_sdt.cli import main
 
     x = np.random.default_rng(0).standard_normal((300, 8)).astype(np.float32)

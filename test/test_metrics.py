@@ -16,6 +16,8 @@ from torch_geometric_sdt.metrics import (
     pairwise_fscore,
     roc_auc,
 )
+from torch_geometric_sdt.testing import GOOD_N as N
+from torch_geometric_sdt.testing import assert_api_refuses
 
 
 def _f(p: float, r: float) -> float:
@@ -241,3 +243,63 @@ def testroc_auc():
     label = torch.tensor([False, False, True, True])
     assert roc_auc(score, label) == pytest.approx(0.75)
     assert roc_auc(torch.ones(4), label) == pytest.approx(0.5)
+
+
+def test_threshold_sweep_and_both_choice_rules():
+    from torch_geometric_sdt.metrics import choose_threshold, threshold_sweep
+
+    true = [0, 0, 1, 1]
+
+    # A partition that is right for thresholds in [0.3, 0.6], else one cluster.
+    def cluster(t):
+        return [0, 0, 1, 1] if 0.3 <= t <= 0.6 else [0, 0, 0, 0]
+
+    sweep = threshold_sweep(cluster, (0.1, 0.3, 0.4, 0.5, 0.6, 0.9), true)
+    assert [row['threshold'] for row in sweep] == [0.1, 0.3, 0.4, 0.5, 0.6, 0.9]
+    assert sweep[1]['pairwise_fscore'] == 1.0 and sweep[0]['pairwise_fscore'] < 1
+    assert choose_threshold(sweep) == 0.3  # the first best
+    assert choose_threshold(sweep, tolerance=1e-3) == 0.4  # the plateau's centre
+    assert choose_threshold(sweep, metric='nmi') == 0.3
+    eta = threshold_sweep(cluster, (0.5,), true, key='eta')
+    assert choose_threshold(eta, key='eta') == 0.5
+    with pytest.raises(ValueError, match='unknown metric'):
+        choose_threshold(sweep, metric='accuracy')
+    with pytest.raises(ValueError, match='at least one value'):
+        threshold_sweep(cluster, (), true)
+
+
+# Bad input: each bad labelling is refused, naming the problem.
+# Each case: (id, call(tmp, good), exception type, regex of the message).
+BAD_INPUT = [
+    (
+        'labels of the wrong length',
+        lambda t, g: evaluate(g['y'][:-1], g['y']),
+        ValueError,
+        'same length',
+    ),
+    (
+        'negative labels other than -1',
+        lambda t, g: evaluate(g['y'], np.where(np.arange(N) == 4, -3, g['y'])),
+        ValueError,
+        r'negative class id -3 \(item 4\)',
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    'call,exc,match', [c[1:] for c in BAD_INPUT], ids=[c[0] for c in BAD_INPUT]
+)
+def test_bad_input_is_refused(tmp_path, good, call, exc, match):
+    assert_api_refuses(call, exc, match, tmp_path, good)
+
+
+# A policy choice that is not an error.
+
+
+def test_unlabelled_minus_one_is_allowed(good):
+    y = good['y'].copy()
+    y[:5] = -1
+    out = evaluate(good['y'], y)
+    assert out['num_unlabeled'] == 5 and out['pairwise_fscore'] == 1.0
+    # Without dropping, every id is a plain class id, negatives included:
+    assert evaluate(good['y'], y - 10, drop_unlabeled=False)['num_items'] == N

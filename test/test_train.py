@@ -5,6 +5,7 @@ import torch
 
 from torch_geometric_sdt.datasets import synthetic_faces
 from torch_geometric_sdt.nn.models.sdt_clusterer import SDTClusterer
+from torch_geometric_sdt.testing import assert_api_refuses, small_clusterer
 from torch_geometric_sdt.train import fit, split_identities
 
 
@@ -67,3 +68,58 @@ def test_fit_errors(faces, tmp_path, tiny_sdt, fast_fit):
         fit(model, x[:10], y, **fast_fit)
     with pytest.raises(FileNotFoundError):
         fit(model, x, y, checkpoint_dir=tmp_path / 'none', resume=True, **fast_fit)
+
+
+# Bad input: each bad training set or option is refused, naming it.
+# Each case: (id, call(tmp, good), exception type, regex of the message).
+BAD_INPUT = [
+    (
+        'negative training labels',
+        lambda t, g: fit(small_clusterer(), g['x'], -g['y'] - 1),
+        ValueError,
+        'non-negative',
+    ),
+    (
+        'float training labels',
+        lambda t, g: fit(small_clusterer(), g['x'], g['y'] + 0.5),
+        ValueError,
+        'integer labels',
+    ),
+    (
+        'training labels of the wrong length',
+        lambda t, g: fit(small_clusterer(), g['x'], g['y'][:-1]),
+        ValueError,
+        r'x must be \[N, D\] and y \[N\]',
+    ),
+    (
+        'training batch size 0',
+        lambda t, g: fit(small_clusterer(), g['x'], g['y'], pair_batch_size=0),
+        ValueError,
+        'pair_batch_size must be an integer >= 1',
+    ),
+    (
+        'training lr 0',
+        lambda t, g: fit(small_clusterer(), g['x'], g['y'], lr=0.0),
+        ValueError,
+        'lr must be positive',
+    ),
+    (
+        'training eta grid outside [0, 1]',
+        lambda t, g: fit(small_clusterer(), g['x'], g['y'], eta_grid=(0.5, 2.0)),
+        ValueError,
+        r'eta_grid must hold values in \[0, 1\]',
+    ),
+    (
+        'training val_fraction 1',
+        lambda t, g: fit(small_clusterer(), g['x'], g['y'], val_fraction=1.0),
+        ValueError,
+        r'val_fraction must lie in \(0, 1\)',
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    'call,exc,match', [c[1:] for c in BAD_INPUT], ids=[c[0] for c in BAD_INPUT]
+)
+def test_bad_input_is_refused(tmp_path, good, call, exc, match):
+    assert_api_refuses(call, exc, match, tmp_path, good)

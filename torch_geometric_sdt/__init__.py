@@ -6,14 +6,13 @@ Top-K Jaccard edge scores, differential attention on sparse graphs and
 Infomap clustering, with the field's baselines, metrics and file formats.
 """
 
-__version__ = '0.1.0'
-
 from .baselines import cluster_knn
 from .metrics import evaluate
 from .nn import KNN, SparseDiffAttention, knn, knn_graph
 from .nn.models import SDTClusterer, TopKPredictor
 from .transforms import TopKJaccard
 from .utils import infomap, topk_jaccard, topk_target
+from .version import __version__
 
 __all__ = [
     '__version__',

@@ -14,18 +14,18 @@ by method name.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from torch_geometric_sdt.defaults import BASELINE_METHODS
+from torch_geometric_sdt.metrics import choose_threshold, threshold_sweep
 from torch_geometric_sdt.nn.knn import KNN
-from torch_geometric_sdt.utils.infomap import consecutive_cluster_ids, infomap
+from torch_geometric_sdt.utils.infomap import cluster_links
 from torch_geometric_sdt.utils.topk_jaccard import topk_jaccard
-
-METHODS: tuple[str, ...] = ('infomap-knn', 'fc-es')
-r"""The names accepted by :func:`cluster_knn`."""
 
 
 def _check_knn(knn: KNN) -> tuple[Tensor, Tensor]:
@@ -107,49 +107,6 @@ def early_stop_links(
         return index.new_empty(2, 0), score.new_empty(0)
     edge_index = torch.stack([torch.cat(sources), torch.cat(targets)], dim=0)
     return edge_index, torch.cat(scores)
-
-
-def cluster_links(
-    edge_index: Tensor,
-    weight: Tensor,
-    num_nodes: int,
-    *,
-    seed: int = 123,
-    num_trials: int = 1,
-    progress: bool = False,
-) -> Tensor:
-    r"""Clusters links node :math:`\to` neighbour with directed two-level
-    Infomap, the last step of every method in this package.
-
-    As in the reference implementations, a node without an outgoing link is
-    a singleton, even when other nodes link to it.
-
-    Args:
-        edge_index (torch.Tensor): Links :obj:`LongTensor[2, M]`, row 0 the
-            node, row 1 its neighbour.
-        weight (torch.Tensor): Link weights :obj:`[M]`, non-negative.
-        num_nodes (int): :math:`N`.
-        seed (int, optional): Infomap's seed (>= 1). (default: :obj:`123`)
-        num_trials (int, optional): Infomap trials. (default: :obj:`1`)
-        progress (bool, optional): Progress bars. (default: :obj:`False`)
-
-    Returns:
-        torch.Tensor: Cluster ids :obj:`LongTensor[N]`, consecutive from 0.
-    """
-    labels = infomap(
-        edge_index,
-        weight,
-        num_nodes,
-        directed=True,
-        two_level=True,
-        seed=seed,
-        num_trials=num_trials,
-        progress=progress,
-    ).numpy()
-    unlinked = np.ones(num_nodes, dtype=bool)
-    unlinked[edge_index[0].numpy()] = False
-    labels[unlinked] = labels.max(initial=-1) + 1 + np.flatnonzero(unlinked)
-    return torch.from_numpy(consecutive_cluster_ids(labels))
 
 
 def infomap_knn(
@@ -277,12 +234,22 @@ def fc_es(
 _DISPATCH = {'infomap-knn': infomap_knn, 'fc-es': fc_es}
 
 
+def _baseline(method: str) -> Callable[..., Tensor]:
+    if method not in _DISPATCH:
+        raise ValueError(
+            f'Unknown method {method!r}; valid methods are '
+            f'{", ".join(repr(name) for name in BASELINE_METHODS)}'
+        )
+    return _DISPATCH[method]
+
+
 def cluster_knn(knn: KNN, method: str = 'infomap-knn', **params: Any) -> Tensor:
     r"""Clusters a kNN graph with the training-free baseline :obj:`method`.
 
     Args:
         knn (KNN): The kNN graph, rows sorted by decreasing cosine similarity.
-        method (str, optional): One of :obj:`METHODS`:
+        method (str, optional): One of
+            :obj:`~torch_geometric_sdt.defaults.BASELINE_METHODS`:
             :obj:`'infomap-knn'` (:func:`infomap_knn`) or :obj:`'fc-es'`
             (:func:`fc_es`). (default: :obj:`'infomap-knn'`)
         **params (optional): Keyword arguments of that method; both take
@@ -292,12 +259,7 @@ def cluster_knn(knn: KNN, method: str = 'infomap-knn', **params: Any) -> Tensor:
     Returns:
         torch.Tensor: Cluster ids :obj:`LongTensor[N]`, consecutive from 0.
     """
-    if method not in _DISPATCH:
-        raise ValueError(
-            f'Unknown method {method!r}; valid methods are '
-            f'{", ".join(repr(name) for name in METHODS)}'
-        )
-    return _DISPATCH[method](knn, **params)
+    return _baseline(method)(knn, **params)
 
 
 #: Threshold grids searched by :func:`tune_threshold`.
@@ -323,7 +285,8 @@ def tune_threshold(
     Args:
         knn (KNN): The kNN graph of the labelled data.
         y (torch.Tensor or numpy.ndarray): Their labels.
-        method (str, optional): A name in :obj:`METHODS`.
+        method (str, optional): A name in
+            :obj:`~torch_geometric_sdt.defaults.BASELINE_METHODS`.
             (default: :obj:`'infomap-knn'`)
         grid (tuple, optional): Thresholds to try (default:
             :obj:`THRESHOLD_GRIDS[method]`).
@@ -335,33 +298,19 @@ def tune_threshold(
     Returns:
         (threshold, sweep): The best threshold and every threshold's metrics.
     """
-    from torch_geometric_sdt.metrics import evaluate
-
-    if method not in _DISPATCH:
-        raise ValueError(
-            f'Unknown method {method!r}; valid methods are '
-            f'{", ".join(repr(name) for name in METHODS)}'
-        )
+    run = _baseline(method)
     grid = THRESHOLD_GRIDS[method] if grid is None else tuple(grid)
     if not grid:
         raise ValueError('grid must hold at least one threshold')
-    sweep = []
-    for threshold in grid:
-        pred = _DISPATCH[method](knn, threshold=threshold, **params)
-        sweep.append({'threshold': threshold, **evaluate(pred, y)})
-    if metric not in sweep[0]:
-        raise ValueError(f'unknown metric {metric!r}')
-    best = max(sweep, key=lambda row: row[metric])
-    return float(best['threshold']), sweep
+    sweep = threshold_sweep(lambda t: run(knn, threshold=t, **params), grid, y)
+    return choose_threshold(sweep, metric=metric), sweep
 
 
 __all__ = [
-    'METHODS',
     'THRESHOLD_GRIDS',
     'tune_threshold',
     'cluster_knn',
     'infomap_knn',
     'fc_es',
     'early_stop_links',
-    'cluster_links',
 ]

@@ -34,14 +34,12 @@ import torch
 
 import torch_geometric_sdt
 from torch_geometric_sdt import io
-from torch_geometric_sdt.baselines import METHODS, cluster_knn, tune_threshold
+from torch_geometric_sdt.baselines import cluster_knn, tune_threshold
+from torch_geometric_sdt.defaults import BASELINE_METHODS, DEFAULT_K, METHODS
+from torch_geometric_sdt.memory import check_memory, estimate_memory
 from torch_geometric_sdt.metrics import evaluate
 from torch_geometric_sdt.nn.knn import BACKENDS, KNN, knn
 from torch_geometric_sdt.pretrained import default_model_path
-from torch_geometric_sdt.utils.memory import check_memory, estimate_memory
-
-ALL_METHODS = (*METHODS, 'sdt')
-DEFAULT_K = 80
 
 _USER_ERRORS = (
     ValueError,
@@ -75,6 +73,16 @@ class _Reporter:
             )
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser, and the class of its sub-command parsers, that
+    takes no abbreviated options: ``--k 80`` must not be read as ``--knn 80``.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault('allow_abbrev', False)
+        super().__init__(*args, **kwargs)
+
+
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument('-q', '--quiet', action='store_true', help='no progress output')
 
@@ -103,7 +111,7 @@ def _add_knn_options(p: argparse.ArgumentParser) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog='sdt',
         description='Noise-resilient clustering of embeddings (torch_geometric_sdt).',
     )
@@ -123,7 +131,7 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser('cluster', help='cluster features; write one label per item')
     p.add_argument('features', help='.npy, .npz or .bin features')
     p.add_argument('-o', '--output', required=True, help='.meta, .txt or .npy labels')
-    p.add_argument('--method', default='infomap-knn', choices=ALL_METHODS)
+    p.add_argument('--method', default='infomap-knn', choices=METHODS)
     p.add_argument(
         '--model',
         default=None,
@@ -147,7 +155,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument('labels', help='identity labels (.meta, .txt, .npy)')
     p.add_argument('-o', '--output', required=True, help='checkpoint .safetensors')
     p.add_argument(
-        '-k', type=int, default=80, help='neighbours per node, self included'
+        '-k', type=int, default=DEFAULT_K, help='neighbours per node, self included'
     )
     p.add_argument('--mode', default='relational', choices=('relational', 'embedding'))
     p.add_argument('--topk-epochs', type=int, default=10)
@@ -176,12 +184,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         '--methods',
         nargs='+',
-        default=list(ALL_METHODS),
-        choices=ALL_METHODS,
+        default=list(METHODS),
+        choices=METHODS,
         help='methods to compare (default: all)',
     )
     p.add_argument('--model', default=None, help='SDT checkpoint (default: shipped)')
-    p.add_argument('-k', type=int, default=80)
+    p.add_argument('-k', type=int, default=DEFAULT_K)
     p.add_argument(
         '--seed',
         type=int,
@@ -230,19 +238,24 @@ def _load_features(args: argparse.Namespace) -> np.ndarray:
     return io.load_features(args.features, dim=dim)
 
 
-def _cluster_params(args: argparse.Namespace) -> dict[str, Any]:
-    params: dict[str, Any] = {'seed': args.infomap_seed}
-    if args.threshold is not None:
-        params['threshold'] = args.threshold
-    return params
+def _k(args: argparse.Namespace) -> int:
+    # -k as given, else the default (a kNN cache read with --knn keeps its own).
+    return DEFAULT_K if args.k is None else args.k
 
 
 def _run_method(
-    args: argparse.Namespace, graph: KNN, x: Any | None = None
+    args: argparse.Namespace,
+    method: str,
+    threshold: float | None,
+    graph: KNN,
+    x: Any | None = None,
 ) -> torch.Tensor:
-    if args.method != 'sdt':
-        return cluster_knn(graph, method=args.method, **_cluster_params(args))
-    from torch_geometric_sdt.nn.models.sdt_clusterer import SDTClusterer
+    if method != 'sdt':
+        params: dict[str, Any] = {'seed': args.infomap_seed}
+        if threshold is not None:
+            params['threshold'] = threshold
+        return cluster_knn(graph, method=method, **params)
+    from torch_geometric_sdt.nn.models import SDTClusterer
 
     model = SDTClusterer.load(args.model or default_model_path())
     if graph.k != model.k:
@@ -251,22 +264,20 @@ def _run_method(
     return model.cluster(
         x_t,
         graph=graph,
-        eta=args.threshold,
+        eta=threshold,
         seed=args.infomap_seed,
         progress=not args.quiet,
     )
 
 
-def _build_knn(args: argparse.Namespace, rep: _Reporter, x: Any) -> KNN:
+def _build_knn(args: argparse.Namespace, rep: _Reporter, x: Any, k: int) -> KNN:
     backend = getattr(args, 'backend', 'auto')
     metric = getattr(args, 'metric', 'cosine')
-    with rep.stage(f'kNN (k={args.k}, backend={backend})'):
+    with rep.stage(f'kNN (k={k}, backend={backend})'):
         with warnings.catch_warnings():
             # Memory-mapped inputs are read-only; knn never writes to them.
             warnings.filterwarnings('ignore', message='The given NumPy array')
-            return knn(
-                x, args.k, metric=metric, backend=backend, progress=not args.quiet
-            )
+            return knn(x, k, metric=metric, backend=backend, progress=not args.quiet)
 
 
 def _check_memory(args: argparse.Namespace, x: Any, method: str | None) -> None:
@@ -275,7 +286,7 @@ def _check_memory(args: argparse.Namespace, x: Any, method: str | None) -> None:
     if args.no_memory_check:
         return
     num_nodes, dim = x.shape
-    k = DEFAULT_K if args.k is None else args.k
+    k = _k(args)
     est = estimate_memory(
         num_nodes, dim, k, method=method or 'infomap-knn', backend=args.backend
     )
@@ -289,12 +300,11 @@ def _check_memory(args: argparse.Namespace, x: Any, method: str | None) -> None:
 
 
 def _cmd_knn(args: argparse.Namespace, rep: _Reporter) -> int:
-    args.k = DEFAULT_K if args.k is None else args.k
     io.check_writable(args.output, overwrite=args.overwrite)
     with rep.stage('load features'):
         x = _load_features(args)
     _check_memory(args, x, None)
-    graph = _build_knn(args, rep, x)
+    graph = _build_knn(args, rep, x, _k(args))
     with rep.stage('write'):
         io.write_knn(args.output, graph, overwrite=args.overwrite)
     return 0
@@ -321,10 +331,9 @@ def _cmd_cluster(args: argparse.Namespace, rep: _Reporter) -> int:
         with rep.stage('read kNN cache'):
             graph = io.read_knn(args.knn, num_nodes=len(x), k=args.k)
     else:
-        args.k = DEFAULT_K if args.k is None else args.k
-        graph = _build_knn(args, rep, x)
+        graph = _build_knn(args, rep, x, _k(args))
     with rep.stage(f'cluster ({args.method})'):
-        pred = _run_method(args, graph, x)
+        pred = _run_method(args, args.method, args.threshold, graph, x)
     # Scored before writing, so that bad labels leave no output behind:
     metrics = None if true is None else evaluate(pred, true)
     with rep.stage('write'):
@@ -335,7 +344,7 @@ def _cmd_cluster(args: argparse.Namespace, rep: _Reporter) -> int:
 
 
 def _cmd_train(args: argparse.Namespace, rep: _Reporter) -> int:
-    from torch_geometric_sdt.nn.models.sdt_clusterer import SDTClusterer
+    from torch_geometric_sdt.nn.models import SDTClusterer
     from torch_geometric_sdt.train import fit
 
     io.check_writable(args.output, overwrite=args.overwrite)
@@ -396,12 +405,12 @@ def _cmd_demo(args: argparse.Namespace, rep: _Reporter) -> int:
 
     with rep.stage(f'generate {args.num_samples} demo faces (seed {args.seed})'):
         data = demo_data(num_samples=args.num_samples, seed=args.seed)
-    graph = _build_knn(args, rep, data.x)
+    graph = _build_knn(args, rep, data.x, args.k)
     train = None
     results: dict[str, Any] = {}
     for method in args.methods:
-        args.method, args.threshold = method, None
-        if method in METHODS:
+        threshold = None
+        if method in BASELINE_METHODS:
             # Baseline thresholds are chosen on another labelled draw (other
             # identities), never on the faces that are scored:
             if train is None:
@@ -409,13 +418,13 @@ def _cmd_demo(args: argparse.Namespace, rep: _Reporter) -> int:
                     train = demo_data(num_samples=args.num_samples, seed=args.seed + 1)
                     train_graph = knn(train.x, args.k)
             with rep.stage(f'tune the {method} threshold on that draw'):
-                args.threshold, _ = tune_threshold(
+                threshold, _ = tune_threshold(
                     train_graph, train.y, method, seed=args.infomap_seed
                 )
         with rep.stage(f'cluster ({method})'):
-            pred = _run_method(args, graph, data.x)
+            pred = _run_method(args, method, threshold, graph, data.x)
         results[method] = {
-            'threshold': args.threshold,
+            'threshold': threshold,
             **evaluate(pred, data.y),
             'seconds': rep.times[f'cluster ({method})'],
         }

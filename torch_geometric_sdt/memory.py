@@ -15,7 +15,8 @@ from pathlib import Path
 
 import torch
 
-METHODS = ('sdt', 'infomap-knn', 'fc-es')
+from torch_geometric_sdt.defaults import DEFAULT_K, METHODS
+from torch_geometric_sdt.nn.knn import BACKENDS, DEFAULT_BLOCK_NUMEL, resolve_backend
 
 # Bytes of one kNN entry: an int64 id and a float32 similarity.
 KNN_ENTRY = 8 + 4
@@ -85,7 +86,7 @@ def _mean_links(k: int, mean_topk: float | None) -> float:
 def estimate_memory(
     num_nodes: int,
     dim: int,
-    k: int = 80,
+    k: int = DEFAULT_K,
     method: str = 'sdt',
     backend: str = 'auto',
     *,
@@ -162,13 +163,6 @@ def estimate_memory(
     Returns:
         dict: Bytes per stage, and :obj:`'peak'`, their maximum.
     """
-    # Imported here: torch_geometric_sdt.nn imports this package.
-    from torch_geometric_sdt.nn.knn import (
-        BACKENDS,
-        DEFAULT_BLOCK_NUMEL,
-        _resolve_backend,
-    )
-
     for name, value in (('num_nodes', num_nodes), ('dim', dim), ('k', k)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f'{name} must be a positive int (got {value!r})')
@@ -176,7 +170,7 @@ def estimate_memory(
         raise ValueError(f'unknown method {method!r} (expected one of {METHODS})')
     if backend not in BACKENDS:
         raise ValueError(f'unknown backend {backend!r} (expected one of {BACKENDS})')
-    backend = _resolve_backend(backend, num_nodes, torch.device('cpu'))
+    backend = resolve_backend(backend, num_nodes, torch.device('cpu'))
     n, nk = num_nodes, num_nodes * k
     kbar = _mean_links(k, mean_topk)
     edges = int(kbar * n)

@@ -15,6 +15,7 @@ unlabelled item; any other negative id is refused as a likely file error
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -376,8 +377,75 @@ def roc_auc(score: LabelsLike, label: LabelsLike) -> float:
     return (rank_sum - num_pos * (num_pos + 1) / 2) / (num_pos * num_neg)
 
 
+def threshold_sweep(
+    cluster: Callable[[float], LabelsLike],
+    values: Sequence[float],
+    true: LabelsLike,
+    *,
+    key: str = 'threshold',
+) -> list[dict[str, float | int]]:
+    r"""Clusters labelled items at every value of a threshold and scores each
+    partition with :func:`evaluate`: the one sweep behind every threshold
+    choice of the package (a baseline's threshold, the SDT's :math:`\eta`).
+
+    Args:
+        cluster (callable): Maps a threshold to cluster ids.
+        values (sequence): The thresholds to try, in order.
+        true (numpy.ndarray or torch.Tensor): Ground-truth labels.
+        key (str, optional): The name of the threshold in the rows.
+            (default: :obj:`'threshold'`)
+
+    Returns:
+        list: One row per value, :obj:`{key: value, **evaluate(...)}`.
+    """
+    values = tuple(values)
+    if not values:
+        raise ValueError(f'the {key} grid must hold at least one value')
+    return [{key: float(v), **evaluate(cluster(v), true)} for v in values]
+
+
+def choose_threshold(
+    sweep: Sequence[dict[str, float | int]],
+    *,
+    key: str = 'threshold',
+    metric: str = 'pairwise_fscore',
+    tolerance: float | None = None,
+) -> float:
+    r"""Chooses a threshold from a :func:`threshold_sweep`.
+
+    With :obj:`tolerance=None` the first value with the highest
+    :obj:`metric`. With a :obj:`tolerance` :math:`\epsilon`, the median of
+    the values whose :obj:`metric` is within :math:`\epsilon` of the best
+    (the lower middle one for an even count): the centre of the plateau,
+    the value least sensitive to a shift between the labelled data and the
+    data it is applied to.
+
+    Args:
+        sweep (sequence): Rows of :func:`threshold_sweep`.
+        key (str, optional): The name of the threshold in the rows.
+            (default: :obj:`'threshold'`)
+        metric (str, optional): A key of :func:`evaluate` to maximise.
+            (default: :obj:`'pairwise_fscore'`)
+        tolerance (float, optional): The plateau width :math:`\epsilon`.
+            (default: :obj:`None`)
+    """
+    if not sweep:
+        raise ValueError('the sweep is empty')
+    if metric not in sweep[0]:
+        raise ValueError(f'unknown metric {metric!r}')
+    best = max(sweep, key=lambda row: row[metric])
+    if tolerance is None:
+        return float(best[key])
+    near = sorted(
+        float(row[key]) for row in sweep if row[metric] >= best[metric] - tolerance
+    )
+    return near[(len(near) - 1) // 2]
+
+
 __all__ = [
     'evaluate',
+    'threshold_sweep',
+    'choose_threshold',
     'roc_auc',
     'pairwise_fscore',
     'bcubed_fscore',

@@ -1,4 +1,5 @@
-r"""Training of :class:`~torch_geometric_sdt.SDTClusterer`.
+r"""Training of :class:`~torch_geometric_sdt.SDTClusterer`: :func:`fit`, the
+one training entry point (``sdt train`` calls it too).
 
 Two stages on labelled embeddings, with an identity-disjoint validation split
 taken from the training data (never from evaluation data):
@@ -39,23 +40,25 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from torch_geometric_sdt.metrics import evaluate, roc_auc
-from torch_geometric_sdt.nn.models.sdt_clusterer import (
+from torch_geometric_sdt.metrics import roc_auc
+from torch_geometric_sdt.nn.models.knn_context import (
     KNNContext,
-    SDTClusterer,
     band_positions,
     topk_positions,
 )
+from torch_geometric_sdt.nn.models.sdt_clusterer import (
+    DEFAULT_ETA_GRID,
+    SDTClusterer,
+    choose_eta,
+)
 from torch_geometric_sdt.nn.models.topk_predictor import TopKPredictor
+from torch_geometric_sdt.utils.checkpoint import load_tensors, save_tensors
 from torch_geometric_sdt.utils.topk_jaccard import topk_target
 
+#: The file in :obj:`checkpoint_dir` that holds the resumable training state.
 STATE_FILE = 'train_state.safetensors'
 STATE_FORMAT = 'torch_geometric_sdt.train_state'
 STATE_VERSION = 1
-DEFAULT_ETA_GRID = tuple(round(0.05 * i, 2) for i in range(2, 20))
-#: Pairwise F-scores within this of the best count as equally good in
-#: :func:`choose_eta`.
-ETA_TOLERANCE = 1e-3
 
 
 def split_identities(
@@ -70,42 +73,6 @@ def split_identities(
     num_val = max(1, int(round(val_fraction * ids.numel())))
     val_mask = torch.isin(y, ids[:num_val])
     return (~val_mask).nonzero().view(-1), val_mask.nonzero().view(-1)
-
-
-@torch.no_grad()
-def choose_eta(
-    model: SDTClusterer,
-    ctx: KNNContext,
-    topk: Tensor,
-    jaccard: Tensor,
-    y: Tensor,
-    grid: tuple[float, ...],
-) -> tuple[float, list[dict[str, Any]]]:
-    r"""Clusters labelled items at every :math:`\eta` of :obj:`grid` (the
-    network runs once, only the final links change) and returns the chosen
-    value and every value's metrics.
-
-    The choice is the median of the values whose pairwise F-score is within
-    :obj:`ETA_TOLERANCE` of the best. A validation split is small and often
-    saturates over a wide plateau of :math:`\eta`, while the data the model
-    meets later is larger and denser in look-alike identities; the centre of
-    the plateau is the value least sensitive to that shift (on held-out
-    synthetic faces it beat both ends of the plateau).
-    """
-    from torch_geometric_sdt.baselines import cluster_links
-
-    h = model.node_states(ctx, topk, jaccard)
-    band, prob = model.score_band(ctx, topk, jaccard, h)
-    sweep = []
-    for eta in grid:
-        links, weight = model.final_links(ctx, topk, jaccard, band, prob, eta)
-        pred = cluster_links(links, weight, ctx.num_nodes)
-        sweep.append({'eta': float(eta), **evaluate(pred, y)})
-    best = max(m['pairwise_fscore'] for m in sweep)
-    near = sorted(
-        m['eta'] for m in sweep if m['pairwise_fscore'] >= best - ETA_TOLERANCE
-    )
-    return near[(len(near) - 1) // 2], sweep
 
 
 class _Batcher:
@@ -149,10 +116,6 @@ class _Batcher:
         return out
 
 
-def _state_path(checkpoint_dir: str | Path | None) -> Path | None:
-    return None if checkpoint_dir is None else Path(checkpoint_dir) / STATE_FILE
-
-
 def _save_state(
     path: Path,
     model: SDTClusterer,
@@ -160,52 +123,40 @@ def _save_state(
     best: dict[str, Tensor],
     progress: dict[str, Any],
 ) -> None:
-    from safetensors.torch import save
-
-    from torch_geometric_sdt.io import atomic_write
-
-    tensors = {
-        f'model.{k}': v.detach().cpu().contiguous()
-        for k, v in model.state_dict().items()
-    }
-    tensors.update({f'best.{k}': v.cpu().contiguous() for k, v in best.items()})
+    tensors = {f'model.{k}': v for k, v in model.state_dict().items()}
+    tensors.update({f'best.{k}': v for k, v in best.items()})
     opt = optimizer.state_dict()
     for idx, state in opt['state'].items():
         for name, value in state.items():
-            tensors[f'optim.{idx}.{name}'] = torch.as_tensor(value).cpu().contiguous()
+            tensors[f'optim.{idx}.{name}'] = torch.as_tensor(value)
     tensors['rng.torch'] = torch.get_rng_state()
     meta = {
-        'format': STATE_FORMAT,
-        'format_version': str(STATE_VERSION),
         'progress': json.dumps(progress),
         'param_groups': json.dumps(opt['param_groups']),
         'config': json.dumps(model.config),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_write(path, overwrite=True) as tmp:
-        Path(tmp).write_bytes(save(tensors, metadata=meta))
+    save_tensors(
+        path,
+        tensors,
+        format=STATE_FORMAT,
+        version=STATE_VERSION,
+        metadata=meta,
+        overwrite=True,
+    )
 
 
 def _load_state(
     path: Path, model: SDTClusterer
 ) -> tuple[dict[str, Tensor], dict[str, Any], dict[str, Any]]:
-    from safetensors import SafetensorError, safe_open
-
-    # Only tensors and a JSON header are read, never a pickle:
-    try:
-        with safe_open(str(path), framework='pt') as f:
-            meta = f.metadata() or {}
-            tensors = {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118
-    except (SafetensorError, OSError, ValueError) as e:
-        raise ValueError(f'{path} is not a safetensors training state ({e})') from e
-    if meta.get('format') != STATE_FORMAT:
-        raise ValueError(f'{path} is not a training state of this library')
-    if meta.get('format_version') != str(STATE_VERSION):
-        raise ValueError(
-            f'{path} has training state format version '
-            f'{meta.get("format_version")}; this library reads version '
-            f'{STATE_VERSION} (start again without resume)'
-        )
+    tensors, meta = load_tensors(
+        path,
+        format=STATE_FORMAT,
+        version=STATE_VERSION,
+        kind='training state',
+        description='a training state of this library',
+        version_hint=' (start again without resume)',
+    )
     if json.loads(meta['config']) != model.config:
         raise ValueError(
             f'{path} was written for a model with another configuration; '
@@ -243,6 +194,253 @@ def _deterministic(fn: Callable[..., Any]) -> Callable[..., Any]:
             torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
 
     return wrapper
+
+
+def _check_int(name: str, value: Any, low: int) -> None:
+    if value is not None and (
+        isinstance(value, bool)
+        or not isinstance(value, (int, np.integer))
+        or value < low
+    ):
+        raise ValueError(f'{name} must be an integer >= {low} (got {value!r})')
+
+
+def _check_data(model: SDTClusterer, x: Any, y: Any) -> tuple[Tensor, Tensor]:
+    x = torch.as_tensor(x).float()
+    y = torch.as_tensor(y)
+    if y.dtype.is_floating_point or y.dtype.is_complex or y.dtype == torch.bool:
+        raise ValueError(f'y must hold integer labels (got dtype {y.dtype})')
+    y = y.long()
+    if x.dim() != 2 or y.dim() != 1 or x.size(0) != y.size(0):
+        raise ValueError(
+            f'x must be [N, D] and y [N] (got {list(x.shape)} and {list(y.shape)})'
+        )
+    if bool((y < 0).any()):
+        raise ValueError('training labels must be non-negative (no unlabeled items)')
+    if model.mode == 'embedding' and x.size(1) != model.config['embedding_channels']:
+        raise ValueError(
+            f'the model expects {model.config["embedding_channels"]}-d embeddings, '
+            f'got {x.size(1)}-d'
+        )
+    return x, y
+
+
+def _state_file(
+    checkpoint_dir: str | Path | None, resume: bool, overwrite: bool
+) -> Path | None:
+    path = None if checkpoint_dir is None else Path(checkpoint_dir) / STATE_FILE
+    if resume and (path is None or not path.exists()):
+        raise FileNotFoundError(f'no training state to resume in {checkpoint_dir}')
+    if not resume and not overwrite and path is not None and path.exists():
+        raise FileExistsError(
+            f'{path} exists: pass resume=True to continue that run or '
+            'overwrite=True (--resume / --overwrite) to start afresh'
+        )
+    return path
+
+
+class _Run:
+    """The state of one training run: progress, best weights, early stopping
+    and the resumable state file."""
+
+    def __init__(
+        self,
+        model: SDTClusterer,
+        state_path: Path | None,
+        patience: int,
+        stop_after_epochs: int | None,
+    ) -> None:
+        self.model, self.state_path = model, state_path
+        self.patience, self.stop_after_epochs = patience, stop_after_epochs
+        self.progress: dict[str, Any] = {
+            'stage': 1,
+            'epoch': 0,
+            'best': None,
+            'bad': 0,
+            'history': [],
+            'epochs_done': 0,
+        }
+        self.best: dict[str, Tensor] = {}
+        self.optim_state: dict[str, Any] | None = None
+
+    def resume(self) -> None:
+        self.best, self.optim_state, self.progress = _load_state(
+            self.state_path,  # type: ignore[arg-type]
+            self.model,
+        )
+
+    def optimizer(self, stage: int, lr: float) -> torch.optim.Optimizer:
+        model = self.model
+        if stage == 1:
+            params = list(model.topk_predictor.parameters())
+        else:
+            params = list(model.encoder.parameters()) + list(
+                model.edge_head.parameters()
+            )
+        optimizer = torch.optim.Adam(params, lr=lr)
+        if self.optim_state is not None:
+            optimizer.load_state_dict(self.optim_state)
+        return optimizer
+
+    def snapshot(self, stage: int) -> dict[str, Tensor]:
+        prefix = 'topk_predictor.' if stage == 1 else ('encoder.', 'edge_head.')
+        return {
+            k: v.detach().clone()
+            for k, v in self.model.state_dict().items()
+            if k.startswith(prefix)
+        }
+
+    def restore_best(self) -> None:
+        if self.best:
+            self.model.load_state_dict({**self.model.state_dict(), **self.best})
+
+    def next_stage(self) -> None:
+        self.restore_best()
+        self.progress.update(stage=2, epoch=0, best=None, bad=0)
+        self.best, self.optim_state = {}, None
+
+    def end_epoch(
+        self,
+        stage: int,
+        score: float,
+        record: dict[str, float],
+        num_epochs: int,
+        optimizer: torch.optim.Optimizer,
+    ) -> bool:
+        """Records the epoch, keeps the best weights (lower score is better),
+        applies early stopping, writes the resumable state; returns whether
+        to stop here (:obj:`stop_after_epochs`)."""
+        progress = self.progress
+        progress['history'].append(
+            {'stage': stage, 'epoch': progress['epoch'], **record}
+        )
+        if progress['best'] is None or score < progress['best']:
+            progress['best'], progress['bad'] = score, 0
+            self.best = self.snapshot(stage)
+        else:
+            progress['bad'] += 1
+        progress['epoch'] += 1
+        progress['epochs_done'] += 1
+        if progress['bad'] >= self.patience:
+            progress['epoch'] = num_epochs
+        if self.state_path is not None:
+            _save_state(self.state_path, self.model, optimizer, self.best, progress)
+        return (
+            self.stop_after_epochs is not None
+            and progress['epochs_done'] >= self.stop_after_epochs
+        )
+
+
+def _train_topk(
+    run: _Run,
+    ctx_tr: KNNContext,
+    ctx_va: KNNContext,
+    target_tr: Tensor,
+    target_va: Tensor,
+    *,
+    epochs: int,
+    batch_size: int,
+    max_steps: int | None,
+    lr: float,
+    seed: int,
+    progress: bool,
+) -> bool:
+    """Stage 1: the Top-K predictor. Returns whether the run stopped early
+    (:obj:`stop_after_epochs`)."""
+    model = run.model
+    optimizer = run.optimizer(1, lr)
+    while run.progress['epoch'] < epochs:
+        epoch = run.progress['epoch']
+        model.train()
+        g = torch.Generator().manual_seed(seed * 100_003 + epoch)
+        perm = torch.randperm(ctx_tr.num_nodes, generator=g)
+        steps = list(range(0, perm.numel(), batch_size))[:max_steps]
+        total = 0.0
+        bar = tqdm(steps, desc=f'Top-K epoch {epoch}', disable=not progress)
+        for lo in bar:
+            nodes = perm[lo : lo + batch_size]
+            logits = model.topk_predictor(*model.tokens(ctx_tr, nodes))
+            loss = TopKPredictor.loss(logits, target_tr[nodes])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total += float(loss.detach())
+            bar.set_postfix(loss=f'{float(loss.detach()):.3f}')
+        pred_va = model.predict_topk(ctx_va)
+        mae = float((pred_va - target_va).abs().float().mean())
+        record = {'loss': total / max(1, len(steps)), 'val_topk_mae': mae}
+        if run.end_epoch(1, mae, record, epochs, optimizer):
+            return True
+    run.next_stage()
+    return False
+
+
+def _band_pairs(
+    ctx: KNNContext, topk: Tensor, y: Tensor, k: int, band: tuple[int, int]
+) -> tuple[Tensor, Tensor]:
+    # The band pairs of a graph and whether each joins one identity.
+    pos = band_positions(topk, k, band)
+    return pos, y[pos // k] == y[ctx.knn.index.view(-1)[pos]]
+
+
+def _train_sdt(
+    run: _Run,
+    ctx_tr: KNNContext,
+    ctx_va: KNNContext,
+    topk_tr: Tensor,
+    topk_va: Tensor,
+    y_tr: Tensor,
+    y_va: Tensor,
+    *,
+    epochs: int,
+    batch_size: int,
+    max_steps: int | None,
+    lr: float,
+    aux_weight: float,
+    seed: int,
+    progress: bool,
+) -> tuple[bool, Tensor]:
+    """Stage 2: the SDT encoder and edge head on the band pairs. Returns
+    whether the run stopped early and the validation Top-K Jaccard."""
+    model, k = run.model, run.model.k
+    jac_tr = model.jaccard(ctx_tr, topk_tr)
+    jac_va = model.jaccard(ctx_va, topk_va)
+    pos_tr, same_tr = _band_pairs(ctx_tr, topk_tr, y_tr, k, model.band)
+    _, same_va = _band_pairs(ctx_va, topk_va, y_va, k, model.band)
+    batcher = _Batcher(model, ctx_tr, topk_tr, jac_tr)
+    optimizer = run.optimizer(2, lr)
+    while run.progress['epoch'] < epochs and pos_tr.numel() > 0:
+        epoch = run.progress['epoch']
+        model.train()
+        g = torch.Generator().manual_seed(seed * 100_003 + 50_000 + epoch)
+        perm = torch.randperm(pos_tr.numel(), generator=g)
+        steps = list(range(0, perm.numel(), batch_size))[:max_steps]
+        total = 0.0
+        bar = tqdm(steps, desc=f'SDT epoch {epoch}', disable=not progress)
+        for lo in bar:
+            sel = perm[lo : lo + batch_size]
+            logits, aux = model(*batcher(pos_tr[sel]))
+            loss = F.binary_cross_entropy_with_logits(logits, same_tr[sel].float())
+            loss = loss + aux_weight * aux
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total += float(loss.detach())
+            bar.set_postfix(loss=f'{float(loss.detach()):.3f}')
+        h_va = model.node_states(ctx_va, topk_va, jac_va)
+        _, prob_va = model.score_band(ctx_va, topk_va, jac_va, h_va)
+        val_loss = float(
+            F.binary_cross_entropy(prob_va.clamp(1e-7, 1 - 1e-7), same_va.float())
+        )
+        record = {
+            'loss': total / max(1, len(steps)),
+            'val_loss': val_loss,
+            'val_auc': roc_auc(prob_va, same_va),
+        }
+        if run.end_epoch(2, val_loss, record, epochs, optimizer):
+            return True, jac_va
+    run.restore_best()
+    return False, jac_va
 
 
 @_deterministic
@@ -312,17 +510,7 @@ def fit(
         dict: The training history and summary (per-epoch losses and
         validation metrics, the chosen :math:`\eta`, data summary, seconds).
     """
-    x = torch.as_tensor(x).float()
-    y = torch.as_tensor(y)
-    if y.dtype.is_floating_point or y.dtype.is_complex or y.dtype == torch.bool:
-        raise ValueError(f'y must hold integer labels (got dtype {y.dtype})')
-    y = y.long()
-    if x.dim() != 2 or y.dim() != 1 or x.size(0) != y.size(0):
-        raise ValueError(
-            f'x must be [N, D] and y [N] (got {list(x.shape)} and {list(y.shape)})'
-        )
-    if bool((y < 0).any()):
-        raise ValueError('training labels must be non-negative (no unlabeled items)')
+    x, y = _check_data(model, x, y)
     for name, value, low in (
         ('topk_epochs', topk_epochs, 0),
         ('sdt_epochs', sdt_epochs, 0),
@@ -331,29 +519,12 @@ def fit(
         ('patience', patience, 1),
         ('max_steps_per_epoch', max_steps_per_epoch, 1),
     ):
-        if value is not None and (
-            isinstance(value, bool)
-            or not isinstance(value, (int, np.integer))
-            or value < low
-        ):
-            raise ValueError(f'{name} must be an integer >= {low} (got {value!r})')
+        _check_int(name, value, low)
     if not lr > 0:
         raise ValueError(f'lr must be positive (got {lr})')
     if len(eta_grid) == 0 or not all(0.0 <= eta <= 1.0 for eta in eta_grid):
         raise ValueError(f'eta_grid must hold values in [0, 1] (got {eta_grid})')
-    if model.mode == 'embedding' and x.size(1) != model.config['embedding_channels']:
-        raise ValueError(
-            f'the model expects {model.config["embedding_channels"]}-d embeddings, '
-            f'got {x.size(1)}-d'
-        )
-    state_path = _state_path(checkpoint_dir)
-    if resume and (state_path is None or not state_path.exists()):
-        raise FileNotFoundError(f'no training state to resume in {checkpoint_dir}')
-    if not resume and not overwrite and state_path is not None and state_path.exists():
-        raise FileExistsError(
-            f'{state_path} exists: pass resume=True to continue that run or '
-            'overwrite=True (--resume / --overwrite) to start afresh'
-        )
+    state_path = _state_file(checkpoint_dir, resume, overwrite)
 
     t0 = time.perf_counter()
     torch.manual_seed(seed)
@@ -366,162 +537,57 @@ def fit(
                 f'the {name} split has {idx.numel()} items, needs more than k = {k}'
             )
     keep_x = model.mode == 'embedding'
-    ctx_tr = KNNContext.build(
-        x[train_idx], k, keep_x=keep_x, backend=backend, progress=progress
-    )
-    ctx_va = KNNContext.build(
-        x[val_idx], k, keep_x=keep_x, backend=backend, progress=progress
+    ctx_tr, ctx_va = (
+        KNNContext.build(x[idx], k, keep_x=keep_x, backend=backend, progress=progress)
+        for idx in (train_idx, val_idx)
     )
     y_tr, y_va = y[train_idx], y[val_idx]
-    target_tr = topk_target(ctx_tr.knn.index, y_tr)
     target_va = topk_target(ctx_va.knn.index, y_va)
 
-    progress_state: dict[str, Any] = {
-        'stage': 1,
-        'epoch': 0,
-        'best': None,
-        'bad': 0,
-        'history': [],
-        'epochs_done': 0,
-    }
-    best: dict[str, Tensor] = {}
-    optim_state = None
+    run = _Run(model, state_path, patience, stop_after_epochs)
     if resume:
-        best, optim_state, progress_state = _load_state(state_path, model)  # type: ignore[arg-type]
-
-    def params(stage: int) -> list[torch.nn.Parameter]:
-        if stage == 1:
-            return list(model.topk_predictor.parameters())
-        return list(model.encoder.parameters()) + list(model.edge_head.parameters())
-
-    def snapshot(stage: int) -> dict[str, Tensor]:
-        prefix = 'topk_predictor.' if stage == 1 else ('encoder.', 'edge_head.')
-        return {
-            k: v.detach().clone()
-            for k, v in model.state_dict().items()
-            if k.startswith(prefix)
-        }
-
-    def restore(state: dict[str, Tensor]) -> None:
-        model.load_state_dict({**model.state_dict(), **state})
-
-    def should_stop() -> bool:
-        return (
-            stop_after_epochs is not None
-            and progress_state['epochs_done'] >= stop_after_epochs
+        run.resume()
+    steps = dict(max_steps=max_steps_per_epoch, lr=lr, seed=seed, progress=progress)
+    if run.progress['stage'] == 1:
+        target_tr = topk_target(ctx_tr.knn.index, y_tr)
+        stopped = _train_topk(
+            run,
+            ctx_tr,
+            ctx_va,
+            target_tr,
+            target_va,
+            epochs=topk_epochs,
+            batch_size=topk_batch_size,
+            **steps,
         )
-
-    def end_epoch(
-        stage: int,
-        score: float,
-        record: dict[str, float],
-        num_epochs: int,
-        optimizer: torch.optim.Optimizer,
-    ) -> bool:
-        # Records the epoch, keeps the best weights (lower score is better),
-        # applies early stopping, writes the resumable state; returns whether
-        # to stop here (stop_after_epochs).
-        nonlocal best
-        epoch = progress_state['epoch']
-        progress_state['history'].append({'stage': stage, 'epoch': epoch, **record})
-        if progress_state['best'] is None or score < progress_state['best']:
-            progress_state['best'], progress_state['bad'] = score, 0
-            best = snapshot(stage)
-        else:
-            progress_state['bad'] += 1
-        progress_state['epoch'] += 1
-        progress_state['epochs_done'] += 1
-        if progress_state['bad'] >= patience:
-            progress_state['epoch'] = num_epochs
-        if state_path is not None:
-            _save_state(state_path, model, optimizer, best, progress_state)
-        return should_stop()
-
-    # ---------------------------------------------------------------- stage 1
-    if progress_state['stage'] == 1:
-        optimizer = torch.optim.Adam(params(1), lr=lr)
-        if optim_state is not None:
-            optimizer.load_state_dict(optim_state)
-        while progress_state['epoch'] < topk_epochs:
-            epoch = progress_state['epoch']
-            model.train()
-            g = torch.Generator().manual_seed(seed * 100_003 + epoch)
-            perm = torch.randperm(ctx_tr.num_nodes, generator=g)
-            steps = list(range(0, perm.numel(), topk_batch_size))[:max_steps_per_epoch]
-            total = 0.0
-            bar = tqdm(steps, desc=f'Top-K epoch {epoch}', disable=not progress)
-            for lo in bar:
-                nodes = perm[lo : lo + topk_batch_size]
-                logits = model.topk_predictor(*model.tokens(ctx_tr, nodes))
-                loss = TopKPredictor.loss(logits, target_tr[nodes])
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-                total += float(loss.detach())
-                bar.set_postfix(loss=f'{float(loss.detach()):.3f}')
-            pred_va = model.predict_topk(ctx_va)
-            mae = float((pred_va - target_va).abs().float().mean())
-            record = {'loss': total / max(1, len(steps)), 'val_topk_mae': mae}
-            if end_epoch(1, mae, record, topk_epochs, optimizer):
-                return {'stopped': True, **progress_state}
-        restore(best)
-        progress_state.update(stage=2, epoch=0, best=None, bad=0)
-        best, optim_state = {}, None
-
-    # ---------------------------------------------------------------- stage 2
+        if stopped:
+            return {'stopped': True, **run.progress}
     topk_tr = model.predict_topk(ctx_tr, progress=progress)
     topk_va = model.predict_topk(ctx_va, progress=progress)
-    jac_tr = model.jaccard(ctx_tr, topk_tr)
-    jac_va = model.jaccard(ctx_va, topk_va)
-    pos_tr = band_positions(topk_tr, k, model.band)
-    same_tr = y_tr[pos_tr // k] == y_tr[ctx_tr.knn.index.view(-1)[pos_tr]]
-    pos_va = band_positions(topk_va, k, model.band)
-    same_va = y_va[pos_va // k] == y_va[ctx_va.knn.index.view(-1)[pos_va]]
-    batcher = _Batcher(model, ctx_tr, topk_tr, jac_tr)
-    optimizer = torch.optim.Adam(params(2), lr=lr)
-    if optim_state is not None:
-        optimizer.load_state_dict(optim_state)
-    while progress_state['epoch'] < sdt_epochs and pos_tr.numel() > 0:
-        epoch = progress_state['epoch']
-        model.train()
-        g = torch.Generator().manual_seed(seed * 100_003 + 50_000 + epoch)
-        perm = torch.randperm(pos_tr.numel(), generator=g)
-        steps = list(range(0, perm.numel(), pair_batch_size))[:max_steps_per_epoch]
-        total = 0.0
-        bar = tqdm(steps, desc=f'SDT epoch {epoch}', disable=not progress)
-        for lo in bar:
-            sel = perm[lo : lo + pair_batch_size]
-            logits, aux = model(*batcher(pos_tr[sel]))
-            loss = F.binary_cross_entropy_with_logits(logits, same_tr[sel].float())
-            loss = loss + aux_weight * aux
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            total += float(loss.detach())
-            bar.set_postfix(loss=f'{float(loss.detach()):.3f}')
-        h_va = model.node_states(ctx_va, topk_va, jac_va)
-        _, prob_va = model.score_band(ctx_va, topk_va, jac_va, h_va)
-        val_loss = float(
-            F.binary_cross_entropy(prob_va.clamp(1e-7, 1 - 1e-7), same_va.float())
-        )
-        record = {
-            'loss': total / max(1, len(steps)),
-            'val_loss': val_loss,
-            'val_auc': roc_auc(prob_va, same_va),
-        }
-        if end_epoch(2, val_loss, record, sdt_epochs, optimizer):
-            return {'stopped': True, **progress_state}
-    if best:
-        restore(best)
+    stopped, jac_va = _train_sdt(
+        run,
+        ctx_tr,
+        ctx_va,
+        topk_tr,
+        topk_va,
+        y_tr,
+        y_va,
+        epochs=sdt_epochs,
+        batch_size=pair_batch_size,
+        aux_weight=aux_weight,
+        **steps,
+    )
+    if stopped:
+        return {'stopped': True, **run.progress}
 
-    # ------------------------------------------------- choose eta on validation
+    # Choose eta on the validation identities:
     model.config['eta'], sweep = choose_eta(
         model, ctx_va, topk_va, jac_va, y_va, eta_grid
     )
     model.eval()
     return {
         'stopped': False,
-        'history': progress_state['history'],
+        'history': run.progress['history'],
         'eta_sweep': sweep,
         'eta': model.config['eta'],
         'val_topk_mae': float((topk_va - target_va).abs().float().mean()),
@@ -534,3 +600,6 @@ def fit(
         },
         'seconds': time.perf_counter() - t0,
     }
+
+
+__all__ = ['fit', 'split_identities', 'STATE_FILE']

@@ -2,6 +2,8 @@
 
 Mirrors :mod:`torch_geometric.typing`: every optional accelerator is probed
 here and nowhere else, so the rest of the library branches on a constant.
+Required packages (``numba``, ``pynndescent``, ``infomap``, ...) have no flag:
+they are always there.
 """
 
 from __future__ import annotations
@@ -15,14 +17,12 @@ def _has(name: str) -> bool:
     return importlib.util.find_spec(name) is not None
 
 
+#: faiss (``pip install torch_geometric_sdt[faiss]``): the ``faiss``,
+#: ``faiss-hnsw`` and ``faiss-ivf`` kNN backends.
 WITH_FAISS: bool = _has('faiss')
-WITH_PYNNDESCENT: bool = _has('pynndescent')
-WITH_NUMBA: bool = _has('numba')
 
 __all__ = [
     'WITH_FAISS',
-    'WITH_PYNNDESCENT',
-    'WITH_NUMBA',
     'WITH_TORCH_SCATTER',
     'WITH_TORCH_SPARSE',
 ]

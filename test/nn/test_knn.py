@@ -7,13 +7,19 @@ from torch import Tensor
 from torch_geometric.testing import onlyFullTest, withPackage
 
 import torch_geometric_sdt.typing as sdt_typing
+from torch_geometric_sdt.baselines import cluster_knn
 from torch_geometric_sdt.nn import KNN, knn, knn_graph
 from torch_geometric_sdt.nn.knn import (
-    _exact_knn,
-    _finalize_candidates,
-    _prepare,
-    _resolve_backend,
+    AUTO_EXACT_MAX_NODES,
+    exact_knn,
+    resolve_backend,
 )
+from torch_geometric_sdt.nn.knn.api import prepare
+from torch_geometric_sdt.nn.knn.candidates import finalize_candidates
+from torch_geometric_sdt.testing import GOOD_D as D
+from torch_geometric_sdt.testing import GOOD_K as K
+from torch_geometric_sdt.testing import GOOD_N as N
+from torch_geometric_sdt.testing import assert_api_refuses, small_clusterer, with_value
 
 
 def brute_force(x: Tensor, k: int, metric: str) -> tuple[Tensor, Tensor]:
@@ -209,29 +215,67 @@ def test_bad_input() -> None:
         knn(x, 2, backend='exact', col_chunk_size=-1)
 
 
-def test_missing_backend(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_faiss(monkeypatch: pytest.MonkeyPatch) -> None:
     x = torch.randn(10, 4)
     monkeypatch.setattr(sdt_typing, 'WITH_FAISS', False)
-    monkeypatch.setattr(sdt_typing, 'WITH_PYNNDESCENT', False)
+    message = r'requires faiss: pip install torch_geometric_sdt\[faiss\]'
     for backend in ['faiss', 'faiss-hnsw', 'faiss-ivf']:
-        with pytest.raises(ImportError, match='pip install faiss-cpu'):
+        with pytest.raises(ImportError, match=message):
             knn(x, 2, backend=backend)
-    with pytest.raises(ImportError, match='pip install pynndescent'):
-        knn(x, 2, backend='pynndescent')
+    # knn_graph searches a graph no larger than k + 1 exactly.
+    assert knn_graph(x, 9, backend='faiss').shape == (2, 10 * 9)
 
 
 def test_auto_backend(monkeypatch: pytest.MonkeyPatch) -> None:
     cpu = torch.device('cpu')
-    assert _resolve_backend('auto', 1000, cpu) == 'exact'
-    assert _resolve_backend('auto', 10**6, torch.device('meta')) == 'exact'
-    monkeypatch.setattr(sdt_typing, 'WITH_FAISS', True)
-    monkeypatch.setattr(sdt_typing, 'WITH_PYNNDESCENT', True)
-    assert _resolve_backend('auto', 10**6, cpu) == 'pynndescent'
-    monkeypatch.setattr(sdt_typing, 'WITH_PYNNDESCENT', False)
-    assert _resolve_backend('auto', 10**6, cpu) == 'faiss-hnsw'
-    monkeypatch.setattr(sdt_typing, 'WITH_FAISS', False)
-    assert _resolve_backend('auto', 10**6, cpu) == 'exact'
-    assert _resolve_backend('faiss', 10, cpu) == 'faiss'
+    big = AUTO_EXACT_MAX_NODES + 1
+    assert resolve_backend('auto', 1000, cpu) == 'exact'
+    assert resolve_backend('auto', AUTO_EXACT_MAX_NODES, cpu) == 'exact'
+    assert resolve_backend('auto', big, torch.device('meta')) == 'exact'
+    assert resolve_backend('auto', big, cpu) == 'pynndescent'
+    # NN-descent is a dependency: faiss takes no part in the choice.
+    for with_faiss in [False, True]:
+        monkeypatch.setattr(sdt_typing, 'WITH_FAISS', with_faiss)
+        assert resolve_backend('auto', big, cpu) == 'pynndescent'
+    assert resolve_backend('faiss', 10, cpu) == 'faiss'
+    with pytest.raises(ValueError, match='unknown backend'):
+        resolve_backend('annoy', 10, cpu)
+
+
+def test_package_exports() -> None:
+    import importlib
+
+    package = importlib.import_module('torch_geometric_sdt.nn.knn')
+    assert package.KNN is KNN and package.knn is knn
+    assert package.knn_graph is knn_graph
+    assert package.BACKENDS == (
+        'auto',
+        'exact',
+        'faiss',
+        'faiss-hnsw',
+        'faiss-ivf',
+        'pynndescent',
+    )
+    assert package.METRICS == ('cosine', 'l2')
+    assert package.AUTO_EXACT_MAX_NODES == 200_000
+    assert package.DEFAULT_BLOCK_NUMEL == 2**25
+    assert package.DEFAULT_COL_CHUNK_SIZE == 32_768
+    assert package.resolve_backend is resolve_backend
+    assert package.exact_knn is exact_knn
+
+
+@pytest.mark.parametrize('metric', ['cosine', 'l2'])
+def test_exact_knn_is_the_query_chunk_path(metric: str) -> None:
+    x = torch.randn(50, 4)
+    ref = knn(x, 6, metric=metric, backend='exact', symmetric=False)
+    prepared, _ = prepare(x, metric)
+    index, sim = exact_knn(prepared, 6, metric)
+    assert torch.equal(index, ref.index) and torch.equal(sim, ref.sim)
+    rows = torch.tensor([7, 3])
+    index, sim = exact_knn(prepared, 6, metric, query=rows, chunk_size=1)
+    assert torch.equal(index, ref.index[rows])
+    # Other block shapes sum the products in another order.
+    assert torch.allclose(sim, ref.sim[rows], rtol=0, atol=1e-5)
 
 
 def test_progress() -> None:
@@ -242,20 +286,20 @@ def test_progress() -> None:
 
 @pytest.mark.parametrize('metric', ['cosine', 'l2'])
 def test_finalize_candidates(metric: str) -> None:
-    x, _ = _prepare(torch.randn(8, 3, dtype=torch.float64), metric)
-    ref_index, ref_sim = _exact_knn(x, 3, metric)
+    x, _ = prepare(torch.randn(8, 3, dtype=torch.float64), metric)
+    ref_index, ref_sim = exact_knn(x, 3, metric)
     cand = ref_index[:, [2, 1, 0]].clone()  # Self last; must move to rank 0.
     cand_sim = torch.zeros_like(cand, dtype=torch.float64)
     cand_sim[:, 0] = ref_sim[:, 2]
     cand_sim[:, 1] = ref_sim[:, 1]
     cand[5] = ref_index[5, [1, 2, 1]]  # A repeated id: recomputed exactly.
     cand[6, 0] = -1  # Missing: recomputed exactly.
-    index, sim = _finalize_candidates(x, cand, cand_sim, 3, metric)
+    index, sim = finalize_candidates(x, cand, cand_sim, 3, metric)
     assert torch.equal(index, ref_index)
     assert torch.allclose(sim, ref_sim)
     # Self missing from the candidates: inserted, the last one dropped.
     cand = ref_index[:, 1:].clone()
-    index, _ = _finalize_candidates(x, cand, ref_sim[:, 1:].clone(), 3, metric)
+    index, _ = finalize_candidates(x, cand, ref_sim[:, 1:].clone(), 3, metric)
     assert torch.equal(index, ref_index)
 
 
@@ -379,7 +423,7 @@ def test_knn_graph_batch() -> None:
         knn_graph(x, 4, batch, batch_size=2)
     with pytest.raises(ValueError, match='batch must have shape'):
         knn_graph(x, 4, batch[:-1])
-    with pytest.raises(ValueError, match='flow'):
+    with pytest.raises(ValueError, match="flow must be one of 'source_to_target'"):
         knn_graph(x, 4, flow='both')
     with pytest.raises(ValueError, match='k must be a positive'):
         knn_graph(x, 0)
@@ -420,3 +464,115 @@ def test_to_edge_index() -> None:
     x = torch.randn(30, 4)
     edge_index, _, _ = knn(x, 5, backend='exact').to_edge_index()
     assert as_set(edge_index) == as_set(knn_graph(x, 5, loop=True, cosine=True))
+
+
+# Bad input ##################################################################
+
+# Each bad array or option is refused, naming the problem.
+# Each case: (id, call(tmp, good), exception type, regex of the message).
+BAD_INPUT = [
+    (
+        'NaN',
+        lambda t, g: knn(with_value(g['x'], 2, np.nan), K),
+        ValueError,
+        r'NaN or Inf values \(first: row 2\)',
+    ),
+    (
+        'Inf',
+        lambda t, g: knn(torch.from_numpy(with_value(g['x'], 3, -np.inf)), K),
+        ValueError,
+        r'NaN or Inf values \(first: row 3\)',
+    ),
+    (
+        'zero vector',
+        lambda t, g: knn(with_value(g['x'], 4, 0.0), K),
+        ValueError,
+        r'1 zero row\(s\).*row 4',
+    ),
+    (
+        'N = 0',
+        lambda t, g: knn(np.zeros((0, D), np.float32), 1),
+        ValueError,
+        r'no rows \(N = 0\)',
+    ),
+    (
+        'N = 1',
+        lambda t, g: knn(g['x'][:1], 1),
+        ValueError,
+        r'smaller than the number of points \(1\)',
+    ),
+    (
+        'N <= k',
+        lambda t, g: knn(g['x'][:5], 5),
+        ValueError,
+        r'k=5 must be smaller than the number of points \(5\)',
+    ),
+    (
+        'no columns',
+        lambda t, g: knn(np.zeros((5, 0), np.float32), 2),
+        ValueError,
+        'at least one feature column',
+    ),
+    (
+        'integer features',
+        lambda t, g: knn(g['y'].reshape(-1, 1), 2),
+        ValueError,
+        'floating-point',
+    ),
+    ('k = 0', lambda t, g: knn(g['x'], 0), ValueError, 'k must be positive'),
+    ('k < 0', lambda t, g: knn(g['x'], -1), ValueError, 'k must be positive'),
+    ('k float', lambda t, g: knn(g['x'], 2.5), ValueError, 'k must be an integer'),
+    (
+        'unknown backend',
+        lambda t, g: knn(g['x'], K, backend='annoy'),
+        ValueError,
+        "unknown backend 'annoy'",
+    ),
+    (
+        'unknown metric',
+        lambda t, g: knn(g['x'], K, metric='manhattan'),
+        ValueError,
+        "unknown metric 'manhattan'",
+    ),
+    (
+        'unknown backend option',
+        lambda t, g: knn(g['x'], K, backend='faiss', M=8),
+        ValueError,
+        r"unknown option\(s\) \['M'\]",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    'call,exc,match', [c[1:] for c in BAD_INPUT], ids=[c[0] for c in BAD_INPUT]
+)
+def test_bad_input_is_refused(tmp_path, good, call, exc, match):
+    assert_api_refuses(call, exc, match, tmp_path, good)
+
+
+# Policy choices that are not errors #########################################
+
+
+def test_non_normalised_vectors_are_normalised_for_cosine(good):
+    x = good['x']
+    scale = np.random.default_rng(0).uniform(0.01, 100.0, (N, 1)).astype(np.float32)
+    a, b = knn(x, K, backend='exact'), knn(x * scale, K, backend='exact')
+    assert torch.equal(a.index, b.index)
+    torch.testing.assert_close(a.sim, b.sim, atol=1e-5, rtol=0)
+    assert torch.equal(cluster_knn(a), cluster_knn(b))
+
+
+def test_duplicates_are_allowed(good):
+    x = np.concatenate([good['x'], good['x'][:10]])  # rows N..N+9 repeat 0..9
+    graph = knn(x, K)
+    assert torch.equal(graph.index[:, 0], torch.arange(N + 10))  # self first
+    # Each duplicate pair lists the other at rank 1 (similarity 1):
+    assert graph.index[:10, 1].tolist() == list(range(N, N + 10))
+    assert graph.index[N:, 1].tolist() == list(range(10))
+    torch.testing.assert_close(graph.sim[:, 1][:10], torch.ones(10))
+    for method in ('infomap-knn', 'fc-es'):
+        pred = cluster_knn(graph, method=method)
+        assert pred.shape == (N + 10,)
+        assert torch.equal(pred[:10], pred[N:])  # duplicates cluster together
+    pred = small_clusterer().cluster(x)
+    assert pred.shape == (N + 10,)

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 from torch_geometric.testing import withPackage
 
+from torch_geometric_sdt.testing import assert_api_refuses
 from torch_geometric_sdt.utils import infomap
 from torch_geometric_sdt.utils.infomap import consecutive_cluster_ids
 
@@ -150,3 +151,46 @@ def test_faiss_imported_after_infomap_does_not_crash():
     )
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == '[0, 0, 1, 1, 2]'
+
+
+# Bad input: each bad edge_index or weight is refused, naming it.
+# Each case: (id, call(tmp, good), exception type, regex of the message).
+BAD_INPUT = [
+    (
+        'edge_index out of range',
+        lambda t, g: infomap(torch.tensor([[0, 1], [1, 9]]), num_nodes=3),
+        ValueError,
+        "refers to node 9, out of range for 'num_nodes=3'",
+    ),
+    (
+        'edge_index negative',
+        lambda t, g: infomap(torch.tensor([[0, -1], [1, 0]])),
+        ValueError,
+        'negative node indices',
+    ),
+    (
+        'edge_index float',
+        lambda t, g: infomap(torch.zeros(2, 3)),
+        ValueError,
+        'integer dtype',
+    ),
+    (
+        'edge_index shape',
+        lambda t, g: infomap(torch.zeros(3, 3, dtype=torch.long)),
+        ValueError,
+        r'shape \[2, num_edges\]',
+    ),
+    (
+        'edge_weight negative',
+        lambda t, g: infomap(torch.tensor([[0], [1]]), torch.tensor([-1.0])),
+        ValueError,
+        'non-negative',
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    'call,exc,match', [c[1:] for c in BAD_INPUT], ids=[c[0] for c in BAD_INPUT]
+)
+def test_bad_input_is_refused(tmp_path, good, call, exc, match):
+    assert_api_refuses(call, exc, match, tmp_path, good)

@@ -1,12 +1,16 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 from torch import Tensor
 
+from torch_geometric_sdt.testing import GOOD_K as K
+from torch_geometric_sdt.testing import GOOD_N as N
+from torch_geometric_sdt.testing import assert_api_refuses
 from torch_geometric_sdt.utils.topk_jaccard import topk_jaccard, topk_target
 
 # Brute-force references ######################################################
@@ -434,3 +438,73 @@ def test_docstring_example() -> None:
         [[1.0, 1.0, 0.2492], [1.0, 1.0, 0.2549], [1.0, 0.2549, 0.2492]]
     )
     assert torch.allclose(topk_jaccard(index, sim, topk=2), expected, atol=1e-4)
+
+
+# Bad input ###################################################################
+
+
+def _bad_topk(good: dict, topk: Any) -> Any:
+    return topk_jaccard(good['knn'], topk=topk)
+
+
+# Each bad graph, Top-K or option is refused, naming it.
+# Each case: (id, call(tmp, good), exception type, regex of the message).
+BAD_INPUT = [
+    (
+        'edge form out of range',
+        lambda t, g: topk_jaccard(
+            torch.tensor([[0, 5], [1, 0]]), torch.ones(2), num_nodes=3
+        ),
+        ValueError,
+        'num_nodes=3',
+    ),
+    (
+        'edge form negative',
+        lambda t, g: topk_jaccard(torch.tensor([[0, -1], [1, 0]]), torch.ones(2)),
+        ValueError,
+        'negative',
+    ),
+    (
+        'edge form float',
+        lambda t, g: topk_jaccard(torch.zeros(2, 2), torch.ones(2)),
+        ValueError,
+        'integer tensor',
+    ),
+    (
+        'Top-K wrong length',
+        lambda t, g: _bad_topk(g, torch.ones(N - 1, dtype=int)),
+        ValueError,
+        rf'shape \[{N}\]',
+    ),
+    (
+        'Top-K zero',
+        lambda t, g: _bad_topk(g, torch.zeros(N, dtype=torch.long)),
+        ValueError,
+        r'\[1, degree\]',
+    ),
+    (
+        'Top-K above k',
+        lambda t, g: _bad_topk(g, torch.full((N,), K + 1)),
+        ValueError,
+        rf'topk={K + 1} and {K} neighbours',
+    ),
+    (
+        'Top-K float',
+        lambda t, g: _bad_topk(g, torch.ones(N)),
+        ValueError,
+        'integer tensor',
+    ),
+    (
+        'unknown Top-K Jaccard transform',
+        lambda t, g: topk_jaccard(g['knn'], transform='tanh'),
+        ValueError,
+        'transform must be one of',
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    'call,exc,match', [c[1:] for c in BAD_INPUT], ids=[c[0] for c in BAD_INPUT]
+)
+def test_bad_input_is_refused(tmp_path, good, call, exc, match):
+    assert_api_refuses(call, exc, match, tmp_path, good)

@@ -1,15 +1,18 @@
 from .infomap import infomap
 from .knn_features import SimilarityScale, similarity_scale
-from .memory import check_memory, estimate_memory
-from .topk_jaccard import edge_rank, topk_jaccard, topk_target
+from .rank import edge_rank, position_in_target
+from .similarity import edge_similarity
+from .softmax import masked_softmax
+from .topk_jaccard import topk_jaccard, topk_target
 
 __all__ = [
     'infomap',
     'topk_jaccard',
     'topk_target',
     'edge_rank',
+    'position_in_target',
+    'masked_softmax',
+    'edge_similarity',
     'SimilarityScale',
     'similarity_scale',
-    'estimate_memory',
-    'check_memory',
 ]

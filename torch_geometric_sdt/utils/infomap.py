@@ -193,6 +193,49 @@ def infomap(
     return torch.from_numpy(consecutive_cluster_ids(labels))
 
 
+def cluster_links(
+    edge_index: Tensor,
+    weight: Tensor,
+    num_nodes: int,
+    *,
+    seed: int = 123,
+    num_trials: int = 1,
+    progress: bool = False,
+) -> Tensor:
+    r"""Clusters links node :math:`\to` neighbour with directed two-level
+    Infomap, the last step of every method in this package.
+
+    As in the reference implementations, a node without an outgoing link is
+    a singleton, even when other nodes link to it.
+
+    Args:
+        edge_index (torch.Tensor): Links :obj:`LongTensor[2, M]`, row 0 the
+            node, row 1 its neighbour.
+        weight (torch.Tensor): Link weights :obj:`[M]`, non-negative.
+        num_nodes (int): :math:`N`.
+        seed (int, optional): Infomap's seed (>= 1). (default: :obj:`123`)
+        num_trials (int, optional): Infomap trials. (default: :obj:`1`)
+        progress (bool, optional): Progress bars. (default: :obj:`False`)
+
+    Returns:
+        torch.Tensor: Cluster ids :obj:`LongTensor[N]`, consecutive from 0.
+    """
+    labels = infomap(
+        edge_index,
+        weight,
+        num_nodes,
+        directed=True,
+        two_level=True,
+        seed=seed,
+        num_trials=num_trials,
+        progress=progress,
+    ).numpy()
+    unlinked = np.ones(num_nodes, dtype=bool)
+    unlinked[edge_index[0].numpy()] = False
+    labels[unlinked] = labels.max(initial=-1) + 1 + np.flatnonzero(unlinked)
+    return torch.from_numpy(consecutive_cluster_ids(labels))
+
+
 def _read_modules(engine: infomap_lib.Infomap) -> tuple[np.ndarray, np.ndarray]:
     r"""Reads the top-level module of every node through a :obj:`.clu` file
     written by Infomap itself.
@@ -209,4 +252,4 @@ def _read_modules(engine: infomap_lib.Infomap) -> tuple[np.ndarray, np.ndarray]:
     return table[:, 0], table[:, 1]
 
 
-__all__ = ['infomap']
+__all__ = ['infomap', 'cluster_links', 'consecutive_cluster_ids']

@@ -7,12 +7,16 @@ import torch
 
 from torch_geometric_sdt import io
 from torch_geometric_sdt.datasets import synthetic_faces
-from torch_geometric_sdt.nn.models.sdt_clusterer import (
+from torch_geometric_sdt.nn.knn import KNN
+from torch_geometric_sdt.nn.models.knn_context import (
     KNNContext,
-    SDTClusterer,
     band_positions,
     topk_positions,
 )
+from torch_geometric_sdt.nn.models.sdt_clusterer import SDTClusterer
+from torch_geometric_sdt.testing import GOOD_K as K
+from torch_geometric_sdt.testing import GOOD_N as N
+from torch_geometric_sdt.testing import assert_api_refuses, small_clusterer
 
 
 @pytest.fixture(scope='module')
@@ -219,3 +223,78 @@ def test_tune_eta_chooses_from_the_grid(faces):
     assert model.config['eta'] == near[(len(near) - 1) // 2]
     with pytest.raises(ValueError, match='y must have shape'):
         model.tune_eta(x, y[:-1])
+
+
+@pytest.mark.parametrize('training', [True, False])
+def test_inference_keeps_the_callers_mode(faces, training):
+    x, _ = faces
+    model = SDTClusterer(k=8, hidden_channels=8, predictor_channels=8, heads=2)
+    model.train(training)
+    model.encoder.eval()  # a mixed state is given back as it was, too
+    modes = [m.training for m in model.modules()]
+    pred = model.cluster(x)
+    assert pred.shape == (x.size(0),)
+    assert [m.training for m in model.modules()] == modes
+
+
+# Bad input: each bad graph, Top-K or option is refused, naming it.
+# Each case: (id, call(tmp, good), exception type, regex of the message).
+BAD_INPUT = [
+    (
+        'SDT on N <= k',
+        lambda t, g: small_clusterer().cluster(g['x'][:K]),
+        ValueError,
+        'smaller than the number of points',
+    ),
+    (
+        'kNN list without self first',
+        lambda t, g: small_clusterer().cluster(
+            graph=KNN(g['knn'].index.flip(1), g['knn'].sim.flip(1))
+        ),
+        ValueError,
+        'self at rank 0',
+    ),
+    (
+        'SDT Top-K out of range',
+        lambda t, g: small_clusterer().cluster(
+            graph=g['knn'], topk=torch.full((N,), 99)
+        ),
+        ValueError,
+        r'\[1, degree\]',
+    ),
+    (
+        'SDT Top-K wrong length',
+        lambda t, g: small_clusterer().cluster(
+            graph=g['knn'], topk=torch.ones(3, dtype=torch.long)
+        ),
+        ValueError,
+        rf'shape \[{N}\]',
+    ),
+    (
+        'SDT eta > 1',
+        lambda t, g: small_clusterer().cluster(graph=g['knn'], eta=1.5),
+        ValueError,
+        r'eta must lie in \[0, 1\]',
+    ),
+    (
+        'SDT eta in config',
+        lambda t, g: SDTClusterer(k=K, eta=-0.1),
+        ValueError,
+        r'eta must lie in \[0, 1\]',
+    ),
+    (
+        'SDT theta in config',
+        lambda t, g: SDTClusterer(k=K, theta=2.0),
+        ValueError,
+        r'theta must lie in \[0, 1\]',
+    ),
+    ('SDT k <= 1', lambda t, g: SDTClusterer(k=1), ValueError, 'k must be at least 2'),
+    ('unknown SDT mode', lambda t, g: SDTClusterer(mode='raw'), ValueError, 'mode'),
+]
+
+
+@pytest.mark.parametrize(
+    'call,exc,match', [c[1:] for c in BAD_INPUT], ids=[c[0] for c in BAD_INPUT]
+)
+def test_bad_input_is_refused(tmp_path, good, call, exc, match):
+    assert_api_refuses(call, exc, match, tmp_path, good)

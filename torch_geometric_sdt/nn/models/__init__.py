@@ -1,5 +1,6 @@
+from .knn_context import KNNContext
 from .sdt import EdgeHead, FeedForward, MoEFeedForward, SDTBlock, SDTEncoder
-from .sdt_clusterer import KNNContext, SDTClusterer
+from .sdt_clusterer import SDTClusterer, choose_eta
 from .topk_predictor import TopKPredictor
 
 __all__ = [
@@ -11,4 +12,5 @@ __all__ = [
     'EdgeHead',
     'KNNContext',
     'SDTClusterer',
+    'choose_eta',
 ]

@@ -1,8 +1,9 @@
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -11,106 +12,48 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-import torch_geometric_sdt
-from torch_geometric_sdt.nn.knn import KNN, knn
+from torch_geometric_sdt.defaults import DEFAULT_K
+from torch_geometric_sdt.metrics import choose_threshold, threshold_sweep
+from torch_geometric_sdt.nn.knn import KNN
+from torch_geometric_sdt.nn.models.knn_context import (
+    KNNContext,
+    band_positions,
+    topk_positions,
+)
 from torch_geometric_sdt.nn.models.sdt import EdgeHead, SDTEncoder
 from torch_geometric_sdt.nn.models.topk_predictor import TopKPredictor
+from torch_geometric_sdt.utils.checkpoint import load_tensors, save_tensors
+from torch_geometric_sdt.utils.infomap import cluster_links
 from torch_geometric_sdt.utils.knn_features import (
     NUM_EDGE_FEATURES,
     NUM_TOKEN_FEATURES,
-    SimilarityScale,
     edge_features,
-    similarity_scale,
     token_features,
 )
 from torch_geometric_sdt.utils.topk_jaccard import topk_jaccard
+from torch_geometric_sdt.version import __version__
 
 MODES = ('relational', 'embedding')
 CHECKPOINT_FORMAT = 'torch_geometric_sdt.SDTClusterer'
 CHECKPOINT_VERSION = 1
+#: The :math:`\eta` values :meth:`SDTClusterer.tune_eta` and training try.
+DEFAULT_ETA_GRID = tuple(round(0.05 * i, 2) for i in range(2, 20))
+#: Pairwise F-scores within this of the best count as equally good in
+#: :func:`choose_eta`.
+ETA_TOLERANCE = 1e-3
 
 
-@dataclass
-class KNNContext:
-    r"""Everything the model reads from one data set's kNN graph, computed once.
-
-    Attributes:
-        knn (KNN): The kNN graph, :obj:`[N, k]`, self at rank 0.
-        scale (SimilarityScale): The data set's own similarity scale.
-        shared (torch.Tensor): Set Jaccard index of the full lists of every
-            kNN edge, :obj:`[N, k]`.
-        x (torch.Tensor, optional): Unit-norm embeddings :obj:`[N, D]`
-            (:obj:`'embedding'` mode only).
-    """
-
-    knn: KNN
-    scale: SimilarityScale
-    shared: Tensor
-    x: Tensor | None = None
-
-    @property
-    def num_nodes(self) -> int:
-        return self.knn.num_nodes
-
-    @property
-    def k(self) -> int:
-        return self.knn.k
-
-    @classmethod
-    def build(
-        cls,
-        x: Tensor | np.ndarray | None,
-        k: int,
-        *,
-        graph: KNN | None = None,
-        keep_x: bool = False,
-        backend: str = 'auto',
-        progress: bool = False,
-    ) -> KNNContext:
-        """Builds the context from embeddings (and/or a precomputed kNN)."""
-        if x is not None:
-            x = torch.as_tensor(x)
-        if graph is None:
-            if x is None:
-                raise ValueError('give embeddings x or a precomputed kNN graph')
-            graph = knn(x, k, backend=backend, progress=progress)
-        elif graph.k != k:
-            raise ValueError(f'the kNN graph has k = {graph.k}, the model k = {k}')
-        if x is not None and x.size(0) != graph.num_nodes:
-            raise ValueError(
-                f'x has {x.size(0)} rows but the kNN graph {graph.num_nodes} nodes'
-            )
-        shared = topk_jaccard(graph, topk=k, mode='set', progress=progress)
-        xx = None
-        if keep_x:
-            if x is None:
-                raise ValueError('embedding mode needs the embeddings x')
-            xx = torch.nn.functional.normalize(x.float(), dim=-1)
-        return cls(graph, similarity_scale(graph.sim), shared.float(), xx)
-
-
-def band_positions(topk: Tensor, k: int, band: tuple[int, int]) -> Tensor:
-    r"""Flat positions :math:`i k + r` of the candidate pairs near each node's
-    Top-K boundary: ranks :math:`\max(1, K_i - b_-) \le r <
-    \min(k, K_i + b_+)`.
-    """
-    below, above = band
-    rank = torch.arange(k, device=topk.device)
-    lo = (topk - below).clamp(min=1).unsqueeze(1)
-    hi = (topk + above).clamp(max=k).unsqueeze(1)
-    mask = (rank >= lo) & (rank < hi)
-    row, col = mask.nonzero(as_tuple=True)
-    return row * k + col
-
-
-def topk_positions(nodes: Tensor, topk: Tensor, k: int) -> Tensor:
-    """Flat positions of the Top-K edges (rank :math:`< K_i`) of some nodes,
-    grouped by node.
-    """
-    rank = torch.arange(k, device=nodes.device)
-    mask = rank < topk[nodes].unsqueeze(1)
-    row, col = mask.nonzero(as_tuple=True)
-    return nodes[row] * k + col
+@contextlib.contextmanager
+def _evaluating(module: torch.nn.Module) -> Iterator[None]:
+    # Runs a block in eval mode and gives every submodule back the mode the
+    # caller left it in.
+    modes = [(m, m.training) for m in module.modules()]
+    module.eval()
+    try:
+        yield
+    finally:
+        for m, training in modes:
+            m.training = training
 
 
 class SDTClusterer(torch.nn.Module):
@@ -190,7 +133,7 @@ class SDTClusterer(torch.nn.Module):
 
     def __init__(
         self,
-        k: int = 80,
+        k: int = DEFAULT_K,
         mode: str = 'relational',
         embedding_channels: int | None = None,
         hidden_channels: int = 64,
@@ -362,15 +305,17 @@ class SDTClusterer(torch.nn.Module):
     def predict_topk(
         self, ctx: KNNContext, batch_size: int = 4096, progress: bool = False
     ) -> Tensor:
-        """Predicts :math:`K_i` for every node, :obj:`LongTensor[N]`."""
-        self.eval()
+        """Predicts :math:`K_i` for every node, :obj:`LongTensor[N]` (in
+        eval mode; the module's mode is left as it was).
+        """
         out = torch.empty(ctx.num_nodes, dtype=torch.long)
         starts = range(0, ctx.num_nodes, batch_size)
-        for lo in tqdm(starts, desc='Top-K', disable=not progress):
-            nodes = torch.arange(lo, min(ctx.num_nodes, lo + batch_size))
-            out[nodes] = TopKPredictor.predict(
-                self.topk_predictor(*self.tokens(ctx, nodes))
-            )
+        with _evaluating(self):
+            for lo in tqdm(starts, desc='Top-K', disable=not progress):
+                nodes = torch.arange(lo, min(ctx.num_nodes, lo + batch_size))
+                out[nodes] = TopKPredictor.predict(
+                    self.topk_predictor(*self.tokens(ctx, nodes))
+                )
         return out
 
     def jaccard(self, ctx: KNNContext, topk: Tensor, progress: bool = False) -> Tensor:
@@ -400,16 +345,18 @@ class SDTClusterer(torch.nn.Module):
         jaccard: Tensor,
         chunk_size: int = 65536,
     ) -> Tensor:
-        """SDT node states of every node, layer by layer in chunks."""
-        self.eval()
+        """SDT node states of every node, layer by layer in chunks (in eval
+        mode; the module's mode is left as it was).
+        """
         nodes = torch.arange(ctx.num_nodes)
         edge_index, edge_attr, edge_rank, _ = self.subgraph_inputs(
             ctx, nodes, topk, jaccard
         )
         x = self.node_features(ctx, nodes, topk)
-        return self.encoder.inference(
-            x, edge_index, edge_attr, topk, edge_rank, chunk_size=chunk_size
-        )
+        with _evaluating(self):
+            return self.encoder.inference(
+                x, edge_index, edge_attr, topk, edge_rank, chunk_size=chunk_size
+            )
 
     @torch.no_grad()
     def score_band(
@@ -421,16 +368,17 @@ class SDTClusterer(torch.nn.Module):
         chunk_size: int = 1 << 18,
     ) -> tuple[Tensor, Tensor]:
         """Same-identity probabilities of the band pairs:
-        :obj:`(positions, probabilities)`.
+        :obj:`(positions, probabilities)` (in eval mode; the module's mode is
+        left as it was).
         """
-        self.eval()
         pos = band_positions(topk, self.k, self.band)
         prob = torch.empty(pos.numel())
-        for lo in range(0, pos.numel(), chunk_size):
-            p = pos[lo : lo + chunk_size]
-            i, j = p // self.k, ctx.knn.index.view(-1)[p]
-            logit = self.edge_head(h[i], h[j], self.pair_features(ctx, p, jaccard))
-            prob[lo : lo + chunk_size] = logit.sigmoid()
+        with _evaluating(self):
+            for lo in range(0, pos.numel(), chunk_size):
+                p = pos[lo : lo + chunk_size]
+                i, j = p // self.k, ctx.knn.index.view(-1)[p]
+                feat = self.pair_features(ctx, p, jaccard)
+                prob[lo : lo + chunk_size] = self.edge_head(h[i], h[j], feat).sigmoid()
         return pos, prob
 
     def final_links(
@@ -500,8 +448,6 @@ class SDTClusterer(torch.nn.Module):
         Returns:
             torch.Tensor: Cluster ids :obj:`LongTensor[N]`, consecutive from 0.
         """
-        from torch_geometric_sdt.baselines import cluster_links
-
         if eta is not None and not 0.0 <= float(eta) <= 1.0:
             raise ValueError(f'eta must lie in [0, 1] (got {eta})')
         ctx = KNNContext.build(
@@ -543,18 +489,8 @@ class SDTClusterer(torch.nn.Module):
             )
 
     # ------------------------------------------------------------------
-    # Training and checkpoints
+    # Tuning and checkpoints
     # ------------------------------------------------------------------
-    def fit(self, x: Tensor | np.ndarray, y: Tensor | np.ndarray, **kwargs: Any):
-        """Trains the model on labelled embeddings and returns it; see
-        :func:`torch_geometric_sdt.train.fit` for the options. The training
-        summary is kept in :obj:`fit_summary_`.
-        """
-        from torch_geometric_sdt.train import fit
-
-        self.fit_summary_ = fit(self, x, y, **kwargs)
-        return self
-
     @torch.no_grad()
     def tune_eta(
         self,
@@ -569,8 +505,9 @@ class SDTClusterer(torch.nn.Module):
         (*e.g.* a few labelled identities of your own data): clusters them at
         every :math:`\eta` of :obj:`grid` (the network runs once) and keeps
         the centre of the values with the best pairwise F-score
-        (:func:`~torch_geometric_sdt.train.choose_eta`). :meth:`fit` does
-        the same on its validation identities. Never tune on the data you
+        (:func:`choose_eta`). Training
+        (:func:`~torch_geometric_sdt.train.fit`) does the same on its
+        validation identities. Never tune on the data you
         evaluate on.
 
         Args:
@@ -580,15 +517,13 @@ class SDTClusterer(torch.nn.Module):
             graph (KNN, optional): A precomputed kNN graph.
                 (default: :obj:`None`)
             grid (tuple, optional): Candidate values (default:
-                :obj:`torch_geometric_sdt.train.DEFAULT_ETA_GRID`).
+                :obj:`DEFAULT_ETA_GRID`).
             backend (str, optional): kNN backend. (default: :obj:`'auto'`)
 
         Returns:
             list: Every candidate's metrics; the chosen value is stored in
             :obj:`config['eta']`.
         """
-        from torch_geometric_sdt.train import DEFAULT_ETA_GRID, choose_eta
-
         y = torch.as_tensor(y).long()
         ctx = KNNContext.build(
             x, self.k, graph=graph, keep_x=self.mode == 'embedding', backend=backend
@@ -608,24 +543,22 @@ class SDTClusterer(torch.nn.Module):
     def save(
         self, path: str | Path, *, overwrite: bool = False, extra: dict | None = None
     ) -> Path:
-        """Saves weights (safetensors) with the JSON config in its header."""
-        from safetensors.torch import save
-
-        from torch_geometric_sdt.io import atomic_write
-
+        """Saves weights (safetensors) with the JSON config in its header
+        (:mod:`~torch_geometric_sdt.utils.checkpoint`).
+        """
         meta = {
-            'format': CHECKPOINT_FORMAT,
-            'format_version': str(CHECKPOINT_VERSION),
-            'library_version': torch_geometric_sdt.__version__,
+            'library_version': __version__,
             'config': json.dumps(self.config),
             'extra': json.dumps(extra or {}),
         }
-        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        data = save(state, metadata=meta)
-        path = Path(path)
-        with atomic_write(path, overwrite=overwrite) as tmp:
-            Path(tmp).write_bytes(data)
-        return path
+        return save_tensors(
+            path,
+            self.state_dict(),
+            format=CHECKPOINT_FORMAT,
+            version=CHECKPOINT_VERSION,
+            metadata=meta,
+            overwrite=overwrite,
+        )
 
     @classmethod
     def load(cls, path: str | Path) -> SDTClusterer:
@@ -638,29 +571,13 @@ class SDTClusterer(torch.nn.Module):
     @classmethod
     def load_with_metadata(cls, path: str | Path) -> tuple[SDTClusterer, dict]:
         """Like :meth:`load`, also returning the checkpoint's extra metadata."""
-        from safetensors import SafetensorError
-        from safetensors.torch import load
-
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f'checkpoint not found: {path}')
-        data = path.read_bytes()
-        try:
-            header_len = int.from_bytes(data[:8], 'little')
-            header = json.loads(data[8 : 8 + header_len])
-            meta = header.get('__metadata__', {})
-            state = load(data)
-        except (SafetensorError, ValueError, AttributeError) as e:
-            raise ValueError(f'{path} is not a safetensors checkpoint ({e})') from e
-        if not isinstance(meta, dict) or meta.get('format') != CHECKPOINT_FORMAT:
-            raise ValueError(f'{path} is not an SDTClusterer checkpoint')
-        version = meta.get('format_version')
-        if version != str(CHECKPOINT_VERSION):
-            raise ValueError(
-                f'{path} has checkpoint format version {version}; this library '
-                f'({torch_geometric_sdt.__version__}) reads version '
-                f'{CHECKPOINT_VERSION}'
-            )
+        state, meta = load_tensors(
+            path,
+            format=CHECKPOINT_FORMAT,
+            version=CHECKPOINT_VERSION,
+            kind='checkpoint',
+            description='an SDTClusterer checkpoint',
+        )
         try:
             config = json.loads(meta['config'])
         except (KeyError, ValueError) as e:
@@ -680,4 +597,52 @@ class SDTClusterer(torch.nn.Module):
         except RuntimeError as e:
             raise ValueError(f'{path} does not match its config: {e}') from e
         model.eval()
-        return model, json.loads(meta.get('extra', '{}'))
+        try:
+            extra = json.loads(meta.get('extra', '{}'))
+        except ValueError as e:
+            raise ValueError(f'{path} has no valid JSON extra metadata ({e})') from e
+        return model, extra
+
+
+@torch.no_grad()
+def choose_eta(
+    model: SDTClusterer,
+    ctx: KNNContext,
+    topk: Tensor,
+    jaccard: Tensor,
+    y: Tensor,
+    grid: tuple[float, ...] = DEFAULT_ETA_GRID,
+) -> tuple[float, list[dict[str, Any]]]:
+    r"""Clusters labelled items at every :math:`\eta` of :obj:`grid` (the
+    network runs once, only the final links change) and returns the chosen
+    value and every value's metrics.
+
+    The choice is the median of the values whose pairwise F-score is within
+    :obj:`ETA_TOLERANCE` of the best
+    (:func:`~torch_geometric_sdt.metrics.choose_threshold`). A validation
+    split is small and often saturates over a wide plateau of :math:`\eta`,
+    while the data the model meets later is larger and denser in look-alike
+    identities; the centre of the plateau is the value least sensitive to
+    that shift (on held-out synthetic faces it beat both ends of the
+    plateau).
+    """
+    h = model.node_states(ctx, topk, jaccard)
+    band, prob = model.score_band(ctx, topk, jaccard, h)
+
+    def cluster(eta: float) -> Tensor:
+        links, weight = model.final_links(ctx, topk, jaccard, band, prob, eta)
+        return cluster_links(links, weight, ctx.num_nodes)
+
+    sweep = threshold_sweep(cluster, grid, y, key='eta')
+    return choose_threshold(sweep, key='eta', tolerance=ETA_TOLERANCE), sweep
+
+
+__all__ = [
+    'SDTClusterer',
+    'KNNContext',
+    'choose_eta',
+    'DEFAULT_ETA_GRID',
+    'ETA_TOLERANCE',
+    'CHECKPOINT_FORMAT',
+    'CHECKPOINT_VERSION',
+]
