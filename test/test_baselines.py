@@ -190,7 +190,15 @@ BAD_INPUT = [
         'kNN index negative',
         lambda t, g: fc_es(g['knn']._replace(index=-g['knn'].index - 2)),
         ValueError,
-        'negative ids other than -1',
+        'contains negative ids',
+    ),
+    (
+        'kNN index padded with -1',
+        lambda t, g: cluster_knn(
+            g['knn']._replace(index=g['knn'].index.masked_fill(g['knn'].index == 3, -1))
+        ),
+        ValueError,
+        'contains negative ids',
     ),
     (
         'kNN index float',

@@ -600,6 +600,22 @@ CLI_BAD_INPUT = [
         ],
         f'needs k = 80 \\(got -k {K}\\)',
     ),
+    (
+        'l2 metric for clustering',
+        lambda t, g: ['cluster', str(g['root'] / 'x.npy'), '--metric', 'l2'],
+        '--metric l2: every method thresholds cosine similarities',
+    ),
+    (
+        'NaN in training features',
+        lambda t, g: [
+            'train',
+            write_npy(t, 'nan.npy', with_value(g['x'], 5, np.nan)),
+            str(g['root'] / 'y.meta'),
+            '-k',
+            str(K),
+        ],
+        r'NaN or Inf .*row 5',
+    ),
 ]
 
 
@@ -710,3 +726,76 @@ def test_interrupted_cli_run_leaves_nothing(tmp_path):
                 proc.kill()
                 proc.wait()
             proc.stderr.close()
+
+
+@pytest.mark.parametrize('command', ['knn', 'cluster'])
+def test_output_equal_to_an_input_is_refused(tmp_path, good, capsys, command):
+    x = tmp_path / 'x.npy'
+    np.save(x, good['x'])
+    before = x.read_bytes()
+    rc, err = run_cli([command, str(x), '-o', str(x), '--overwrite', '-q'], capsys)
+    assert rc == 2 and 'is also an input' in err and len(err.splitlines()) == 1
+    assert x.read_bytes() == before
+
+
+def test_sdt_k_mismatch_is_refused_before_the_knn_graph(tmp_path, good, capsys):
+    x = tmp_path / 'x.npy'
+    np.save(x, good['x'])
+    argv = ['cluster', str(x), '-o', str(tmp_path / 'p.meta'), '--method', 'sdt']
+    rc, err = run_cli([*argv, '-k', str(K)], capsys)  # not -q: stages show
+    assert rc == 2 and 'needs k = 80' in err
+    assert '[sdt]' not in err  # refused before loading or building anything
+
+
+def test_warnings_are_one_line(tmp_path, good, capsys, monkeypatch):
+    import warnings
+
+    from torch_geometric_sdt import cli
+
+    def noisy(*args, **kwargs):
+        warnings.warn('first line\nsecond line', UserWarning, stacklevel=1)
+        return 0
+
+    monkeypatch.setitem(cli._COMMANDS, 'evaluate', noisy)
+    rc, err = run_cli(['evaluate', 'a', 'b'], capsys)
+    assert rc == 0
+    assert err.strip() == 'sdt evaluate: warning: first line second line'
+
+
+@pytest.mark.parametrize(
+    'error',
+    [
+        MemoryError(),
+        RuntimeError(
+            '[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: '
+            "can't allocate memory: you tried to allocate 123 bytes."
+        ),
+    ],
+)
+def test_allocation_failure_is_one_line_naming_the_stage(
+    tmp_path, good, capsys, monkeypatch, error
+):
+    from torch_geometric_sdt import cli
+
+    def fail(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(cli, 'knn', fail)
+    out = tmp_path / 'p.meta'
+    rc, err = run_cli(['cluster', str(good['root'] / 'x.npy'), '-o', str(out)], capsys)
+    last = err.strip().splitlines()[-1]
+    assert rc == 2 and 'Traceback' not in err
+    assert last.startswith('sdt cluster: error: out of memory during kNN')
+    assert 'try a smaller -k' in last
+    assert not out.exists()
+
+
+def test_train_quiet_prints_nothing_on_stderr(tmp_path, faces, capsys):
+    # Memory-mapped features used to print a two-line "not writable" warning.
+    x, y, _ = faces
+    out = tmp_path / 'm.safetensors'
+    argv = ['train', str(x), str(y), '-o', str(out), '-k', '10']
+    argv += ['--topk-epochs', '1', '--sdt-epochs', '1', '--max-steps-per-epoch', '1']
+    rc, err = run_cli([*argv, '-q'], capsys)
+    assert rc == 0 and err == ''
+    assert out.exists()

@@ -499,3 +499,52 @@ BAD_INPUT = [
 )
 def test_bad_input_is_refused(tmp_path, good, call, exc, match):
     assert_api_refuses(call, exc, match, tmp_path, good)
+
+
+def test_float128_features_are_refused_with_the_file(tmp_path):
+    if not hasattr(np, 'float128'):  # pragma: no cover (platform without it)
+        pytest.skip('numpy has no float128 on this platform')
+    path = tmp_path / 'x.npy'
+    np.save(path, np.ones((4, 3), dtype=np.float128))
+    with pytest.raises(ValueError, match=r'x\.npy have dtype float128'):
+        load_features(path)
+
+
+def test_big_endian_features_are_read_in_native_order(tmp_path):
+    x = np.random.default_rng(0).standard_normal((20, 4))
+    path = tmp_path / 'x.npy'
+    np.save(path, x.astype('>f4'))
+    y = load_features(path)
+    assert y.dtype.isnative and y.dtype == np.float32
+    np.testing.assert_array_equal(y, x.astype(np.float32))
+    from torch_geometric_sdt.nn.knn import knn
+
+    assert knn(y, 3).index.shape == (20, 3)
+
+
+def test_huge_integer_label_names_its_line(tmp_path):
+    path = tmp_path / 'y.meta'
+    path.write_text('1\n2\n' + '9' * 23 + '\n')
+    with pytest.raises(ValueError, match=r'line 3: label .* 64-bit integer range'):
+        load_labels(path)
+
+
+def _knn_npz(path, ids, dist):
+    np.savez(path, data=np.stack([np.asarray(ids, float), np.asarray(dist)], axis=1))
+    return path
+
+
+def test_read_knn_sorts_rows_and_puts_self_first(tmp_path):
+    ids = [[0, 2, 1], [1, 0, 2], [1, 2, 0]]  # row 2: a duplicate listed first
+    dist = [[0.0, 0.5, 0.2], [0.0, 0.1, 0.3], [0.0, 0.0, 0.4]]
+    graph = read_knn(_knn_npz(tmp_path / 'a.npz', ids, dist))
+    assert graph.index.tolist() == [[0, 1, 2], [1, 0, 2], [2, 1, 0]]
+    assert graph.sim[0].tolist() == pytest.approx([1.0, 0.8, 0.5])
+    assert graph.sim[2].tolist() == pytest.approx([1.0, 1.0, 0.6])
+
+
+def test_read_knn_refuses_rows_without_self_first(tmp_path):
+    path = _knn_npz(tmp_path / 'a.npz', [[0, 1], [0, 1]], [[0.0, 0.1], [0.0, 0.1]])
+    with pytest.raises(ValueError, match='row 1 does not list node 1 first'):
+        read_knn(path)
+    assert read_knn(path, with_self=False).index.tolist() == [[0, 0, 1], [1, 0, 1]]

@@ -47,10 +47,13 @@ def _check_knn(knn: KNN) -> tuple[Tensor, Tensor]:
             f"'knn.index' refers to node {int(index.max())}, out of range for "
             f'{index.size(0)} nodes'
         )
-    if index.numel() > 0 and int(index.min()) < -1:
-        raise ValueError("'knn.index' contains negative ids other than -1")
+    if index.numel() > 0 and int(index.min()) < 0:
+        raise ValueError(
+            "'knn.index' contains negative ids; pass full kNN lists (knn() and "
+            'read_knn() never pad with -1)'
+        )
     sim = sim.detach().cpu()
-    if not bool(torch.isfinite(sim[index >= 0]).all()):  # -1 padding may be -inf
+    if not bool(torch.isfinite(sim).all()):
         raise ValueError("'knn.sim' contains NaN or infinite similarities")
     return index, sim
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import signal
@@ -47,8 +48,13 @@ _USER_ERRORS = (
     FileExistsError,
     ImportError,
     OSError,
-    MemoryError,
 )
+# What to change when a stage runs out of memory, by the start of its name.
+_MEMORY_ADVICE = {
+    'kNN': 'a smaller -k, or --backend pynndescent',
+    'cluster': 'a smaller -k, or --method infomap-knn',
+    'train': 'fewer training items, or a smaller -k',
+}
 
 
 class _Reporter:
@@ -57,13 +63,16 @@ class _Reporter:
     def __init__(self, quiet: bool) -> None:
         self.quiet = quiet
         self.times: dict[str, float] = {}
+        self.current: str | None = None
 
     @contextlib.contextmanager
     def stage(self, name: str) -> Iterator[None]:
         if not self.quiet:
             print(f'[sdt] {name} ...', file=sys.stderr, flush=True)
         t = time.perf_counter()
+        self.current = name
         yield
+        self.current = None
         self.times[name] = time.perf_counter() - t
         if not self.quiet:
             print(
@@ -238,9 +247,25 @@ def _load_features(args: argparse.Namespace) -> np.ndarray:
     return io.load_features(args.features, dim=dim)
 
 
+def _check_output(args: argparse.Namespace, *inputs: str | None) -> None:
+    """Refuses, before any work, an output that cannot be written or that is
+    one of the command's inputs (``--overwrite`` would destroy it)."""
+    io.check_writable(args.output, overwrite=args.overwrite)
+    out = os.path.realpath(args.output)
+    for path in inputs:
+        if path is not None and os.path.realpath(path) == out:
+            raise ValueError(f'the output {args.output} is also an input ({path})')
+
+
 def _k(args: argparse.Namespace) -> int:
     # -k as given, else the default (a kNN cache read with --knn keeps its own).
     return DEFAULT_K if args.k is None else args.k
+
+
+def _load_model(args: argparse.Namespace) -> Any:
+    from torch_geometric_sdt.nn.models import SDTClusterer
+
+    return SDTClusterer.load(args.model or default_model_path())
 
 
 def _run_method(
@@ -249,15 +274,14 @@ def _run_method(
     threshold: float | None,
     graph: KNN,
     x: Any | None = None,
+    model: Any | None = None,
 ) -> torch.Tensor:
     if method != 'sdt':
         params: dict[str, Any] = {'seed': args.infomap_seed}
         if threshold is not None:
             params['threshold'] = threshold
         return cluster_knn(graph, method=method, **params)
-    from torch_geometric_sdt.nn.models import SDTClusterer
-
-    model = SDTClusterer.load(args.model or default_model_path())
+    model = _load_model(args) if model is None else model
     if graph.k != model.k:
         raise ValueError(f'the SDT model needs k = {model.k} (got -k {graph.k})')
     x_t = None if x is None or model.mode == 'relational' else torch.as_tensor(x)
@@ -280,13 +304,12 @@ def _build_knn(args: argparse.Namespace, rep: _Reporter, x: Any, k: int) -> KNN:
             return knn(x, k, metric=metric, backend=backend, progress=not args.quiet)
 
 
-def _check_memory(args: argparse.Namespace, x: Any, method: str | None) -> None:
+def _check_memory(args: argparse.Namespace, x: Any, method: str | None, k: int) -> None:
     """Refuses a run whose estimated memory does not fit (``--no-memory-check``
     skips it); :obj:`method` is :obj:`None` for the kNN graph alone."""
     if args.no_memory_check:
         return
     num_nodes, dim = x.shape
-    k = _k(args)
     est = estimate_memory(
         num_nodes, dim, k, method=method or 'infomap-knn', backend=args.backend
     )
@@ -300,10 +323,10 @@ def _check_memory(args: argparse.Namespace, x: Any, method: str | None) -> None:
 
 
 def _cmd_knn(args: argparse.Namespace, rep: _Reporter) -> int:
-    io.check_writable(args.output, overwrite=args.overwrite)
+    _check_output(args, args.features, args.labels)
     with rep.stage('load features'):
         x = _load_features(args)
-    _check_memory(args, x, None)
+    _check_memory(args, x, None, _k(args))
     graph = _build_knn(args, rep, x, _k(args))
     with rep.stage('write'):
         io.write_knn(args.output, graph, overwrite=args.overwrite)
@@ -311,9 +334,17 @@ def _cmd_knn(args: argparse.Namespace, rep: _Reporter) -> int:
 
 
 def _cmd_cluster(args: argparse.Namespace, rep: _Reporter) -> int:
-    io.check_writable(args.output, overwrite=args.overwrite)
+    _check_output(args, args.features, args.labels, args.knn, args.model)
     if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
         raise ValueError(f'--threshold must lie in [0, 1] (got {args.threshold})')
+    if args.metric != 'cosine':
+        raise ValueError(
+            f'--metric {args.metric}: every method thresholds cosine '
+            'similarities; cluster with --metric cosine (the default)'
+        )
+    model = _load_model(args) if args.method == 'sdt' else None
+    if model is not None and args.k is not None and args.k != model.k:
+        raise ValueError(f'the SDT model needs k = {model.k} (got -k {args.k})')
     true = None
     if args.labels is not None:
         with rep.stage('load labels'):
@@ -325,15 +356,17 @@ def _cmd_cluster(args: argparse.Namespace, rep: _Reporter) -> int:
             f'{args.labels} has {len(true)} labels but {args.features} has '
             f'{len(x)} rows'
         )
-    _check_memory(args, x, args.method)
+    # The SDT model's own k unless -k says otherwise (and then they must agree):
+    k = model.k if model is not None and args.k is None else _k(args)
+    _check_memory(args, x, args.method, k)
     graph: KNN
     if args.knn is not None:
         with rep.stage('read kNN cache'):
             graph = io.read_knn(args.knn, num_nodes=len(x), k=args.k)
     else:
-        graph = _build_knn(args, rep, x, _k(args))
+        graph = _build_knn(args, rep, x, k)
     with rep.stage(f'cluster ({args.method})'):
-        pred = _run_method(args, args.method, args.threshold, graph, x)
+        pred = _run_method(args, args.method, args.threshold, graph, x, model)
     # Scored before writing, so that bad labels leave no output behind:
     metrics = None if true is None else evaluate(pred, true)
     with rep.stage('write'):
@@ -347,7 +380,7 @@ def _cmd_train(args: argparse.Namespace, rep: _Reporter) -> int:
     from torch_geometric_sdt.nn.models import SDTClusterer
     from torch_geometric_sdt.train import fit
 
-    io.check_writable(args.output, overwrite=args.overwrite)
+    _check_output(args, args.features, args.labels)
     with rep.stage('load'):
         y = io.load_labels(args.labels)
         x = _load_features(args)
@@ -487,9 +520,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
-        return _COMMANDS[args.command](args, rep)
+        with warnings.catch_warnings():
+            warnings.showwarning = functools.partial(_show_warning, args.command)
+            return _COMMANDS[args.command](args, rep)
+    except (MemoryError, torch.OutOfMemoryError) as e:
+        print(_memory_message(args.command, rep.current, e), file=sys.stderr)
+        return 2
+    except RuntimeError as e:
+        if not _is_allocation_failure(e):
+            raise
+        print(_memory_message(args.command, rep.current, e), file=sys.stderr)
+        return 2
     except _USER_ERRORS as e:
-        print(f'sdt {args.command}: error: {e}', file=sys.stderr)
+        print(f'sdt {args.command}: error: {_one_line(e)}', file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f'sdt {args.command}: interrupted', file=sys.stderr)
@@ -497,6 +540,40 @@ def main(argv: Sequence[str] | None = None) -> int:
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _one_line(error: BaseException) -> str:
+    return ' '.join(str(error).split())
+
+
+def _show_warning(
+    command: str,
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: Any = None,
+    line: str | None = None,
+) -> None:
+    # Warnings as one line each, like errors.
+    print(f'sdt {command}: warning: {_one_line(message)}', file=sys.stderr)
+
+
+def _is_allocation_failure(error: RuntimeError) -> bool:
+    text = str(error)
+    return "can't allocate memory" in text or 'out of memory' in text.lower()
+
+
+def _memory_message(command: str, stage: str | None, error: BaseException) -> str:
+    where = f' during {stage}' if stage else ''
+    advice = next(
+        (tip for name, tip in _MEMORY_ADVICE.items() if (stage or '').startswith(name)),
+        'a smaller -k or a smaller input',
+    )
+    return (
+        f'sdt {command}: error: out of memory{where} '
+        f'({type(error).__name__}); try {advice}'
+    )
 
 
 def _interrupt(signum: int, frame: Any) -> None:

@@ -231,8 +231,15 @@ def load_features(
         raise ValueError(
             f'features in {path} must be floating point (got dtype {x.dtype})'
         )
+    if x.dtype.itemsize > 8:
+        raise ValueError(
+            f'features in {path} have dtype {x.dtype}, which torch cannot hold '
+            '(save them as float32 or float64)'
+        )
     if x.shape[0] == 0 or x.shape[1] == 0:
         raise ValueError(f'features in {path} are empty (shape {tuple(x.shape)})')
+    if not x.dtype.isnative:  # e.g. big-endian: torch reads native order only
+        x = x.astype(x.dtype.newbyteorder('='))
     if dim is not None and x.shape[1] != dim:
         raise ValueError(
             f'features in {path} have dimension {x.shape[1]}, expected dim={dim}'
@@ -389,13 +396,18 @@ def _parse_int_lines(path: Path) -> np.ndarray:
     except (ValueError, OverflowError):
         pass
     for num, line in enumerate(lines, start=1):  # Error path only.
+        text = line[:50].decode(errors='replace')
         try:
-            int(line)
+            value = int(line)
         except (ValueError, OverflowError):
             raise ValueError(
-                f'{path}, line {num}: expected one integer label, got '
-                f'{line[:50].decode(errors="replace")!r}'
+                f'{path}, line {num}: expected one integer label, got {text!r}'
             ) from None
+        if not -(2**63) <= value < 2**63:
+            raise ValueError(
+                f'{path}, line {num}: label {text!r} is outside the 64-bit '
+                'integer range'
+            )
     raise ValueError(f'{path} could not be parsed as integer labels')
 
 
@@ -511,18 +523,56 @@ def read_knn(
             f'neighbour ids in {path} must lie in [0, {n}) '
             f'(found range [{int(lo)}, {int(hi)}])'
         )
-    index = torch.from_numpy(ids.astype(np.int64))
+    ids = ids.astype(np.int64)
     values = data[:, 1].astype(np.float32)
     if not np.isfinite(values).all():
         what = 'similarities' if similarity else 'distances'
         raise ValueError(f'{what} in {path} must be finite (found NaN or Inf)')
-    sim = torch.from_numpy(values if similarity else 1.0 - values)
+    sim = values if similarity else 1.0 - values
+    ids, sim = _sorted_lists(path, ids, sim, with_self)
+    index, sim = torch.from_numpy(ids), torch.from_numpy(sim)
     from torch_geometric_sdt.nn.knn import KNN  # Keeps `io` light to import.
 
     if not with_self:
         index = torch.cat([torch.arange(n).view(-1, 1), index], dim=1)
         sim = torch.cat([torch.ones(n, 1), sim], dim=1)
     return KNN(index, sim)
+
+
+def _sorted_lists(
+    path: Path, ids: np.ndarray, sim: np.ndarray, with_self: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    # kNN lists in the order the pipeline expects: decreasing similarity
+    # (rows stored out of order are sorted, stably), and with self at rank 0
+    # (a duplicate point listed before self at the same similarity swaps with
+    # it; a row that does not list itself first is refused).
+    n = ids.shape[0]
+    for lo in range(0, n, _CHUNK_ROWS):
+        rows = slice(lo, lo + _CHUNK_ROWS)
+        if (np.diff(sim[rows], axis=1) > 0).any():
+            order = np.argsort(-sim[rows], axis=1, kind='stable')
+            ids[rows] = np.take_along_axis(ids[rows], order, axis=1)
+            sim[rows] = np.take_along_axis(sim[rows], order, axis=1)
+        if not with_self:
+            continue
+        node = np.arange(lo, lo + ids[rows].shape[0])
+        bad = np.flatnonzero(ids[rows, 0] != node)
+        if bad.size == 0:
+            continue
+        is_self = ids[rows][bad] == node[bad, None]
+        pos = is_self.argmax(axis=1)
+        tied = sim[rows][bad, pos] == sim[rows][bad, 0]
+        ok = is_self.any(axis=1) & tied
+        if not ok.all():
+            row = int(lo + bad[np.flatnonzero(~ok)[0]])
+            raise ValueError(
+                f'{path}: row {row} does not list node {row} first; lists without '
+                'self need with_self=False'
+            )
+        r = lo + bad
+        first = ids[r, 0].copy()
+        ids[r, pos], ids[r, 0] = first, node[bad]
+    return ids, sim
 
 
 def write_knn(

@@ -206,6 +206,10 @@ def _check_int(name: str, value: Any, low: int) -> None:
 
 
 def _check_data(model: SDTClusterer, x: Any, y: Any) -> tuple[Tensor, Tensor]:
+    if isinstance(x, np.ndarray):
+        # Training reads every row many times: a memory-mapped (read-only)
+        # array is copied into memory once.
+        x = np.array(x, dtype=np.float32)
     x = torch.as_tensor(x).float()
     y = torch.as_tensor(y)
     if y.dtype.is_floating_point or y.dtype.is_complex or y.dtype == torch.bool:
@@ -217,6 +221,14 @@ def _check_data(model: SDTClusterer, x: Any, y: Any) -> tuple[Tensor, Tensor]:
         )
     if bool((y < 0).any()):
         raise ValueError('training labels must be non-negative (no unlabeled items)')
+    finite = torch.isfinite(x).all(dim=1)
+    if not bool(finite.all()):
+        # Rows counted in the caller's x (as knn() counts them), not in a split.
+        bad = (~finite).nonzero().view(-1)
+        raise ValueError(
+            f'x has {bad.numel()} row(s) with NaN or Inf values '
+            f'(first: row {int(bad[0])})'
+        )
     if model.mode == 'embedding' and x.size(1) != model.config['embedding_channels']:
         raise ValueError(
             f'the model expects {model.config["embedding_channels"]}-d embeddings, '

@@ -30,7 +30,8 @@ from torch_geometric_sdt.utils._checks import check_topk
 from torch_geometric_sdt.utils.rank import edge_rank
 from torch_geometric_sdt.utils.validation import check_choice, check_flow
 
-_TRANSFORMS = ('sigmoid', 'exp')
+#: The distance-to-probability transforms of :func:`topk_jaccard`.
+TRANSFORMS = ('sigmoid', 'exp')
 _DISTANCES = ('sqeuclidean', 'cosine')
 _NORMALIZE = ('topk', 'knn')
 _MODES = ('weighted', 'set')
@@ -48,7 +49,7 @@ def _check_options(
 ) -> tuple[int, int, bool, bool]:
     r"""Validates the options of :func:`topk_jaccard`; returns the kernel's
     codes :obj:`(transform, distance, over_topk, weighted)`."""
-    transform_id = check_choice('transform', transform, _TRANSFORMS)
+    transform_id = check_choice('transform', transform, TRANSFORMS)
     distance_id = check_choice('distance', distance, _DISTANCES)
     over_topk = check_choice('normalize', normalize, _NORMALIZE) == 0
     weighted = check_choice('mode', mode, _MODES) == 0

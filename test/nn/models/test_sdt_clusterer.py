@@ -288,7 +288,40 @@ BAD_INPUT = [
         ValueError,
         r'theta must lie in \[0, 1\]',
     ),
-    ('SDT k <= 1', lambda t, g: SDTClusterer(k=1), ValueError, 'k must be at least 2'),
+    ('SDT k <= 1', lambda t, g: SDTClusterer(k=1), ValueError, r'k must lie in \[2'),
+    (
+        'SDT k huge',
+        lambda t, g: SDTClusterer(k=1_000_000_000),
+        ValueError,
+        r'k must lie in \[2, 1024\]',
+    ),
+    ('SDT band of one', lambda t, g: SDTClusterer(band=[1]), ValueError, 'band'),
+    (
+        'SDT hidden_channels huge',
+        lambda t, g: SDTClusterer(hidden_channels=200_000),
+        ValueError,
+        'hidden_channels must lie in',
+    ),
+    (
+        'SDT embedding_channels negative',
+        lambda t, g: SDTClusterer(mode='embedding', embedding_channels=-1),
+        ValueError,
+        'embedding_channels must lie in',
+    ),
+    (
+        'SDT num_layers huge',
+        lambda t, g: SDTClusterer(num_layers=10_000_000),
+        ValueError,
+        'num_layers must lie in',
+    ),
+    (
+        'SDT heads not dividing',
+        lambda t, g: SDTClusterer(hidden_channels=10, heads=4),
+        ValueError,
+        'divisible by heads',
+    ),
+    ('SDT float k', lambda t, g: SDTClusterer(k=8.0), ValueError, 'k must be an int'),
+    ('SDT dropout 1', lambda t, g: SDTClusterer(dropout=1.0), ValueError, 'dropout'),
     ('unknown SDT mode', lambda t, g: SDTClusterer(mode='raw'), ValueError, 'mode'),
 ]
 
@@ -298,3 +331,35 @@ BAD_INPUT = [
 )
 def test_bad_input_is_refused(tmp_path, good, call, exc, match):
     assert_api_refuses(call, exc, match, tmp_path, good)
+
+
+@pytest.mark.parametrize('bad', [float('nan'), float('inf')])
+def test_checkpoint_with_non_finite_weights_is_refused(tmp_path, bad):
+    model = SDTClusterer(k=8, hidden_channels=8, predictor_channels=8, heads=2)
+    with torch.no_grad():
+        model.edge_head.mlp[0].weight[0, 0] = bad
+    path = model.save(tmp_path / 'bad.safetensors')
+    with pytest.raises(ValueError, match='NaN or infinite weights'):
+        SDTClusterer.load(path)
+
+
+def test_checkpoint_state_mismatch_is_one_line(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    model = SDTClusterer(k=8, hidden_channels=8, predictor_channels=8, heads=2)
+    path = model.save(tmp_path / 'a.safetensors')
+    with open(path, 'rb') as f:
+        header_len = int.from_bytes(f.read(8), 'little')
+        import json
+
+        meta = json.loads(f.read(header_len))['__metadata__']
+    state = load_file(path)
+    name = sorted(state)[0]
+    state.pop(name)
+    state['extra.weight'] = torch.zeros(2)
+    save_file(state, tmp_path / 'b.safetensors', metadata=meta)
+    with pytest.raises(ValueError) as e:
+        SDTClusterer.load(tmp_path / 'b.safetensors')
+    message = str(e.value)
+    assert '\n' not in message
+    assert f"missing ['{name}']" in message and "unexpected ['extra.weight']" in message

@@ -21,6 +21,7 @@ from torch_geometric_sdt.nn.models.knn_context import (
     topk_positions,
 )
 from torch_geometric_sdt.nn.models.sdt import EdgeHead, SDTEncoder
+from torch_geometric_sdt.nn.models.topk_predictor import ARCHS as PREDICTOR_ARCHS
 from torch_geometric_sdt.nn.models.topk_predictor import TopKPredictor
 from torch_geometric_sdt.utils.checkpoint import load_tensors, save_tensors
 from torch_geometric_sdt.utils.infomap import cluster_links
@@ -30,7 +31,8 @@ from torch_geometric_sdt.utils.knn_features import (
     edge_features,
     token_features,
 )
-from torch_geometric_sdt.utils.topk_jaccard import topk_jaccard
+from torch_geometric_sdt.utils.topk_jaccard import TRANSFORMS, topk_jaccard
+from torch_geometric_sdt.utils.validation import check_choice
 from torch_geometric_sdt.version import __version__
 
 MODES = ('relational', 'embedding')
@@ -54,6 +56,65 @@ def _evaluating(module: torch.nn.Module) -> Iterator[None]:
     finally:
         for m, training in modes:
             m.training = training
+
+
+#: Bounds of the integer settings of :class:`SDTClusterer`, checked before
+#: anything is built (a checkpoint's config is untrusted input).
+CONFIG_BOUNDS: dict[str, tuple[int, int]] = {
+    'k': (2, 1024),
+    'embedding_channels': (1, 65536),
+    'hidden_channels': (1, 4096),
+    'num_layers': (1, 64),
+    'heads': (1, 64),
+    'num_experts': (0, 64),
+    'moe_top': (1, 64),
+    'predictor_channels': (1, 4096),
+    'predictor_layers': (1, 64),
+}
+
+
+def _check_config(**config: Any) -> tuple[int, int]:
+    # Validates the settings of SDTClusterer; returns the band as a pair.
+    for name, (low, high) in CONFIG_BOUNDS.items():
+        value = config[name]
+        if name == 'embedding_channels' and value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f'{name} must be an integer (got {value!r})')
+        if not low <= value <= high:
+            raise ValueError(f'{name} must lie in [{low}, {high}] (got {value})')
+    check_choice('mode', config['mode'], MODES)
+    check_choice('predictor', config['predictor'], PREDICTOR_ARCHS)
+    check_choice('transform', config['transform'], TRANSFORMS)
+    if config['mode'] == 'embedding' and config['embedding_channels'] is None:
+        raise ValueError("mode='embedding' needs embedding_channels")
+    for name, base in (('hidden_channels', 'hidden'), ('predictor_channels', 'Top-K')):
+        if config[name] % config['heads'] != 0:
+            raise ValueError(
+                f'{name} ({config[name]}) must be divisible by heads '
+                f'({config["heads"]}) for the {base} attention'
+            )
+    if config['num_experts'] and config['moe_top'] > config['num_experts']:
+        raise ValueError(
+            f'moe_top ({config["moe_top"]}) must not exceed num_experts '
+            f'({config["num_experts"]})'
+        )
+    band = config['band']
+    if (
+        not isinstance(band, (tuple, list))
+        or len(band) != 2
+        or not all(isinstance(b, int) and not isinstance(b, bool) for b in band)
+    ):
+        raise ValueError(f'band must be two integers (b_-, b_+) (got {band!r})')
+    if not (0 <= band[0] <= 1024 and 1 <= band[1] <= 1024):
+        raise ValueError(f'band must lie in ([0, 1024], [1, 1024]) (got {list(band)})')
+    for name in ('eta', 'theta', 'dropout'):
+        value = config[name]
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f'{name} must be a number (got {value!r})')
+        if not 0.0 <= value <= 1.0 or (name == 'dropout' and value == 1.0):
+            raise ValueError(f'{name} must lie in [0, 1] (got {value})')
+    return int(band[0]), int(band[1])
 
 
 class SDTClusterer(torch.nn.Module):
@@ -152,18 +213,24 @@ class SDTClusterer(torch.nn.Module):
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        if mode not in MODES:
-            raise ValueError(f'mode must be one of {MODES} (got {mode!r})')
-        if mode == 'embedding' and not embedding_channels:
-            raise ValueError("mode='embedding' needs embedding_channels")
-        if k < 2:
-            raise ValueError(f'k must be at least 2 (got {k})')
-        band = (int(band[0]), int(band[1]))
-        if band[0] < 0 or band[1] < 1:
-            raise ValueError(f'band must be (>= 0, >= 1) (got {band})')
-        for name, value in (('eta', eta), ('theta', theta)):
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f'{name} must lie in [0, 1] (got {value})')
+        band = _check_config(
+            k=k,
+            mode=mode,
+            embedding_channels=embedding_channels,
+            hidden_channels=hidden_channels,
+            num_layers=num_layers,
+            heads=heads,
+            num_experts=num_experts,
+            moe_top=moe_top,
+            predictor=predictor,
+            predictor_channels=predictor_channels,
+            predictor_layers=predictor_layers,
+            band=band,
+            eta=eta,
+            theta=theta,
+            transform=transform,
+            dropout=dropout,
+        )
         self.config: dict[str, Any] = dict(
             k=k,
             mode=mode,
@@ -592,16 +659,44 @@ class SDTClusterer(torch.nn.Module):
             model = cls(**config)
         except (TypeError, ValueError) as e:
             raise ValueError(f'{path} has an invalid config ({e})') from e
-        try:
-            model.load_state_dict(state, strict=True)
-        except RuntimeError as e:
-            raise ValueError(f'{path} does not match its config: {e}') from e
+        bad = [name for name, value in state.items() if not value.isfinite().all()]
+        if bad:
+            raise ValueError(
+                f'{path} has NaN or infinite weights ({len(bad)} tensor(s), '
+                f'first: {bad[0]})'
+            )
+        missing, unexpected, wrong = _state_mismatch(model, state)
+        if missing or unexpected or wrong:
+            parts = [
+                f'{what} {names[:3]}{" ..." if len(names) > 3 else ""}'
+                for what, names in (
+                    ('missing', missing),
+                    ('unexpected', unexpected),
+                    ('wrong shape', wrong),
+                )
+                if names
+            ]
+            raise ValueError(f'{path} does not match its config: {"; ".join(parts)}')
+        model.load_state_dict(state, strict=True)
         model.eval()
         try:
             extra = json.loads(meta.get('extra', '{}'))
         except ValueError as e:
             raise ValueError(f'{path} has no valid JSON extra metadata ({e})') from e
         return model, extra
+
+
+def _state_mismatch(
+    model: torch.nn.Module, state: dict[str, Tensor]
+) -> tuple[list[str], list[str], list[str]]:
+    # Missing, unexpected and wrongly shaped tensors of a state dict.
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong = sorted(
+        name for name in set(own) & set(state) if own[name].shape != state[name].shape
+    )
+    return missing, unexpected, wrong
 
 
 @torch.no_grad()
