@@ -24,7 +24,7 @@ peak memory of one size never mixes with another's. Each stage records its
 wall time and peak resident memory (:class:`benchmarks.common.Measure`);
 the growth exponent of each stage is the least-squares slope of
 :math:`\log t` against :math:`\log N` over the sizes run. The memory model
-:func:`torch_geometric_sdt.utils.estimate_memory` is compared with the
+:func:`torch_geometric_sdt.memory.estimate_memory` is compared with the
 measured peak at every size and projected to the 5.21M faces of the
 MS-Celeb-1M test set.
 

@@ -799,3 +799,13 @@ def test_train_quiet_prints_nothing_on_stderr(tmp_path, faces, capsys):
     rc, err = run_cli([*argv, '-q'], capsys)
     assert rc == 0 and err == ''
     assert out.exists()
+
+
+@pytest.mark.parametrize('command', ['cluster', 'demo'])
+def test_infomap_seed_is_refused_before_any_work(tmp_path, good, capsys, command):
+    argv = ['demo', '--num-samples', '200']
+    if command == 'cluster':
+        argv = ['cluster', str(good['root'] / 'x.npy'), '-o', str(tmp_path / 'p')]
+    rc, err = run_cli([*argv, '--infomap-seed', str(2**32)], capsys)
+    assert rc == 2 and "'seed' must be an integer in [1, 4294967295]" in err
+    assert '[sdt]' not in err and len(err.splitlines()) == 1

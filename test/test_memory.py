@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import re
 import resource
 import subprocess
@@ -10,7 +11,12 @@ import numpy as np
 import pytest
 
 from torch_geometric_sdt.defaults import METHODS
-from torch_geometric_sdt.memory import available_memory, check_memory, estimate_memory
+from torch_geometric_sdt.memory import (
+    address_space_reserve,
+    available_memory,
+    check_memory,
+    estimate_memory,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 MB = 2**20
@@ -102,12 +108,62 @@ def test_available_memory_sees_rlimit():
         vm = int(re.search(r'VmSize:\s+(\d+)', f.read()).group(1)) * 1024
     if num < 2**30:
         pytest.skip('less than 1 GiB available')
-    resource.setrlimit(resource.RLIMIT_AS, (vm + 2**30, hard))
+    reserve = address_space_reserve()
+    resource.setrlimit(resource.RLIMIT_AS, (vm + reserve + 2**30, hard))
     try:
         num, source = available_memory()
     finally:
         resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
-    assert source == 'RLIMIT_AS' and 0 < num <= 2**30
+    assert source.startswith('RLIMIT_AS, less the current') and 0 < num <= 2**30
+    assert 'thread stacks, malloc arenas and libraries' in source
+
+
+def test_address_space_reserve_counts_threads_and_arenas(monkeypatch):
+    # Under `ulimit -v` every worker thread costs its stack and a 64 MiB
+    # malloc arena of address space that never becomes resident.
+    import torch
+
+    from torch_geometric_sdt import memory
+
+    threads = memory._worker_threads()
+    before = torch.get_num_threads()
+    monkeypatch.delenv('MALLOC_ARENA_MAX', raising=False)
+    try:
+        torch.set_num_threads(threads + 3)
+        assert memory._worker_threads() == threads + 3
+        full = address_space_reserve()
+        monkeypatch.setenv('MALLOC_ARENA_MAX', '1')
+        capped = address_space_reserve()
+    finally:
+        torch.set_num_threads(before)
+    arenas = min(threads + 3, 8 * (os.cpu_count() or 1))
+    assert full == 96 * MB + 8 * MB * (threads + 3) + 64 * MB * arenas
+    assert capped == 96 * MB + 8 * MB * (threads + 3) + 64 * MB
+
+
+# Measured peaks of the Top-K prediction with the shipped model, above the
+# level the memory check sees (`sdt cluster --method sdt`, 256-d synthetic
+# faces, k = 80, 1-16 threads; benchmarks/topk_memory.py): MiB per N.
+TOPK_MEASURED = {20_000: 1110, 100_000: 1242}
+# One batch of 4096 nodes through the predictor's transformer, k -> MiB.
+TOPK_BATCH_MEASURED = {40: 369, 80: 891, 160: 2583}
+
+
+@pytest.mark.parametrize('n', sorted(TOPK_MEASURED))
+def test_topk_estimate_covers_the_measured_peak(n):
+    est = estimate_memory(n, 256, 80)['topk'] / MB
+    assert TOPK_MEASURED[n] <= est <= 1.25 * TOPK_MEASURED[n]
+
+
+@pytest.mark.parametrize('k', sorted(TOPK_BATCH_MEASURED))
+def test_topk_batch_model_follows_k(k):
+    from torch_geometric_sdt import memory
+
+    n = memory.TOPK_BATCH
+    data = estimate_memory(n, 256, k)['topk'] - estimate_memory(n, 256, k)['metrics']
+    # topk - metrics = shared + 8N - 64N + batch, so add back the difference:
+    batch = data / MB - (4 * n * k + 8 * n - memory.METRICS_NODE * n) / MB
+    assert TOPK_BATCH_MEASURED[k] <= batch <= 1.25 * TOPK_BATCH_MEASURED[k]
 
 
 def _import_vm_bytes() -> int:
@@ -172,3 +228,29 @@ def test_cli_memory_check_can_be_skipped(tmp_path, monkeypatch, capsys):
     assert not (tmp_path / 'a.npz').exists()
     assert main([*argv, '--quiet', '--no-memory-check']) == 0
     assert (tmp_path / 'a.npz').exists()
+
+
+def test_cli_refuses_20k_sdt_under_ulimit_v(tmp_path):
+    # 20,000 x 256 faces with the shipped model under `ulimit -v 2200000`:
+    # the Top-K batch and the threads' address space do not fit, so the run
+    # is refused at the check with the estimate, not killed by an allocation
+    # failure in the Top-K stage (it would complete with 0 if it fitted).
+    x = np.random.default_rng(0).standard_normal((20_000, 256)).astype(np.float32)
+    np.save(tmp_path / 'x20k.npy', x)
+    out = tmp_path / 'p.meta'
+    script = (
+        'ulimit -v 2200000; exec "$0" -m torch_geometric_sdt cluster "$1" '
+        '-o "$2" --method sdt --quiet'
+    )
+    cmd = ['bash', '-c', script, sys.executable, str(tmp_path / 'x20k.npy'), str(out)]
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert 'Traceback' not in res.stderr, res.stderr
+    assert res.returncode in (0, 2), res.stderr
+    if res.returncode == 2:
+        err = res.stderr.strip()
+        assert len(err.splitlines()) == 1, err
+        assert re.match(r'sdt cluster: error: this run needs about \d+\.\d\d GiB', err)
+        assert 'largest stage: topk' in err and 'RLIMIT_AS' in err
+        assert not out.exists()
+    else:
+        assert out.exists()

@@ -41,6 +41,7 @@ from torch_geometric_sdt.memory import check_memory, estimate_memory
 from torch_geometric_sdt.metrics import evaluate
 from torch_geometric_sdt.nn.knn import BACKENDS, KNN, knn
 from torch_geometric_sdt.pretrained import default_model_path
+from torch_geometric_sdt.utils.infomap import check_infomap_options
 
 _USER_ERRORS = (
     ValueError,
@@ -319,7 +320,10 @@ def _check_memory(args: argparse.Namespace, x: Any, method: str | None, k: int) 
         est.pop('knn')
     est.pop('peak', None)
     est['peak'] = max(est.values())
-    check_memory(est)
+    try:
+        check_memory(est)
+    except MemoryError as e:  # A refusal before any work, not a failure.
+        raise ValueError(str(e)) from None
 
 
 def _cmd_knn(args: argparse.Namespace, rep: _Reporter) -> int:
@@ -337,6 +341,7 @@ def _cmd_cluster(args: argparse.Namespace, rep: _Reporter) -> int:
     _check_output(args, args.features, args.labels, args.knn, args.model)
     if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
         raise ValueError(f'--threshold must lie in [0, 1] (got {args.threshold})')
+    check_infomap_options(args.infomap_seed, 1)
     if args.metric != 'cosine':
         raise ValueError(
             f'--metric {args.metric}: every method thresholds cosine '
@@ -436,6 +441,7 @@ def _cmd_evaluate(args: argparse.Namespace, rep: _Reporter) -> int:
 def _cmd_demo(args: argparse.Namespace, rep: _Reporter) -> int:
     from torch_geometric_sdt.datasets import demo_data
 
+    check_infomap_options(args.infomap_seed, 1)
     with rep.stage(f'generate {args.num_samples} demo faces (seed {args.seed})'):
         data = demo_data(num_samples=args.num_samples, seed=args.seed)
     graph = _build_knn(args, rep, data.x, args.k)

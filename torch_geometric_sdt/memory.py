@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 import resource
+import sys
 from pathlib import Path
 
 import torch
@@ -39,12 +40,21 @@ NNDESCENT_ENTRY = 34
 JACCARD_ENTRY = 4 + 4 + 4
 JACCARD_NODE = 8
 JACCARD_THREAD_NODE = 4
-# Top-K predictor: batches of 4096 nodes of k tokens; 4 heads of [k, k]
-# float32 attention maps, ~2.5 copies alive (scores, softmax, dropout-free
-# output) -- measured 0.88 GB at k = 80.
+# Top-K predictor: batches of 4096 nodes of k tokens through the shipped
+# transformer (64 channels, 4 heads): one [B, 4, k, k] float32 attention map
+# and 7 [B, k, 64] float32 activations (the fused q/k/v projection and its
+# three heads' views, the attention output, the 2x wide feed-forward) alive
+# at once -- measured 369, 891 and 2583 MiB per batch at k = 40, 80, 160
+# (this model gives 380, 960 and 2720).
 TOPK_BATCH = 4096
 TOPK_HEADS = 4
-TOPK_MAP_COPIES = 2.5
+TOPK_MAP_COPIES = 1
+TOPK_CHANNELS = 64
+TOPK_ACTIVATION_COPIES = 7
+# Every stage: what the run holds beyond its data structures -- the libraries
+# it imports after the check (PyG, the numba kernels, Infomap) and what the
+# allocator keeps of earlier stages; measured 140-230 MiB at 20K-100K nodes.
+RUNTIME = 192 * 2**20
 # SDT encoder inference: 65536 target nodes per chunk; every Top-K edge of a
 # chunk holds the projected messages and attention terms of all heads
 # (measured ~1.5 KB per edge with the shipped model, 64 channels, 4 heads).
@@ -73,6 +83,13 @@ INFOMAP_LINK = 190
 INFOMAP_NODE = 600
 # Cluster ids, metrics' contingency and consecutive relabelling, per node.
 METRICS_NODE = 64
+# Address space that a run maps without making it resident, held back from
+# RLIMIT_AS (ulimit -v) on top of the current size: the libraries loaded
+# after the check, and per worker thread its stack (8 MiB) and its glibc
+# malloc arena (64 MiB reserved) -- measured 120 + 64-70 MiB per thread
+# (torch or numba, whichever has more) above the resident growth.
+ADDRESS_SPACE_LIBRARIES = 96 * 2**20
+ADDRESS_SPACE_THREAD = 72 * 2**20
 
 
 def _mean_links(k: int, mean_topk: float | None) -> float:
@@ -107,7 +124,9 @@ def estimate_memory(
 
     the features (float32), the kNN graph (int64 id + float32 similarity per
     entry), the Top-K Jaccard scratch and the Top-K edges. Each stage counts
-    what is alive while it runs:
+    what is alive while it runs, plus :math:`R` = 192 MiB for what the run
+    holds beyond its data (the libraries it imports after the check, what
+    the allocator keeps of earlier stages; measured 140-230 MiB):
 
     * ``knn`` (exact): :math:`2F + G + 2 \cdot 12 N (k+1) + 3 \cdot 4
       \min(N, B)^2` (the normalised copy, the running lists of the
@@ -120,8 +139,10 @@ def estimate_memory(
       default above 200,000 points) :math:`2F + G + 34 N (k+1)` (its heaps,
       forest and candidates; measured at 1M points);
     * ``context``: :math:`F + G + 4Nk + J` (the set Jaccard of the lists);
-    * ``topk``: :math:`F + G + 4Nk + 8N + 2.5 \cdot 4 \cdot 4 \min(N, 4096)
-      k^2` (one batch of attention maps);
+    * ``topk``: :math:`F + G + 4Nk + 8N + 4 \min(N, 4096) \, k \,
+      (4 k + 7 \cdot 64)` (one batch of 4096 nodes: a :math:`[B, 4, k, k]`
+      attention map and seven :math:`[B, k, 64]` activations; measured 891
+      MiB per batch at :math:`k = 80`, against 960 MiB here);
     * ``jaccard``: :math:`F + G + 2 \cdot 4Nk + 8N + J`;
     * ``sdt``: node states (:math:`64 \cdot 4 \cdot 3` bytes per node) with
       either the encoder inputs (:math:`64 E` + :math:`4 N k` node
@@ -143,7 +164,7 @@ def estimate_memory(
     set (:math:`D = 256`, :math:`k = 80`, ``pynndescent``) the peak is the
     links and Infomap stage, 39 GiB; the kNN stage needs 28 GiB (42 GiB with
     ``faiss-hnsw``) and the others 10-26 GiB. At 1M synthetic faces the model
-    gave 7.5 GiB for a measured 5.8 GiB peak (``benchmarks/scale.py``): it
+    gave 7.7 GiB for a measured 5.8 GiB peak (``benchmarks/scale.py``): it
     errs on the safe side.
 
     Args:
@@ -194,8 +215,11 @@ def estimate_memory(
     if method == 'sdt':
         shared = 4 * nk
         out['context'] = feat + graph + shared + scratch
-        attention = TOPK_MAP_COPIES * 4 * TOPK_HEADS * min(n, TOPK_BATCH) * k * k
-        out['topk'] = feat + graph + shared + 8 * n + int(attention)
+        batch = 4 * min(n, TOPK_BATCH) * k
+        batch *= (
+            TOPK_MAP_COPIES * TOPK_HEADS * k + TOPK_ACTIVATION_COPIES * TOPK_CHANNELS
+        )
+        out['topk'] = feat + graph + shared + 8 * n + batch
         out['jaccard'] = feat + graph + 2 * shared + 8 * n + scratch
         kept = feat + graph + 2 * shared + 8 * n + 4 * HIDDEN * STATE_COPIES * n
         encode = (
@@ -214,6 +238,7 @@ def estimate_memory(
             out['jaccard'] = feat + graph + 2 * 4 * nk + scratch
         out['links_infomap'] = feat + graph + links + infomap
     out['metrics'] = feat + graph + METRICS_NODE * n
+    out = {stage: value + RUNTIME for stage, value in out.items()}
     out['peak'] = max(out.values())
     return out
 
@@ -270,10 +295,45 @@ def _cgroup_limits() -> list[tuple[int, str]]:
     return out
 
 
+def _worker_threads() -> int:
+    """The most threads one library (torch or numba) runs work on."""
+    numba = sys.modules.get('numba')
+    if numba is not None:
+        num_numba = int(numba.config.NUMBA_NUM_THREADS)
+    else:
+        text = os.environ.get('NUMBA_NUM_THREADS', '')
+        num_numba = int(text) if text.isdigit() else (os.cpu_count() or 1)
+    return max(1, torch.get_num_threads(), num_numba)
+
+
+def address_space_reserve() -> int:
+    r"""Bytes of address space a run maps beyond what it makes resident, held
+    back from the room under :obj:`RLIMIT_AS` (``ulimit -v``) by
+    :func:`available_memory`: the libraries loaded after the check
+    (96 MiB) and, for every worker thread (the more of torch's and numba's),
+    its stack and its glibc malloc arena, 72 MiB (the arenas are capped by
+    :obj:`MALLOC_ARENA_MAX`, else 8 per CPU). Measured: 120 MiB plus
+    64-70 MiB per thread above the resident growth of a run.
+    """
+    threads = _worker_threads()
+    cpus = os.cpu_count() or 1
+    text = os.environ.get('MALLOC_ARENA_MAX', '')
+    arenas = int(text) if text.isdigit() and int(text) > 0 else 8 * cpus
+    stacks = 8 * 2**20 * threads
+    heaps = (ADDRESS_SPACE_THREAD - 8 * 2**20) * min(threads, arenas)
+    return ADDRESS_SPACE_LIBRARIES + stacks + heaps
+
+
 def available_memory() -> tuple[int, str]:
     r"""The memory this process may still use: the smallest of the system's
     :obj:`MemAvailable`, the room left under :obj:`RLIMIT_AS` (address
     space) and :obj:`RLIMIT_DATA`, and under a cgroup memory limit.
+
+    The room under :obj:`RLIMIT_AS` is the limit less the current virtual
+    size and less :func:`address_space_reserve`, the address space the run
+    will map without using it (thread stacks and malloc arenas, libraries),
+    so that the resident estimate of :func:`estimate_memory` compares
+    with it.
 
     Returns:
         (bytes, source): The bytes and the name of the binding limit.
@@ -293,6 +353,14 @@ def available_memory() -> tuple[int, str]:
         soft, _ = resource.getrlimit(rlimit)
         if soft != resource.RLIM_INFINITY:
             used = _status_bytes(key) or 0
+            if rlimit == resource.RLIMIT_AS:
+                reserve = address_space_reserve()
+                used += reserve
+                name = (
+                    f'RLIMIT_AS, less the current {_gib(used - reserve)} and '
+                    f'{_gib(reserve)} for thread stacks, malloc arenas and '
+                    'libraries'
+                )
             found.append((max(0, soft - used), name))
     found += _cgroup_limits()
     if not found:
@@ -346,6 +414,12 @@ def check_memory(
         'is the largest (estimate_memory(..., backend=...) gives the need of '
         'each), smaller chunks (chunk_size / batch_size in the Python API), '
         'or fewer points per run'
+        + (
+            '; under an address-space limit, fewer threads (OMP_NUM_THREADS, '
+            'NUMBA_NUM_THREADS) or MALLOC_ARENA_MAX=2 leave more room'
+            if source.startswith('RLIMIT_AS')
+            else ''
+        )
     )
 
 

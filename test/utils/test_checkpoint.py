@@ -58,3 +58,74 @@ def test_io_reexports_the_one_atomic_write():
 
     assert io.atomic_write is atomic.atomic_write
     assert io.check_writable is atomic.check_writable
+
+
+def _dead_pid() -> int:
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, '-c', 'pass'])
+    child.wait()  # reaped: its pid names no process
+    return child.pid
+
+
+def test_atomic_write_temporary_names_its_process(tmp_path):
+    import os
+    import re
+
+    with atomic_write(tmp_path / 'out.npz') as tmp:
+        assert tmp.parent == tmp_path
+        assert re.fullmatch(rf'\.out\.{os.getpid()}\.[a-z0-9_]+\.tmp\.npz', tmp.name)
+        tmp.write_bytes(b'x')
+    assert [p.name for p in tmp_path.iterdir()] == ['out.npz']
+
+
+def test_atomic_write_removes_stale_temporaries_of_dead_processes(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from torch_geometric_sdt.utils.atomic import process_alive
+
+    dead = _dead_pid()
+    sleeper = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])
+    try:
+        assert not process_alive(dead)
+        assert process_alive(sleeper.pid) and process_alive(os.getppid())
+        stale = tmp_path / f'.out.{dead}.k3j_x9a2.tmp.npz'
+        live = [
+            tmp_path / f'.out.{sleeper.pid}.ab12cd34.tmp.npz',
+            tmp_path / f'.out.{os.getppid()}.ab12cd34.tmp.npz',
+            tmp_path / f'.out.{os.getpid()}.ab12cd34.tmp.npz',
+        ]
+        others = [
+            tmp_path / f'.out.{dead}.k3j_x9a2.tmp.npy',  # another target
+            tmp_path / f'.out.x.{dead}.k3j_x9a2.tmp.npz',  # of 'out.x.npz'
+            tmp_path / f'.other.{dead}.k3j_x9a2.tmp.npz',
+            tmp_path / f'out.{dead}.k3j_x9a2.tmp.npz',  # not hidden
+            tmp_path / f'.out.{dead}.k3j_x9a2.tmp.npz.bak',
+            tmp_path / '.out.k3j_x9a2.tmp.npz',  # no process id
+        ]
+        for path in [stale, *live, *others]:
+            path.write_bytes(b'partial')
+        folder = tmp_path / f'.out.{dead}.folder12.tmp.npz'
+        folder.mkdir()
+        with atomic_write(tmp_path / 'out.npz') as tmp:
+            tmp.write_bytes(b'done')
+        assert not stale.exists()
+        assert all(p.exists() for p in [*live, *others, folder])
+        assert (tmp_path / 'out.npz').read_bytes() == b'done'
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+def test_stale_temporaries_go_even_when_the_write_is_refused(tmp_path):
+    dead = _dead_pid()
+    stale = tmp_path / f'.out.{dead}.k3j_x9a2.tmp.txt'
+    stale.write_text('partial')
+    (tmp_path / 'out.txt').write_text('kept')
+    with pytest.raises(FileExistsError), atomic_write(tmp_path / 'out.txt'):
+        pass
+    assert not stale.exists()
+    assert (tmp_path / 'out.txt').read_text() == 'kept'

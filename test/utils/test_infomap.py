@@ -12,7 +12,7 @@ from torch_geometric.testing import withPackage
 
 from torch_geometric_sdt.testing import assert_api_refuses
 from torch_geometric_sdt.utils import infomap
-from torch_geometric_sdt.utils.infomap import consecutive_cluster_ids
+from torch_geometric_sdt.utils.infomap import cluster_links, consecutive_cluster_ids
 
 
 def planted(
@@ -129,6 +129,93 @@ def test_validation() -> None:
         infomap(edge_index, torch.tensor([1.0, float('nan')]))
     with pytest.raises(ValueError, match='num_trials'):
         infomap(edge_index, num_trials=0)
+
+
+@pytest.mark.parametrize('seed', [0, -1, 2**32, 2**32 + 1, 99999999999999999999])
+def test_seed_outside_infomap_range_is_refused(seed) -> None:
+    # Infomap's seed is a C unsigned int: 2**32 + 1 would run as seed 1, and
+    # larger values fail to parse deep in the library.
+    edge_index = torch.tensor([[0, 1], [1, 0]])
+    match = r"'seed' must be an integer in \[1, 4294967295\]"
+    with pytest.raises(ValueError, match=match):
+        infomap(edge_index, seed=seed)
+
+
+def test_infomap_range_bounds_are_accepted() -> None:
+    edge_index = planted(2, 6, p_in=1.0)
+    expected = torch.arange(12) // 6
+    assert torch.equal(infomap(edge_index, seed=2**32 - 1), expected)
+    assert torch.equal(infomap(edge_index, seed=np.int64(5)), expected)
+    for bad in (True, 1.0, '7'):
+        with pytest.raises(ValueError, match="'seed' must be an integer"):
+            infomap(edge_index, seed=bad)
+    for trials in (0, 2**32, 10**20):
+        with pytest.raises(ValueError, match=r"'num_trials' must be .*4294967295"):
+            infomap(edge_index, num_trials=trials)
+    with pytest.raises(ValueError, match="'seed'"):  # through cluster_links too
+        cluster_links(edge_index, torch.ones(edge_index.size(1)), 12, seed=2**32)
+
+
+def _dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, '-c', 'pass'])
+    child.wait()
+    return child.pid
+
+
+def test_scratch_folder_is_named_after_the_process_and_removed(
+    tmp_path, monkeypatch
+) -> None:
+    import os
+    import re
+    import shutil
+    import tempfile
+
+    monkeypatch.setattr(tempfile, 'tempdir', str(tmp_path))
+    seen = []
+    rmtree = shutil.rmtree
+
+    def record(path, *args, **kwargs):
+        seen.append((os.path.basename(path), sorted(os.listdir(path))))
+        rmtree(path, *args, **kwargs)
+
+    monkeypatch.setattr(shutil, 'rmtree', record)
+    infomap(planted(2, 6))
+    assert len(seen) == 1
+    name, files = seen[0]
+    assert re.fullmatch(rf'sdt-infomap-{os.getpid()}-[a-z0-9_]+', name)
+    assert files == ['modules.clu']
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_stale_scratch_folders_of_dead_processes_are_removed(
+    tmp_path, monkeypatch
+) -> None:
+    import os
+    import tempfile
+
+    from torch_geometric_sdt.utils.infomap import remove_stale_scratch
+
+    monkeypatch.setattr(tempfile, 'tempdir', str(tmp_path))
+    dead = _dead_pid()
+    stale = tmp_path / f'sdt-infomap-{dead}-x7_ab1'
+    kept = [
+        tmp_path / f'sdt-infomap-{os.getppid()}-x7_ab1',  # a live process
+        tmp_path / f'sdt-infomap-{os.getpid()}-x7_ab1',  # this one
+        tmp_path / 'sdt-infomap-x7_ab1',  # no process id (older naming)
+        tmp_path / f'sdt-infomap-{dead}',
+        tmp_path / f'other-{dead}-x7_ab1',
+    ]
+    for folder in [stale, *kept]:
+        folder.mkdir()
+        (folder / 'modules.clu').write_text('# partial\n')
+    a_file = tmp_path / f'sdt-infomap-{dead}-file01'
+    a_file.write_text('not a folder')
+    assert torch.equal(infomap(planted(2, 6)), torch.arange(12) // 6)
+    assert not stale.exists()
+    assert all((folder / 'modules.clu').exists() for folder in kept)
+    assert a_file.exists()
+    assert remove_stale_scratch(str(tmp_path)) == []
+    assert remove_stale_scratch(str(tmp_path / 'missing')) == []
 
 
 @withPackage('faiss')

@@ -660,3 +660,88 @@ def test_neighbor_loader_drops_rank_zero():
     with warnings.catch_warnings():
         warnings.simplefilter('error')
         conv(batch.x, batch.edge_index, batch.edge_attr, topk=1)
+
+
+_TEMPLATE_CODE = r"""
+import inspect, linecache, os, pickle, sys, tempfile, traceback
+import torch
+from torch_geometric_sdt import SparseDiffAttention
+
+conv = SparseDiffAttention(8, 4, heads=2)
+second = SparseDiffAttention(8, 6, heads=1)
+copy = pickle.loads(pickle.dumps(conv))
+x = torch.randn(5, 8)
+edge_index = torch.tensor([[0, 1, 2, 3, 4], [1, 2, 3, 4, 0]])
+assert conv(x, edge_index).shape == (5, 8) and second(x, edge_index).shape == (5, 6)
+assert torch.equal(copy(x, edge_index), conv(x, edge_index))
+linecache.clearcache()
+assert 'def propagate(' in inspect.getsource(type(conv).propagate)
+try:  # an error raised in the generated edge_updater
+    conv(x, edge_index, topk=2, edge_rank=torch.zeros(4, dtype=torch.long))
+except ValueError:
+    text = traceback.format_exc()
+frames = [line for line in text.splitlines() if 'edge_updater_' in line]
+assert frames, text
+assert 'edge_collect(' in text or 'edge_update(' in text, text
+compiled = torch.compile(conv, backend='aot_eager', fullgraph=True)
+assert torch.allclose(compiled(x, edge_index), conv(x, edge_index), atol=1e-6)
+print(sorted(os.listdir(tempfile.gettempdir())))
+"""
+
+
+def test_generated_modules_leave_no_file(tmp_path):
+    # PyG writes propagate() and edge_updater() of each class to $TMPDIR and
+    # imports them; the conv removes the files (and bytecode) once loaded,
+    # while tracebacks, inspect, pickling, a second instance and
+    # torch.compile keep working.
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    tmp = tmp_path / 'tmp'
+    tmp.mkdir()
+    env = dict(os.environ, TMPDIR=str(tmp))
+    env['TORCHINDUCTOR_CACHE_DIR'] = str(tmp_path / 'inductor')
+    env.pop('PYTHONDONTWRITEBYTECODE', None)  # bytecode beside them too
+    res = subprocess.run(
+        [sys.executable, '-c', _TEMPLATE_CODE],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=Path(__file__).resolve().parents[3],
+        timeout=300,
+    )
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == '[]'
+    assert list(tmp.iterdir()) == []
+
+
+def test_template_cleanup_leaves_other_files(tmp_path, monkeypatch):
+    import sys
+    import tempfile
+    import types
+
+    from torch_geometric_sdt.nn.conv import sparse_diff_attention as sda
+
+    monkeypatch.setattr(tempfile, 'tempdir', str(tmp_path))
+    name = 'pkg.mod_Cls_propagate'
+    mine = tmp_path / f'{name}_abc123.py'
+    other = tmp_path / 'pkg.mod_Other_propagate_abc123.py'
+    elsewhere = tmp_path / 'sub' / f'{name}_abc123.py'
+    elsewhere.parent.mkdir()
+    for path in (mine, other, elsewhere):
+        path.write_text('def propagate():\n    return 1\n')
+    for path in (other, elsewhere):  # not under its own name in $TMPDIR
+        module = types.ModuleType(name)
+        module.__file__ = str(path)
+        module.__loader__ = None
+        monkeypatch.setitem(sys.modules, name, module)
+        sda._forget_template_file(name)
+        assert path.exists()
+    module.__file__ = str(mine)
+    sda._forget_template_file(name)
+    assert not mine.exists() and other.exists() and elsewhere.exists()
+    assert module.__loader__.get_source(name).startswith('def propagate')
+    sda._forget_template_file(name)  # again: nothing left to do
+    sda._forget_template_file('not.loaded')

@@ -2,7 +2,12 @@ r"""Differential attention with a Top-K mask as a message-passing layer."""
 
 from __future__ import annotations
 
+import importlib.util
+import linecache
 import math
+import os
+import sys
+import tempfile
 import warnings
 from typing import NamedTuple
 
@@ -302,6 +307,15 @@ class SparseDiffAttention(MessagePassing):
 
         self.reset_parameters()
 
+    def _set_jittable_templates(self, raise_on_error: bool = False) -> None:
+        # PyG renders propagate() and edge_updater() of each class into
+        # modules written to $TMPDIR and never removes them. Once imported,
+        # the source is kept in memory (tracebacks, inspect) and the files go.
+        super()._set_jittable_templates(raise_on_error)
+        prefix = f'{type(self).__module__}_{type(self).__name__}'
+        for name in (f'{prefix}_propagate', f'{prefix}_edge_updater'):
+            _forget_template_file(name)
+
     def reset_parameters(self) -> None:
         super().reset_parameters()
         self.lin_query.reset_parameters()
@@ -591,6 +605,59 @@ class SparseDiffAttention(MessagePassing):
             f'{self.out_channels}, heads={self.heads}, '
             f'differential={self.differential}{extra})'
         )
+
+
+class _InMemorySource:
+    r"""Loader stand-in that serves a generated module's source from memory,
+    for :mod:`linecache` (tracebacks) and :mod:`inspect` once its file is
+    gone."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    def get_source(self, name: str) -> str:
+        return self.source
+
+
+def _forget_template_file(module_name: str) -> None:
+    r"""Removes the file (and any bytecode cache) that PyG's template
+    renderer wrote to the temporary directory for the loaded module
+    :obj:`module_name`, keeping its source in memory. Files outside the
+    temporary directory, or not named after the module, are left alone.
+    """
+    module = sys.modules.get(module_name)
+    path = getattr(module, '__file__', None)
+    loader = getattr(module, '__loader__', None)
+    if not path or isinstance(loader, _InMemorySource):
+        return
+    name = os.path.basename(path)
+    folder = os.path.realpath(os.path.dirname(path))
+    if (
+        folder != os.path.realpath(tempfile.gettempdir())
+        or not name.startswith(f'{module_name}_')
+        or not name.endswith('.py')
+    ):
+        return
+    try:
+        with open(path, encoding='utf-8') as f:
+            source = f.read()
+    except OSError:
+        return
+    module.__loader__ = _InMemorySource(source)
+    linecache.cache[path] = (len(source), None, source.splitlines(True), path)
+    try:
+        os.remove(path)
+    except OSError:
+        pass
+    try:  # Bytecode written beside it (unless PYTHONDONTWRITEBYTECODE):
+        cached = importlib.util.cache_from_source(path)
+        os.remove(cached)
+    except (NotImplementedError, OSError):
+        return
+    try:  # Its folder, only if nothing else is in it.
+        os.rmdir(os.path.dirname(cached))
+    except OSError:
+        pass
 
 
 def _warn_on_emptied_targets(keep: Tensor, index: Tensor, num_targets: int) -> None:
