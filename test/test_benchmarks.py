@@ -214,3 +214,50 @@ def test_sdt_draws_summary_counts_lost_draws():
     assert pf['mean'] == pytest.approx((0.02 - 0.03 + 0.01) / 3)
     assert out[0]['bcubed_fscore']['lost'] == 0
     assert out[1]['pairwise_fscore']['lost'] == 0
+
+
+def test_regimes_verdict_and_tables_name_every_loss():
+    from benchmarks.regimes import tables, verdict
+
+    def m(p: float) -> dict:
+        return {'pairwise_fscore': p, 'bcubed_fscore': p, 'seconds': 0.1}
+
+    def cell(name: str, sdt: float) -> dict:
+        return {
+            'cell': name,
+            'stats': {
+                'num_nodes': 100,
+                'dim': 8,
+                'identities': 5,
+                'mean_size': 20.0,
+                'max_size': 30,
+                'singleton_share': 0.0,
+                'items_above_k': 0.0,
+                'random_pair_cosine': 0.3,
+            },
+            'knn_seconds': 0.1,
+            'topk': {
+                'predicted_mean': 5.0,
+                'oracle_mean': 20.0,
+                'mae': 15.0,
+                'signed_error': -15.0,
+            },
+            'tuned_thresholds': {'infomap-knn': 0.6, 'fc-es': 0.3},
+            'metrics': {
+                'sdt': m(sdt),
+                'sdt (oracle Top-K)': m(0.99),
+                'infomap-knn': m(0.9),
+                'infomap-knn (tuned)': m(0.95),
+                'fc-es': m(0.5),
+                'fc-es (tuned)': m(0.8),
+            },
+        }
+
+    win, loss = cell('a:arcface', 0.97), cell('b:squeezed', 0.6)
+    assert verdict(win).startswith('SDT wins (+0.0200 over infomap-knn (tuned))')
+    text = verdict(loss)
+    assert text.startswith('**SDT loses** (-0.3500 to infomap-knn (tuned))')
+    assert 'untuned infomap-knn' in text and 'fc-es' not in text
+    md = '\n'.join(tables({'cells': [win, loss]}))
+    assert '| b:squeezed | 100 | 0.6000 | 0.9900 | 0.9000 |' in md
+    assert '| hdbscan |' not in md  # Methods no cell ran are left out.

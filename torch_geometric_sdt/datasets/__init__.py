@@ -1,4 +1,5 @@
 from .real import load_embeddings
+from .regimes import COSINES, REGIMES, regime_draw
 from .synthetic import demo_data, identity_sizes, synthetic_faces
 
 __all__ = [
@@ -6,4 +7,7 @@ __all__ = [
     'synthetic_faces',
     'demo_data',
     'identity_sizes',
+    'regime_draw',
+    'REGIMES',
+    'COSINES',
 ]

@@ -249,7 +249,7 @@ def synthetic_faces(
         max_size=max_size,
     )
     if num_identities is not None:
-        sizes = _rescale_sizes(sizes, num_samples, num_identities, seed)
+        sizes = rescale_sizes(sizes, num_samples, num_identities, seed)
     num_ids = sizes.shape[0]
 
     rng = np.random.default_rng([seed, 2])
@@ -327,9 +327,25 @@ def demo_data(
     return data
 
 
-def _rescale_sizes(
+def rescale_sizes(
     sizes: np.ndarray, num_samples: int, num_identities: int, seed: int
 ) -> np.ndarray:
+    r"""Draws :obj:`num_identities` sizes from the law of :obj:`sizes`
+    (with replacement, seeded) and rescales them to sum to exactly
+    :obj:`num_samples`: every identity keeps one item and the rest is shared
+    in proportion to :math:`s_i - 1`, the rounding remainder going to the
+    largest fractions.
+
+    Args:
+        sizes (numpy.ndarray): Sizes to draw from.
+        num_samples (int): The total :math:`N`.
+        num_identities (int): How many identities.
+        seed (int): The seed.
+
+    Returns:
+        numpy.ndarray: :obj:`int64` sizes, each at least 1, summing to
+        :math:`N`.
+    """
     _check_positive_int(num_identities, 'num_identities')
     if num_identities > num_samples:
         raise ValueError(
@@ -358,4 +374,4 @@ def _check_positive_int(value: int, name: str) -> None:
         raise ValueError(f'{name} must be a positive integer (got {value!r})')
 
 
-__all__ = ['synthetic_faces', 'demo_data', 'identity_sizes']
+__all__ = ['synthetic_faces', 'demo_data', 'identity_sizes', 'rescale_sizes']
