@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 from torch import Tensor
-from torch_geometric.testing import onlyFullTest, withPackage
+from torch_geometric.testing import is_full_test, onlyFullTest, withPackage
 
 import torch_geometric_sdt.typing as sdt_typing
 from torch_geometric_sdt.baselines import cluster_knn
@@ -350,6 +350,34 @@ def test_pynndescent(metric: str) -> None:
         knn(x, 5, backend='pynndescent', metric='cosine', n_neighbors=4)
 
 
+@withPackage('pynndescent')
+def test_stop_request_during_nndescent_is_held_back_then_raised(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A stop request that arrives inside pynndescent's compiled code is held
+    # back and raised when the construction returns, never lost.
+    import signal
+
+    import pynndescent
+
+    real = pynndescent.NNDescent
+    calls = []
+
+    def stopped_inside(*args, **kwargs):
+        signal.raise_signal(signal.SIGINT)  # Arrives while "native code" runs.
+        calls.append(1)  # ... which goes on to the end.
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pynndescent, 'NNDescent', stopped_inside)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            knn(clustered(500, 8, 10), 10, backend='pynndescent')
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert calls == [1]
+
+
 @onlyFullTest
 @withPackage('faiss')
 def test_exact_matches_faiss_on_lfw(lfw: tuple[np.ndarray, np.ndarray]) -> None:
@@ -466,6 +494,81 @@ def test_to_edge_index() -> None:
     assert as_set(edge_index) == as_set(knn_graph(x, 5, loop=True, cosine=True))
 
 
+# Huge and tiny magnitudes ###################################################
+
+# Cosine does not depend on the magnitude: these scalings of the points give
+# the same neighbours and similarities (the squared norms of the scaled rows
+# overflow or underflow unless the rows are first brought to a safe range).
+SCALES = {
+    torch.float32: [1e20, 1e30, 1e-30],
+    torch.float64: [1e20, 1e30, 1e-30, 1e200, 1e-200],
+}
+# pynndescent compiles its numba code for seconds: full runs only.
+_PYNNDESCENT = pytest.param(
+    'pynndescent',
+    marks=pytest.mark.skipif(not is_full_test(), reason='Fast test run'),
+)
+_FAISS = pytest.mark.skipif(not sdt_typing.WITH_FAISS, reason='faiss not found')
+MAGNITUDE_BACKENDS = ['exact', pytest.param('faiss', marks=_FAISS)]
+
+
+def _atol(dtype: torch.dtype) -> float:
+    return 1e-6 if dtype == torch.float32 else 1e-12
+
+
+@pytest.mark.parametrize('backend', [*MAGNITUDE_BACKENDS, _PYNNDESCENT])
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
+def test_cosine_of_huge_and_tiny_values(backend: str, dtype: torch.dtype) -> None:
+    x = clustered(500, 16, 12).to(dtype)
+    ref = knn(x, 10, backend=backend)
+    for scale in SCALES[dtype]:
+        out = knn(x * scale, 10, backend=backend)
+        assert torch.equal(out.index, ref.index), scale
+        torch.testing.assert_close(out.sim, ref.sim, atol=_atol(dtype), rtol=0)
+    # Rows of very different magnitudes in one set, numpy input too:
+    mixed = x.clone()
+    mixed[::3] *= SCALES[dtype][0]
+    mixed[1::3] *= SCALES[dtype][2]
+    out = knn(mixed.numpy(), 10, backend=backend)
+    assert torch.equal(out.index, ref.index)
+    torch.testing.assert_close(out.sim, ref.sim, atol=_atol(dtype), rtol=0)
+
+
+# For l2 the whole set is scaled by one power of two: the neighbours stay
+# those of the unscaled points, the similarities are reported in the units of
+# the input (so those of tiny values underflow towards 0).
+L2_SCALES = {
+    torch.float32: [1e-20, 1e-30, 1e15],
+    torch.float64: [1e-30, 1e-200, 1e150],
+}
+
+
+@pytest.mark.parametrize('backend', [*MAGNITUDE_BACKENDS, _PYNNDESCENT])
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
+def test_l2_of_huge_and_tiny_values(backend: str, dtype: torch.dtype) -> None:
+    x = clustered(500, 16, 12).to(dtype)
+    ref = knn(x, 10, metric='l2', backend=backend)
+    tiny = torch.finfo(dtype).tiny
+    for scale in L2_SCALES[dtype]:
+        out = knn(x * scale, 10, metric='l2', backend=backend)
+        assert torch.equal(out.index, ref.index), scale
+        expected = (ref.sim.double() * scale**2).to(dtype)
+        torch.testing.assert_close(out.sim, expected, atol=tiny, rtol=1e-4)
+        assert bool((out.sim[:, 1:] <= out.sim[:, :-1]).all())
+    graph = knn_graph(x * L2_SCALES[dtype][1], 9, backend=backend)
+    assert torch.equal(graph, knn_graph(x, 9, backend=backend))
+
+
+def test_ordinary_values_are_not_rescaled() -> None:
+    # Values far from overflow and underflow are searched as they are.
+    x = torch.randn(200, 8)
+    for metric in ('cosine', 'l2'):
+        prepared, _ = prepare(x, metric)
+        index, sim = exact_knn(prepared, 5, metric)
+        out = knn(x, 5, metric=metric, backend='exact', symmetric=False)
+        assert torch.equal(out.index, index) and torch.equal(out.sim, sim)
+
+
 # Bad input ##################################################################
 
 # Each bad array or option is refused, naming the problem.
@@ -488,6 +591,12 @@ BAD_INPUT = [
         lambda t, g: knn(with_value(g['x'], 4, 0.0), K),
         ValueError,
         r'1 zero row\(s\).*row 4',
+    ),
+    (
+        'l2 squares overflow',
+        lambda t, g: knn(g['x'] * np.float32(1e20), K, metric='l2'),
+        ValueError,
+        r"too large for metric='l2' in float32",
     ),
     (
         'N = 0',

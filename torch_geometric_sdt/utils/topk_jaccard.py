@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 
 from torch_geometric_sdt.utils import _topk_jaccard_kernels as kernels
 from torch_geometric_sdt.utils._checks import check_topk
+from torch_geometric_sdt.utils.interrupt import deferred_interrupts, interruption_point
 from torch_geometric_sdt.utils.rank import edge_rank
 from torch_geometric_sdt.utils.validation import check_choice, check_flow
 
@@ -388,60 +389,65 @@ def topk_jaccard(
     )
     topk_np = topk_t.numpy()
 
-    num_threads = numba.get_num_threads()
-    err = np.zeros(n, np.int8)
-    if n > 0:
-        kernels.check_rows(
-            rowptr_np,
-            col_np,
-            sim_np,
-            sim_flat is not None,
-            dense,
-            max(1, min(n, 4 * num_threads)),
-            err,
-        )
-    _raise_row_error(err, rowptr_np, col_np, dense)
-
-    out = np.empty(col_np.size, np_dtype)
-    if weighted:
-        p = np.empty(col_np.size, np_dtype)
+    # Compiled code runs with stop requests held back (utils.interrupt).
+    with deferred_interrupts():
+        num_threads = numba.get_num_threads()
+        err = np.zeros(n, np.int8)
         if n > 0:
-            kernels.row_probs(
-                rowptr_np,
-                sim_np,
-                topk_np,
-                transform_id,
-                distance_id,
-                over_topk,
-                float(delta),
-                float(eps),
-                float(sigma),
-                p,
-            )
-    else:
-        p = np.empty(0, np_dtype)
-
-    # Rows are visited in breadth-first order for cache locality; each row's
-    # scores depend on nothing else, so the order leaves the result unchanged.
-    order = kernels.bfs_order(rowptr_np, col_np) if n > 0 else np.empty(0, np.int64)
-    num_blocks = min(n, 100) if progress else 1
-    bounds = np.linspace(0, n, num_blocks + 1).astype(np.int64)
-    chunks = max(1, 8 * num_threads)
-    for b in tqdm(range(num_blocks), disable=not progress, desc='topk_jaccard'):
-        lo, hi = int(bounds[b]), int(bounds[b + 1])
-        if hi > lo:
-            kernels.scores(
+            kernels.check_rows(
                 rowptr_np,
                 col_np,
-                p,
-                topk_np,
-                weighted,
-                order,
-                lo,
-                hi,
-                max(1, min(hi - lo, chunks)),
-                out,
+                sim_np,
+                sim_flat is not None,
+                dense,
+                max(1, min(n, 4 * num_threads)),
+                err,
             )
+        _raise_row_error(err, rowptr_np, col_np, dense)
+
+        out = np.empty(col_np.size, np_dtype)
+        if weighted:
+            p = np.empty(col_np.size, np_dtype)
+            if n > 0:
+                kernels.row_probs(
+                    rowptr_np,
+                    sim_np,
+                    topk_np,
+                    transform_id,
+                    distance_id,
+                    over_topk,
+                    float(delta),
+                    float(eps),
+                    float(sigma),
+                    p,
+                )
+        else:
+            p = np.empty(0, np_dtype)
+
+        # Rows are visited in breadth-first order for cache locality; each row's
+        # scores depend on nothing else, so the order leaves the result unchanged.
+        order = kernels.bfs_order(rowptr_np, col_np) if n > 0 else np.empty(0, np.int64)
+        # Blocks of rows (never one long kernel call): a held-back stop request
+        # takes effect between two blocks.
+        num_blocks = min(n, 100)
+        bounds = np.linspace(0, n, num_blocks + 1).astype(np.int64)
+        chunks = max(1, 8 * num_threads)
+        for b in tqdm(range(num_blocks), disable=not progress, desc='topk_jaccard'):
+            interruption_point()
+            lo, hi = int(bounds[b]), int(bounds[b + 1])
+            if hi > lo:
+                kernels.scores(
+                    rowptr_np,
+                    col_np,
+                    p,
+                    topk_np,
+                    weighted,
+                    order,
+                    lo,
+                    hi,
+                    max(1, min(hi - lo, chunks)),
+                    out,
+                )
 
     result = torch.from_numpy(out)
     if pos is not None:

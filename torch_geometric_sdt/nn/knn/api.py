@@ -3,6 +3,7 @@ r"""The front end of the kNN search: :class:`KNN`, :func:`knn`,
 
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -12,7 +13,15 @@ from torch import Tensor
 from torch_geometric_sdt.utils.validation import check_flow
 
 from .candidates import finalize_candidates
-from .common import check_no_options, check_positive_int
+from .common import (
+    SAFE_MAX_EXPONENT,
+    SAFE_MIN_EXPONENT,
+    check_no_options,
+    check_positive_int,
+    max_abs_rows,
+    scale_pow2,
+    scale_rows_pow2,
+)
 from .exact import exact_knn, exact_knn_symmetric
 from .faiss_search import FAISS_BACKENDS, faiss_search
 from .nndescent import nndescent_search
@@ -135,14 +144,26 @@ def knn(
     :func:`resolve_backend`). On synthetic 256-d faces with :math:`k = 80`
     (``benchmarks/knn.py --sweep``), NN-descent reached recall@k 0.987 in
     31 s at 100K points where faiss HNSW with its defaults here reached
-    0.943 in 68 s and IVF needed 78 s for 0.959.
+    0.943 in 68 s and IVF needed 78 s for 0.959. A stop request (Ctrl-C,
+    ``SIGTERM``) cannot interrupt NN-descent's compiled code: it is held back
+    and takes effect when the descent returns (see
+    :mod:`torch_geometric_sdt.utils.interrupt`).
 
     **Input validation.** Rows holding NaN or Inf are refused, as are zero
     rows with :obj:`metric='cosine'` (they have no direction). Rows that are
     not unit-norm are *normalised*, not refused: cosine similarity does not
     depend on the norm, so embeddings that were never normalised give the
-    same neighbours as normalised ones. Exact duplicates are allowed (ties
-    are ordered as above). :math:`N = 0`, a non-integer :obj:`k`,
+    same neighbours as normalised ones, whatever their magnitude: a row of
+    huge or tiny values is first scaled by a power of two (exactly) so that
+    its squared norm can neither overflow nor underflow. For
+    :obj:`metric='l2'` a set of huge or tiny values is searched scaled by one
+    power of two, which scales every squared distance exactly and so keeps
+    the neighbours, and the similarities are reported in the units of
+    :obj:`x` (those of tiny values may underflow to :math:`0`); values whose
+    squared distances overflow the dtype (above about
+    :math:`\sqrt{\text{max} / 4D}`, :math:`5.8 \cdot 10^{17}` in float32 at
+    :math:`D = 256`) are refused. Exact duplicates are allowed (ties are
+    ordered as above). :math:`N = 0`, a non-integer :obj:`k`,
     :math:`k \le 0` and :math:`k \ge N` (so also :math:`N = 1`) raise.
 
     Args:
@@ -188,8 +209,9 @@ def knn(
 
     Raises:
         ValueError: On bad input (shape, dtype, NaN/Inf rows, zero rows with
-            :obj:`metric='cosine'`, :obj:`k` out of range, unknown metric,
-            backend or backend option).
+            :obj:`metric='cosine'`, values too large for :obj:`metric='l2'`,
+            :obj:`k` out of range, unknown metric, backend or backend
+            option).
         ImportError: If a faiss backend is requested and faiss is not
             installed.
     """
@@ -200,7 +222,12 @@ def knn(
     check_k(k, num_nodes)
     k = int(k)
     backend = resolve_backend(backend, num_nodes, x.device)
+    exponent = 0
+    if metric == 'l2':
+        x, exponent = scale_for_l2(x)
     index, sim = dispatch(x, k, metric, backend, chunk_size, progress, backend_kwargs)
+    if exponent != 0:
+        sim = scale_pow2(sim, -2 * exponent)
     return KNN(index.to(device), sim.to(device))
 
 
@@ -259,6 +286,8 @@ def knn_graph(
         raise ValueError(f'num_workers must be an int (got {num_workers!r})')
     metric = 'cosine' if cosine else 'l2'
     x, device = prepare(x, metric)
+    if metric == 'l2':
+        x, _ = scale_for_l2(x)
     num_nodes = x.size(0)
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
         raise ValueError(f'k must be a positive integer (got {k!r})')
@@ -340,7 +369,10 @@ def prepare(x: Tensor | np.ndarray, metric: str) -> tuple[Tensor, torch.device]:
     if x.dtype != torch.float64:
         x = x.to(torch.float32)
 
-    finite = torch.isfinite(x).all(dim=1)
+    # The largest magnitude of every row (NaN propagates): one pass, no
+    # [N, D] temporary.
+    row_max = max_abs_rows(x)
+    finite = torch.isfinite(row_max)
     if not bool(finite.all()):
         bad = (~finite).nonzero().view(-1)
         raise ValueError(
@@ -348,16 +380,54 @@ def prepare(x: Tensor | np.ndarray, metric: str) -> tuple[Tensor, torch.device]:
             f'(first: row {int(bad[0])})'
         )
     if metric == 'cosine':
-        norm = torch.linalg.vector_norm(x, dim=1)
-        zero = norm == 0
+        zero = row_max == 0
         if bool(zero.any()):
             bad = zero.nonzero().view(-1)
             raise ValueError(
                 f'x has {bad.numel()} zero row(s), which have no direction '
                 f"for metric='cosine' (first: row {int(bad[0])})"
             )
+        # Rows of huge or tiny values first become rows of largest magnitude
+        # in [0.5, 1) (an exact power-of-two scaling), so that their squared
+        # norm can neither overflow nor underflow.
+        _, exponent = torch.frexp(row_max)
+        odd = (exponent < SAFE_MIN_EXPONENT) | (exponent > SAFE_MAX_EXPONENT)
+        if bool(odd.any()):
+            rows = odd.nonzero().view(-1)
+            x = x.clone()
+            x[rows] = scale_rows_pow2(x[rows], -exponent[rows])
+        norm = torch.linalg.vector_norm(x, dim=1)
         x = x / norm.unsqueeze(1)
+    elif x.numel() > 0:
+        # Squared distances reach 4 D max|x|^2: refuse what overflows.
+        largest = float(row_max.max())
+        limit = math.sqrt(torch.finfo(x.dtype).max / (4 * x.size(1)))
+        if largest > limit:
+            raise ValueError(
+                f"x has values up to {largest:.3g}, too large for metric='l2' "
+                f'in {str(x.dtype).removeprefix("torch.")}: with {x.size(1)} '
+                f'features their squared distances overflow above {limit:.3g} '
+                '(scale the features down, or pass float64)'
+            )
     return x.contiguous(), device
+
+
+def scale_for_l2(x: Tensor) -> tuple[Tensor, int]:
+    r"""For :obj:`metric='l2'`: :obj:`x` times :math:`2^e` and :math:`e`,
+    where :math:`e` brings the largest magnitude of :obj:`x` into
+    :math:`[0.5, 1)` when it lies outside about :math:`[2^{-40}, 2^{40}]`
+    (else :math:`e = 0` and :obj:`x` itself). A power of two scales every
+    squared distance by :math:`4^e` exactly, so the neighbours are those of
+    :obj:`x`; the similarities found are scaled back by :math:`4^{-e}`."""
+    if x.numel() == 0:
+        return x, 0
+    largest = float(max_abs_rows(x).max())
+    if largest == 0:
+        return x, 0
+    _, exponent = math.frexp(largest)
+    if SAFE_MIN_EXPONENT <= exponent <= SAFE_MAX_EXPONENT:
+        return x, 0
+    return scale_pow2(x, -exponent).contiguous(), -exponent
 
 
 def check_k(k: Any, num_nodes: int) -> None:
