@@ -21,7 +21,7 @@ from torch_geometric_sdt.nn.models.knn_context import (
     topk_positions,
 )
 from torch_geometric_sdt.nn.models.sdt import EdgeHead, SDTEncoder
-from torch_geometric_sdt.nn.models.topk_predictor import ARCHS as PREDICTOR_ARCHS
+from torch_geometric_sdt.nn.models.sdt_config import check_config
 from torch_geometric_sdt.nn.models.topk_predictor import TopKPredictor
 from torch_geometric_sdt.utils.checkpoint import load_tensors, save_tensors
 from torch_geometric_sdt.utils.infomap import cluster_links
@@ -31,11 +31,9 @@ from torch_geometric_sdt.utils.knn_features import (
     edge_features,
     token_features,
 )
-from torch_geometric_sdt.utils.topk_jaccard import TRANSFORMS, topk_jaccard
-from torch_geometric_sdt.utils.validation import check_choice
+from torch_geometric_sdt.utils.topk_jaccard import topk_jaccard
 from torch_geometric_sdt.version import __version__
 
-MODES = ('relational', 'embedding')
 CHECKPOINT_FORMAT = 'torch_geometric_sdt.SDTClusterer'
 CHECKPOINT_VERSION = 1
 #: The :math:`\eta` values :meth:`SDTClusterer.tune_eta` and training try.
@@ -56,65 +54,6 @@ def _evaluating(module: torch.nn.Module) -> Iterator[None]:
     finally:
         for m, training in modes:
             m.training = training
-
-
-#: Bounds of the integer settings of :class:`SDTClusterer`, checked before
-#: anything is built (a checkpoint's config is untrusted input).
-CONFIG_BOUNDS: dict[str, tuple[int, int]] = {
-    'k': (2, 1024),
-    'embedding_channels': (1, 65536),
-    'hidden_channels': (1, 4096),
-    'num_layers': (1, 64),
-    'heads': (1, 64),
-    'num_experts': (0, 64),
-    'moe_top': (1, 64),
-    'predictor_channels': (1, 4096),
-    'predictor_layers': (1, 64),
-}
-
-
-def _check_config(**config: Any) -> tuple[int, int]:
-    # Validates the settings of SDTClusterer; returns the band as a pair.
-    for name, (low, high) in CONFIG_BOUNDS.items():
-        value = config[name]
-        if name == 'embedding_channels' and value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f'{name} must be an integer (got {value!r})')
-        if not low <= value <= high:
-            raise ValueError(f'{name} must lie in [{low}, {high}] (got {value})')
-    check_choice('mode', config['mode'], MODES)
-    check_choice('predictor', config['predictor'], PREDICTOR_ARCHS)
-    check_choice('transform', config['transform'], TRANSFORMS)
-    if config['mode'] == 'embedding' and config['embedding_channels'] is None:
-        raise ValueError("mode='embedding' needs embedding_channels")
-    for name, base in (('hidden_channels', 'hidden'), ('predictor_channels', 'Top-K')):
-        if config[name] % config['heads'] != 0:
-            raise ValueError(
-                f'{name} ({config[name]}) must be divisible by heads '
-                f'({config["heads"]}) for the {base} attention'
-            )
-    if config['num_experts'] and config['moe_top'] > config['num_experts']:
-        raise ValueError(
-            f'moe_top ({config["moe_top"]}) must not exceed num_experts '
-            f'({config["num_experts"]})'
-        )
-    band = config['band']
-    if (
-        not isinstance(band, (tuple, list))
-        or len(band) != 2
-        or not all(isinstance(b, int) and not isinstance(b, bool) for b in band)
-    ):
-        raise ValueError(f'band must be two integers (b_-, b_+) (got {band!r})')
-    if not (0 <= band[0] <= 1024 and 1 <= band[1] <= 1024):
-        raise ValueError(f'band must lie in ([0, 1024], [1, 1024]) (got {list(band)})')
-    for name in ('eta', 'theta', 'dropout'):
-        value = config[name]
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f'{name} must be a number (got {value!r})')
-        if not 0.0 <= value <= 1.0 or (name == 'dropout' and value == 1.0):
-            raise ValueError(f'{name} must lie in [0, 1] (got {value})')
-    return int(band[0]), int(band[1])
 
 
 class SDTClusterer(torch.nn.Module):
@@ -213,7 +152,7 @@ class SDTClusterer(torch.nn.Module):
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
-        band = _check_config(
+        band = check_config(
             k=k,
             mode=mode,
             embedding_channels=embedding_channels,
