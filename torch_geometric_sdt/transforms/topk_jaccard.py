@@ -9,10 +9,10 @@ from torch_geometric.data.storage import EdgeStorage, NodeStorage
 from torch_geometric.transforms import BaseTransform
 
 from torch_geometric_sdt.nn.knn import knn
-from torch_geometric_sdt.utils._checks import check_int
 from torch_geometric_sdt.utils.rank import edge_rank
 from torch_geometric_sdt.utils.similarity import edge_similarity
 from torch_geometric_sdt.utils.topk_jaccard import _check_options, topk_jaccard
+from torch_geometric_sdt.utils.validation import check_int
 
 # A Data object, or one node or edge store of a HeteroData object.
 _Store = Data | NodeStorage | EdgeStorage

@@ -6,8 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from torch_geometric_sdt.utils._checks import check_int
-from torch_geometric_sdt.utils.validation import check_choice
+from torch_geometric_sdt.utils.validation import check_choice, check_int
 
 METRICS = ('cosine', 'l2')
 

@@ -26,10 +26,9 @@ from torch_geometric.utils.num_nodes import maybe_num_nodes
 from tqdm.auto import tqdm
 
 from torch_geometric_sdt.utils import _topk_jaccard_kernels as kernels
-from torch_geometric_sdt.utils._checks import check_topk
 from torch_geometric_sdt.utils.interrupt import deferred_interrupts, interruption_point
 from torch_geometric_sdt.utils.rank import edge_rank
-from torch_geometric_sdt.utils.validation import check_choice, check_flow
+from torch_geometric_sdt.utils.validation import check_choice, check_flow, check_topk
 
 #: The distance-to-probability transforms of :func:`topk_jaccard`.
 TRANSFORMS = ('sigmoid', 'exp')

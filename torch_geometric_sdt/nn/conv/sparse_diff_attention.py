@@ -20,11 +20,10 @@ from torch_geometric.typing import Adj, OptTensor, PairTensor, SparseTensor
 from torch_geometric.utils import degree, is_torch_sparse_tensor, scatter
 from torch_geometric.utils.sparse import set_sparse_value
 
-from torch_geometric_sdt.utils._checks import check_int, check_topk
 from torch_geometric_sdt.utils.rank import edge_rank as rank_by_similarity
 from torch_geometric_sdt.utils.rank import position_in_target
 from torch_geometric_sdt.utils.softmax import masked_softmax
-from torch_geometric_sdt.utils.validation import check_choice
+from torch_geometric_sdt.utils.validation import check_choice, check_int, check_topk
 
 MASK_MODES = ('rank', 'logit')
 
