@@ -1,26 +1,46 @@
 r"""Scale-free features of a kNN graph, for models that must travel between
-embedding models.
+embedding models and data regimes.
 
 Embedding models differ in their cosine scale: one puts random pairs near 0
 and same-identity pairs above 0.4, another squeezes everything above 0.8.
 A shared offset added to every embedding before normalisation maps the
 cosines :math:`s` to roughly :math:`a s + b`. The features here are built
-from similarities standardised by the data set's own kNN similarity
-distribution,
+from standardised similarities :math:`z = (s - c) / d`, invariant to any
+such affine change of scale, with one of two references :math:`(c, d)`:
 
-.. math::
-    z_{ir} = \frac{s_{ir} - \mathrm{median}(s)}{q_{0.9}(s) - q_{0.1}(s)},
+* :obj:`'random_pairs'` (:func:`noise_scale`): the **noise level** of the
+  data set, from the cosines of random pairs of items, which are almost all
+  pairs of different identities whatever the identity sizes,
 
-taken over all non-self kNN similarities, so they are invariant to any such
-affine change of scale.
+  .. math::
+      c = q_{0.5}(s^{\mathrm{rand}}), \qquad
+      d = \frac{q_{0.5}(s^{\mathrm{rand}}) - q_{0.05}(s^{\mathrm{rand}})}
+      {\Phi^{-1}(0.95)},
+
+  so :math:`z` counts noise standard deviations above the typical
+  unrelated pair. The spread comes from the lower half only: same-identity
+  pairs, a few per cent of random pairs when identities are large, sit in
+  the upper tail and move neither :math:`c` much nor :math:`d` at all.
+* :obj:`'knn'` (:func:`similarity_scale`, the reference of version 0.1
+  checkpoints): the median and the 10-90 % range of the non-self kNN
+  similarities. It needs no embeddings, but it depends on identity sizes:
+  when most of a node's :math:`k` neighbours share its identity, the median
+  is the same-identity level, not the noise level, and a model trained on
+  small identities misreads the data.
 """
 
 from __future__ import annotations
 
 from typing import NamedTuple
 
+import numpy as np
 import torch
 from torch import Tensor
+
+#: The similarity references, see the module docstring.
+REFERENCES = ('random_pairs', 'knn')
+#: :math:`\Phi^{-1}(0.95)`, the 95 % quantile of the standard normal.
+_Z95 = 1.6448536269514722
 
 #: Number of relational features per neighbour token, see
 #: :func:`token_features`.
@@ -30,14 +50,89 @@ NUM_EDGE_FEATURES = 4
 
 
 class SimilarityScale(NamedTuple):
-    r"""Robust location and scale of a data set's kNN similarities."""
+    r"""Robust location and scale of a data set's similarities.
 
-    center: float
-    scale: float
+    Both fields are floats (one data set) or :obj:`Tensor[N]` (one value per
+    node, for the union of several data sets, see :meth:`per_node`).
+    """
 
-    def standardize(self, sim: Tensor) -> Tensor:
-        """Returns :math:`(s - \\text{center}) / \\text{scale}`."""
-        return (sim - self.center) / self.scale
+    center: float | Tensor
+    scale: float | Tensor
+
+    def standardize(self, sim: Tensor, nodes: Tensor | None = None) -> Tensor:
+        r"""Returns :math:`(s - \text{center}) / \text{scale}`.
+
+        Args:
+            sim (torch.Tensor): Similarities :obj:`[B]` or :obj:`[B, k]`.
+            nodes (torch.Tensor, optional): The node of every row of
+                :obj:`sim` :obj:`[B]`; needed with per-node values.
+                (default: :obj:`None`)
+        """
+        if not isinstance(self.center, Tensor):
+            return (sim - self.center) / self.scale
+        if nodes is None:
+            raise ValueError('a per-node SimilarityScale needs the nodes')
+        center, scale = self.center[nodes], self.scale[nodes]  # type: ignore[index]
+        if sim.dim() == 2:
+            center, scale = center.unsqueeze(1), scale.unsqueeze(1)
+        return (sim - center) / scale
+
+    def per_node(self, num_nodes: int) -> SimilarityScale:
+        """The same scale as :obj:`Tensor[num_nodes]` fields."""
+        if isinstance(self.center, Tensor):
+            return self
+        return SimilarityScale(
+            torch.full((num_nodes,), float(self.center)),
+            torch.full((num_nodes,), float(self.scale)),
+        )
+
+
+def noise_scale(
+    x: Tensor | np.ndarray, *, num_rows: int = 2048, seed: int = 0
+) -> SimilarityScale:
+    r"""Estimates the noise level of a data set from the cosines of random
+    pairs (the :obj:`'random_pairs'` reference of the module docstring).
+
+    :obj:`num_rows` rows are drawn without replacement (seeded, so the
+    result is deterministic) and every distinct pair among them enters:
+    :math:`m (m - 1) / 2` cosines from an :math:`m \times m` Gram matrix of
+    the sample, never of the data set. Only the sampled rows are read, so
+    a memory-mapped :obj:`x` is not loaded.
+
+    Args:
+        x (torch.Tensor or numpy.ndarray): Embeddings :obj:`[N, D]`, any
+            norm (rows are normalised here).
+        num_rows (int, optional): Rows sampled, :math:`m`.
+            (default: :obj:`2048`)
+        seed (int, optional): Seed of the sample. (default: :obj:`0`)
+
+    Returns:
+        :class:`SimilarityScale`.
+    """
+    n = int(x.shape[0])
+    if x.ndim != 2 or n < 2:
+        raise ValueError(f'x must have shape [N, D] with N >= 2 (got {list(x.shape)})')
+    if num_rows < 2:
+        raise ValueError(f'num_rows must be >= 2 (got {num_rows})')
+    if n > num_rows:
+        g = torch.Generator().manual_seed(seed)
+        rows = torch.randperm(n, generator=g)[:num_rows].sort().values
+        sample = x[rows] if isinstance(x, Tensor) else x[rows.numpy()]
+    else:
+        sample = x
+    s = torch.nn.functional.normalize(
+        torch.as_tensor(np.asarray(sample)).double(), dim=1
+    )
+    m = s.size(0)
+    iu = torch.triu_indices(m, m, 1)
+    values = (s @ s.T)[iu[0], iu[1]]
+    q = torch.quantile(values, torch.tensor([0.05, 0.5], dtype=torch.float64))
+    scale = float(q[1] - q[0]) / _Z95
+    if not scale > 1e-12:
+        scale = float(values.std()) if values.numel() > 1 else 0.0
+    if not scale > 1e-12:
+        scale = 1.0
+    return SimilarityScale(float(q[1]), scale)
 
 
 def similarity_scale(sim: Tensor, *, max_samples: int = 1_000_000) -> SimilarityScale:
@@ -77,6 +172,7 @@ def token_features(
     sim: Tensor,
     shared: Tensor,
     scale: SimilarityScale,
+    nodes: Tensor | None = None,
 ) -> Tensor:
     r"""Relational features of the neighbour tokens of some nodes.
 
@@ -93,11 +189,13 @@ def token_features(
             :func:`~torch_geometric_sdt.utils.topk_jaccard` with
             :obj:`mode='set'` and :obj:`topk=k`.
         scale (SimilarityScale): The data set's similarity scale.
+        nodes (torch.Tensor, optional): The nodes of the rows, for a
+            per-node :obj:`scale`. (default: :obj:`None`)
 
     Returns:
         torch.Tensor: :obj:`[B, k, NUM_TOKEN_FEATURES]`.
     """
-    z = scale.standardize(sim.float())
+    z = scale.standardize(sim.float(), nodes)
     gap = torch.zeros_like(z)
     gap[:, :-1] = z[:, :-1] - z[:, 1:]
     return torch.stack([z, gap, shared.float()], dim=-1)
@@ -110,17 +208,19 @@ def edge_features(
     shared: Tensor,
     k: int,
     scale: SimilarityScale,
+    nodes: Tensor | None = None,
 ) -> Tensor:
     r"""Relational features of kNN edges :math:`j \to i`: the standardised
     similarity, the relative rank :math:`r / k`, the Top-K Jaccard score and
-    the set Jaccard index of the full lists.
+    the set Jaccard index of the full lists (:obj:`nodes`: the target
+    :math:`i` of every edge, for a per-node :obj:`scale`).
 
     Returns:
         torch.Tensor: :obj:`[E, NUM_EDGE_FEATURES]`.
     """
     return torch.stack(
         [
-            scale.standardize(sim.float()),
+            scale.standardize(sim.float(), nodes),
             rank.float() / k,
             jaccard.float(),
             shared.float(),

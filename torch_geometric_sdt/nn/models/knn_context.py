@@ -15,8 +15,14 @@ import torch
 from torch import Tensor
 
 from torch_geometric_sdt.nn.knn import KNN, knn
-from torch_geometric_sdt.utils.knn_features import SimilarityScale, similarity_scale
+from torch_geometric_sdt.utils.knn_features import (
+    REFERENCES,
+    SimilarityScale,
+    noise_scale,
+    similarity_scale,
+)
 from torch_geometric_sdt.utils.topk_jaccard import topk_jaccard
+from torch_geometric_sdt.utils.validation import check_choice
 
 
 @dataclass
@@ -25,17 +31,22 @@ class KNNContext:
 
     Attributes:
         knn (KNN): The kNN graph, :obj:`[N, k]`, self at rank 0.
-        scale (SimilarityScale): The data set's own similarity scale.
+        scale (SimilarityScale): The data set's own similarity scale (one
+            value per node for the union of several data sets, see
+            :meth:`concat`).
         shared (torch.Tensor): Set Jaccard index of the full lists of every
             kNN edge, :obj:`[N, k]`.
         x (torch.Tensor, optional): Unit-norm embeddings :obj:`[N, D]`
             (:obj:`'embedding'` mode only).
+        reference (str): The reference of :obj:`scale`,
+            :obj:`'random_pairs'` or :obj:`'knn'`.
     """
 
     knn: KNN
     scale: SimilarityScale
     shared: Tensor
     x: Tensor | None = None
+    reference: str = 'random_pairs'
 
     @property
     def num_nodes(self) -> int:
@@ -53,11 +64,21 @@ class KNNContext:
         *,
         graph: KNN | None = None,
         keep_x: bool = False,
+        reference: str = 'random_pairs',
         backend: str = 'auto',
         progress: bool = False,
     ) -> KNNContext:
-        """Builds the context from embeddings (and/or a precomputed kNN)."""
-        if x is not None:
+        r"""Builds the context from embeddings (and/or a precomputed kNN).
+
+        The similarity scale follows :obj:`reference`
+        (:mod:`~torch_geometric_sdt.utils.knn_features`):
+        :obj:`'random_pairs'` needs the embeddings; given a graph alone, it
+        falls back to the :obj:`'knn'` estimate, which :attr:`reference`
+        records (the model's self-diagnosis reports it).
+        """
+        check_choice('reference', reference, REFERENCES)
+        x_in = x
+        if x is not None and not isinstance(x, np.ndarray):
             x = torch.as_tensor(x)
         if graph is None:
             if x is None:
@@ -65,17 +86,56 @@ class KNNContext:
             graph = knn(x, k, backend=backend, progress=progress)
         elif graph.k != k:
             raise ValueError(f'the kNN graph has k = {graph.k}, the model k = {k}')
-        if x is not None and x.size(0) != graph.num_nodes:
+        if x is not None and x.shape[0] != graph.num_nodes:
             raise ValueError(
-                f'x has {x.size(0)} rows but the kNN graph {graph.num_nodes} nodes'
+                f'x has {x.shape[0]} rows but the kNN graph {graph.num_nodes} nodes'
             )
         shared = topk_jaccard(graph, topk=k, mode='set', progress=progress)
         xx = None
         if keep_x:
             if x is None:
                 raise ValueError('embedding mode needs the embeddings x')
-            xx = torch.nn.functional.normalize(x.float(), dim=-1)
-        return cls(graph, similarity_scale(graph.sim), shared.float(), xx)
+            xx = torch.nn.functional.normalize(torch.as_tensor(x).float(), dim=-1)
+        if reference == 'random_pairs' and x_in is not None:
+            scale = noise_scale(x)  # type: ignore[arg-type]
+        else:
+            reference = 'knn'
+            scale = similarity_scale(graph.sim)
+        return cls(graph, scale, shared.float(), xx, reference)
+
+    @classmethod
+    def concat(cls, contexts: list[KNNContext]) -> KNNContext:
+        r"""The disjoint union of several data sets' contexts: node ids of the
+        :math:`t`-th are shifted by the sizes of those before it, and every
+        node keeps its own data set's similarity scale (per-node
+        :class:`SimilarityScale`). Training on a mixture of data sets uses
+        it; no kNN edge crosses two data sets.
+        """
+        if not contexts:
+            raise ValueError('give at least one context')
+        if len(contexts) == 1:
+            return contexts[0]
+        if len({c.k for c in contexts}) != 1:
+            raise ValueError('every context must have the same k')
+        if len({c.x is None for c in contexts}) != 1:
+            raise ValueError('either every context keeps x or none does')
+        offsets = np.cumsum([0] + [c.num_nodes for c in contexts[:-1]])
+        index = torch.cat([c.knn.index + int(o) for c, o in zip(contexts, offsets)])
+        sim = torch.cat([c.knn.sim for c in contexts])
+        scales = [c.scale.per_node(c.num_nodes) for c in contexts]
+        scale = SimilarityScale(
+            torch.cat([s.center for s in scales]),  # type: ignore[misc]
+            torch.cat([s.scale for s in scales]),  # type: ignore[misc]
+        )
+        xs = None if contexts[0].x is None else torch.cat([c.x for c in contexts])  # type: ignore[misc]
+        refs = {c.reference for c in contexts}
+        return cls(
+            KNN(index, sim),
+            scale,
+            torch.cat([c.shared for c in contexts]),
+            xs,
+            refs.pop() if len(refs) == 1 else 'mixed',
+        )
 
 
 def band_positions(topk: Tensor, k: int, band: tuple[int, int]) -> Tensor:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from torch_geometric_sdt.nn.models.topk_predictor import ARCHS as PREDICTOR_ARCHS
+from torch_geometric_sdt.utils.knn_features import REFERENCES
 from torch_geometric_sdt.utils.topk_jaccard import TRANSFORMS
 from torch_geometric_sdt.utils.validation import check_choice
 
@@ -46,6 +47,7 @@ def check_config(**config: Any) -> tuple[int, int]:
     check_choice('mode', config['mode'], MODES)
     check_choice('predictor', config['predictor'], PREDICTOR_ARCHS)
     check_choice('transform', config['transform'], TRANSFORMS)
+    check_choice('reference', config['reference'], REFERENCES)
     if config['mode'] == 'embedding' and config['embedding_channels'] is None:
         raise ValueError("mode='embedding' needs embedding_channels")
     for name, base in (('hidden_channels', 'hidden'), ('predictor_channels', 'Top-K')):
