@@ -123,3 +123,25 @@ BAD_INPUT = [
 )
 def test_bad_input_is_refused(tmp_path, good, call, exc, match):
     assert_api_refuses(call, exc, match, tmp_path, good)
+
+
+def test_fit_on_several_data_sets(faces, tiny_sdt, fast_fit):
+    x, y = faces
+    x2, y2 = synthetic_faces(500, dim=24, seed=6)
+    model = SDTClusterer(k=10, **tiny_sdt)
+    summary = fit(model, [x, 0.5 * x2 + 0.2], [y, y2], seed=1, **fast_fit)
+    data = summary['data']
+    assert data['num_sets'] == 2 and data['num_items'] == 1200
+    assert data['dim'] == [16, 24]
+    assert data['train_items'] + data['val_items'] == 1200
+    # The self-diagnosis range spans both data sets and travels with the model.
+    assert model.train_range == data['train_range']
+    lo, hi = model.train_range['z_first']
+    assert lo <= hi
+    assert summary['eta'] in fast_fit['eta_grid']
+    with pytest.raises(ValueError, match='same number'):
+        fit(SDTClusterer(k=10, **tiny_sdt), [x, x2], [y], **fast_fit)
+    with pytest.raises(ValueError, match='both as arrays or both as lists'):
+        fit(SDTClusterer(k=10, **tiny_sdt), [x], y, **fast_fit)
+    with pytest.raises(ValueError, match='data set 1 has'):
+        fit(SDTClusterer(k=10, **tiny_sdt), [x, x2[:30]], [y, y2[:30]], **fast_fit)

@@ -185,6 +185,9 @@ def checkpoint(tmp_path: Path) -> Path:
             r"unknown config keys \['bogus'\]",
         ),
         ({'config': json.dumps({'k': 5, **SMALL})}, 'does not match its config'),
+        ({'train_range': '{oops'}, 'no valid JSON train_range'),
+        ({'train_range': json.dumps({'z_first': [1, 'x']})}, 'invalid train_range'),
+        ({'train_range': json.dumps({'z_first': [1.0]})}, 'invalid train_range'),
     ],
     ids=[
         'newer version',
@@ -197,6 +200,9 @@ def checkpoint(tmp_path: Path) -> Path:
         'value out of range',
         'unknown key',
         'weights do not fit',
+        'train_range not JSON',
+        'train_range not numbers',
+        'train_range not a pair',
     ],
 )
 def test_checkpoint_header_is_validated(checkpoint, meta, match):

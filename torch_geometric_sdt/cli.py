@@ -285,7 +285,9 @@ def _run_method(
     model = _load_model(args) if model is None else model
     if graph.k != model.k:
         raise ValueError(f'the SDT model needs k = {model.k} (got -k {graph.k})')
-    x_t = None if x is None or model.mode == 'relational' else torch.as_tensor(x)
+    # A relational model reads only a sample of rows of x (its noise
+    # reference), so a memory-mapped x is passed as it is.
+    x_t = x if x is None or model.mode == 'relational' else torch.as_tensor(x)
     return model.cluster(
         x_t,
         graph=graph,

@@ -41,6 +41,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from torch_geometric_sdt.metrics import roc_auc
+from torch_geometric_sdt.nn.models.diagnostics import data_statistics, training_range
 from torch_geometric_sdt.nn.models.knn_context import (
     KNNContext,
     band_positions,
@@ -235,6 +236,86 @@ def _check_data(model: SDTClusterer, x: Any, y: Any) -> tuple[Tensor, Tensor]:
             f'got {x.size(1)}-d'
         )
     return x, y
+
+
+def _data_sets(model: SDTClusterer, x: Any, y: Any) -> list[tuple[Tensor, Tensor]]:
+    # One data set (x, y) or several ([x_1, ...], [y_1, ...]), each checked.
+    if isinstance(x, (list, tuple)) != isinstance(y, (list, tuple)):
+        raise ValueError('give x and y both as arrays or both as lists of data sets')
+    if not isinstance(x, (list, tuple)):
+        return [_check_data(model, x, y)]
+    if len(x) == 0 or len(x) != len(y):
+        raise ValueError(
+            f'x and y must list the same number (>= 1) of data sets '
+            f'(got {len(x)} and {len(y)})'
+        )
+    return [_check_data(model, xs, ys) for xs, ys in zip(x, y)]
+
+
+def _contexts(
+    model: SDTClusterer,
+    sets: list[tuple[Tensor, Tensor]],
+    val_fraction: float,
+    seed: int,
+    backend: str,
+    progress: bool,
+) -> tuple[KNNContext, KNNContext, Tensor, Tensor, dict[str, Any]]:
+    # The training and validation contexts: every data set is split by
+    # identity and gets its own kNN graphs and similarity scales; several
+    # data sets are joined as disjoint unions with disjoint labels.
+    k, keep_x = model.k, model.mode == 'embedding'
+    parts: dict[str, list] = {
+        'ctx_tr': [],
+        'ctx_va': [],
+        'y_tr': [],
+        'y_va': [],
+        'stats': [],
+    }
+    offset = 0
+    for t, (x, y) in enumerate(sets):
+        train_idx, val_idx = split_identities(y, val_fraction, seed + t)
+        for name, idx in (('training', train_idx), ('validation', val_idx)):
+            if idx.numel() <= k:
+                where = f' of data set {t}' if len(sets) > 1 else ''
+                raise ValueError(
+                    f'the {name} split{where} has {idx.numel()} items, '
+                    f'needs more than k = {k}'
+                )
+        for split, idx in (('tr', train_idx), ('va', val_idx)):
+            parts[f'ctx_{split}'].append(
+                KNNContext.build(
+                    x[idx],
+                    k,
+                    keep_x=keep_x,
+                    reference=model.config['reference'],
+                    backend=backend,
+                    progress=progress,
+                )
+            )
+            parts[f'y_{split}'].append(y[idx] + offset)
+        ctx = parts['ctx_tr'][-1]
+        parts['stats'].append(
+            data_statistics(ctx, topk_target(ctx.knn.index, parts['y_tr'][-1]))
+        )
+        offset += int(y.max()) + 1
+    data = {
+        'num_sets': len(sets),
+        'num_items': sum(int(y.numel()) for _, y in sets),
+        'num_identities': sum(int(torch.unique(y).numel()) for _, y in sets),
+        'dim': sorted({int(x.size(1)) for x, _ in sets}),
+        'train_items': sum(c.num_nodes for c in parts['ctx_tr']),
+        'val_items': sum(c.num_nodes for c in parts['ctx_va']),
+        'train_range': training_range(parts['stats']),
+    }
+    if len(sets) == 1:
+        data['dim'] = data['dim'][0]
+    return (
+        KNNContext.concat(parts['ctx_tr']),
+        KNNContext.concat(parts['ctx_va']),
+        torch.cat(parts['y_tr']),
+        torch.cat(parts['y_va']),
+        data,
+    )
 
 
 def _state_file(
@@ -483,9 +564,13 @@ def fit(
 
     Args:
         model (SDTClusterer): The model.
-        x (torch.Tensor or numpy.ndarray): Embeddings :obj:`[N, D]`.
-        y (torch.Tensor or numpy.ndarray): Identity labels :obj:`[N]`
-            (non-negative).
+        x (torch.Tensor or numpy.ndarray or list): Embeddings :obj:`[N, D]`,
+            or a list of data sets' embeddings (*e.g.* draws from several
+            regimes, of any dimensions): each is split by identity and gets
+            its own kNN graph and similarity scale, and the model trains on
+            their union.
+        y (torch.Tensor or numpy.ndarray or list): Identity labels :obj:`[N]`
+            (non-negative), or a list of them matching :obj:`x`.
         val_fraction (float, optional): Share of identities held out for
             early stopping and :math:`\eta`. (default: :obj:`0.2`)
         topk_epochs (int, optional): Epochs of stage 1. (default: :obj:`10`)
@@ -522,7 +607,7 @@ def fit(
         dict: The training history and summary (per-epoch losses and
         validation metrics, the chosen :math:`\eta`, data summary, seconds).
     """
-    x, y = _check_data(model, x, y)
+    sets = _data_sets(model, x, y)
     for name, value, low in (
         ('topk_epochs', topk_epochs, 0),
         ('sdt_epochs', sdt_epochs, 0),
@@ -541,20 +626,11 @@ def fit(
     t0 = time.perf_counter()
     torch.manual_seed(seed)
     model.reset_parameters()
-    k = model.k
-    train_idx, val_idx = split_identities(y, val_fraction, seed)
-    for name, idx in (('training', train_idx), ('validation', val_idx)):
-        if idx.numel() <= k:
-            raise ValueError(
-                f'the {name} split has {idx.numel()} items, needs more than k = {k}'
-            )
-    keep_x = model.mode == 'embedding'
-    ctx_tr, ctx_va = (
-        KNNContext.build(x[idx], k, keep_x=keep_x, backend=backend, progress=progress)
-        for idx in (train_idx, val_idx)
+    ctx_tr, ctx_va, y_tr, y_va, data = _contexts(
+        model, sets, val_fraction, seed, backend, progress
     )
-    y_tr, y_va = y[train_idx], y[val_idx]
     target_va = topk_target(ctx_va.knn.index, y_va)
+    model.train_range = data['train_range']
 
     run = _Run(model, state_path, patience, stop_after_epochs)
     if resume:
@@ -603,13 +679,7 @@ def fit(
         'eta_sweep': sweep,
         'eta': model.config['eta'],
         'val_topk_mae': float((topk_va - target_va).abs().float().mean()),
-        'data': {
-            'num_items': int(y.numel()),
-            'num_identities': int(torch.unique(y).numel()),
-            'dim': int(x.size(1)),
-            'train_items': int(train_idx.numel()),
-            'val_items': int(val_idx.numel()),
-        },
+        'data': data,
         'seconds': time.perf_counter() - t0,
     }
 

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import json
 import pickle
+import warnings
 
 import pytest
 import torch
@@ -17,6 +19,7 @@ from torch_geometric_sdt.nn.models.sdt_clusterer import SDTClusterer
 from torch_geometric_sdt.testing import GOOD_K as K
 from torch_geometric_sdt.testing import GOOD_N as N
 from torch_geometric_sdt.testing import assert_api_refuses, small_clusterer
+from torch_geometric_sdt.utils.knn_features import noise_scale, similarity_scale
 
 
 @pytest.fixture(scope='module')
@@ -58,7 +61,7 @@ def test_cluster_untrained_model_runs(faces):
 
 def test_context_is_scale_free(faces):
     x, _ = faces
-    ctx = KNNContext.build(x, 10)
+    ctx = KNNContext.build(x, 10, reference='knn')
     model = SDTClusterer(k=10, hidden_channels=16, predictor_channels=16, heads=2)
     nodes = torch.arange(20)
     tok, _ = model.tokens(ctx, nodes)
@@ -161,7 +164,7 @@ def test_knn_cache_input(faces, tmp_path):
     graph = knn(x, 10)
     io.write_knn(tmp_path / 'knn.npz', graph)
     model = SDTClusterer(k=10, hidden_channels=16, predictor_channels=16, heads=2)
-    a = model.cluster(graph=io.read_knn(tmp_path / 'knn.npz'))
+    a = model.cluster(x, graph=io.read_knn(tmp_path / 'knn.npz'))
     b = model.cluster(x)
     torch.testing.assert_close(a, b)
     with pytest.raises(ValueError, match='k = 10'):
@@ -363,3 +366,92 @@ def test_checkpoint_state_mismatch_is_one_line(tmp_path):
     message = str(e.value)
     assert '\n' not in message
     assert f"missing ['{name}']" in message and "unexpected ['extra.weight']" in message
+
+
+def test_random_pair_reference_is_used_with_embeddings(faces):
+    x, _ = faces
+    ctx = KNNContext.build(x, 10)
+    assert ctx.reference == 'random_pairs'
+    assert ctx.scale == noise_scale(x)
+    # A graph alone cannot give random pairs: the kNN estimate is used and
+    # recorded.
+    alone = KNNContext.build(None, 10, graph=ctx.knn)
+    assert alone.reference == 'knn'
+    assert alone.scale == similarity_scale(ctx.knn.sim)
+    with pytest.raises(ValueError, match='reference'):
+        KNNContext.build(x, 10, reference='median')
+
+
+def test_concat_keeps_every_data_sets_scale(faces):
+    x, _ = faces
+    a = KNNContext.build(x[:200], 10)
+    b = KNNContext.build(0.5 * x[200:] + 0.3, 10)
+    both = KNNContext.concat([a, b])
+    assert both.num_nodes == 400
+    assert torch.equal(both.knn.index[200:], b.knn.index + 200)
+    model = SDTClusterer(k=10, hidden_channels=16, predictor_channels=16, heads=2)
+    nodes = torch.tensor([3, 250])
+    tok, _ = model.tokens(both, nodes)
+    tok_a, _ = model.tokens(a, nodes[:1])
+    tok_b, _ = model.tokens(b, nodes[1:] - 200)
+    torch.testing.assert_close(tok, torch.cat([tok_a, tok_b]))
+    assert KNNContext.concat([a]) is a
+    with pytest.raises(ValueError, match='at least one'):
+        KNNContext.concat([])
+    with pytest.raises(ValueError, match='same k'):
+        KNNContext.concat([a, KNNContext.build(x[:50], 5)])
+
+
+def test_version_0_1_checkpoints_keep_the_knn_reference(tmp_path):
+    model = SDTClusterer(k=4, hidden_channels=8, predictor_channels=8, heads=2)
+    path = model.save(tmp_path / 'm.safetensors')
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(path), framework='pt') as f:
+        meta = f.metadata()
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    config = json.loads(meta['config'])
+    del config['reference']
+    meta['config'] = json.dumps(config)
+    del meta['train_range']
+    save_file(tensors, str(path), metadata=meta)
+    old = SDTClusterer.load(path)
+    assert old.config['reference'] == 'knn'
+    assert old.train_range is None
+    assert SDTClusterer(k=4).config['reference'] == 'random_pairs'
+
+
+def test_train_range_round_trips(tmp_path):
+    model = SDTClusterer(k=4, hidden_channels=8, predictor_channels=8, heads=2)
+    model.train_range = {'z_first': [3.0, 6.5], 'z_last': [1.0, 4.0]}
+    loaded = SDTClusterer.load(model.save(tmp_path / 'm.safetensors'))
+    assert loaded.train_range == model.train_range
+
+
+def test_cluster_reports_diagnostics_and_warns(faces):
+    x, _ = faces
+    torch.manual_seed(0)
+    model = SDTClusterer(k=10, hidden_channels=16, predictor_channels=16, heads=2)
+    model.train_range = {'z_first': [-100.0, 100.0], 'z_last': [-100.0, 100.0]}
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        _, details = model.cluster(x, topk=torch.full((400,), 3), return_details=True)
+    diag = details['diagnostics']
+    assert diag['reference'] == 'random_pairs' and diag['warnings'] == []
+    assert diag['full_share'] == 0.0 and diag['topk_mean'] == 3.0
+    assert diag['z_first'] > diag['z_last']
+    # A graph without embeddings, whole-list Top-Ks and statistics outside
+    # the training range each raise their sentence, in one warning.
+    model.train_range = {'z_first': [50.0, 60.0], 'z_last': [-100.0, 100.0]}
+    graph = details['ctx'].knn
+    with pytest.warns(UserWarning) as record:
+        _, details = model.cluster(
+            graph=graph, topk=torch.full((400,), 10), return_details=True
+        )
+    assert len(record) == 1
+    message = str(record[0].message)
+    assert 'pass the embeddings' in message
+    assert 'z_first' in message
+    assert '100% of the kNN lists' in message
+    assert len(details['diagnostics']['warnings']) == 3

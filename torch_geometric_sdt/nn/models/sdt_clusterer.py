@@ -3,6 +3,8 @@ from __future__ import annotations
 import contextlib
 import inspect
 import json
+import math
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,7 @@ from tqdm.auto import tqdm
 from torch_geometric_sdt.defaults import DEFAULT_K
 from torch_geometric_sdt.metrics import choose_threshold, threshold_sweep
 from torch_geometric_sdt.nn.knn import KNN
+from torch_geometric_sdt.nn.models.diagnostics import data_statistics, diagnose
 from torch_geometric_sdt.nn.models.knn_context import (
     KNNContext,
     band_positions,
@@ -129,6 +132,14 @@ class SDTClusterer(torch.nn.Module):
             Top-K Jaccard, :obj:`'sigmoid'` or :obj:`'exp'`.
             (default: :obj:`'sigmoid'`)
         dropout (float, optional): Dropout. (default: :obj:`0.0`)
+        reference (str, optional): The reference that standardises
+            similarities (:mod:`~torch_geometric_sdt.utils.knn_features`):
+            :obj:`'random_pairs'` (the noise level of random pairs of the
+            embeddings; a graph given without embeddings falls back to
+            :obj:`'knn'` with a warning) or :obj:`'knn'` (the kNN
+            similarities themselves, the only reference of version 0.1;
+            checkpoints without this key load with it).
+            (default: :obj:`'random_pairs'`)
     """
 
     def __init__(
@@ -150,6 +161,7 @@ class SDTClusterer(torch.nn.Module):
         theta: float = 0.0,
         transform: str = 'sigmoid',
         dropout: float = 0.0,
+        reference: str = 'random_pairs',
     ) -> None:
         super().__init__()
         band = check_config(
@@ -169,6 +181,7 @@ class SDTClusterer(torch.nn.Module):
             theta=theta,
             transform=transform,
             dropout=dropout,
+            reference=reference,
         )
         self.config: dict[str, Any] = dict(
             k=k,
@@ -188,6 +201,7 @@ class SDTClusterer(torch.nn.Module):
             theta=float(theta),
             transform=transform,
             dropout=dropout,
+            reference=reference,
         )
         emb = self.config['embedding_channels']
         self.topk_predictor = TopKPredictor(
@@ -212,6 +226,10 @@ class SDTClusterer(torch.nn.Module):
             dropout=dropout,
         )
         self.edge_head = EdgeHead(hidden_channels, NUM_EDGE_FEATURES, hidden_channels)
+        #: The range of the self-diagnosis statistics over the training data
+        #: sets (:mod:`~torch_geometric_sdt.nn.models.diagnostics`), set by
+        #: training and kept in checkpoints; :obj:`None` if unknown.
+        self.train_range: dict[str, list[float]] | None = None
 
     # Plain attributes that mirror the config:
     @property
@@ -245,7 +263,7 @@ class SDTClusterer(torch.nn.Module):
     # ------------------------------------------------------------------
     def tokens(self, ctx: KNNContext, nodes: Tensor) -> tuple[Tensor, Tensor | None]:
         """Neighbour tokens of :obj:`nodes` for the Top-K predictor."""
-        tok = token_features(ctx.knn.sim[nodes], ctx.shared[nodes], ctx.scale)
+        tok = token_features(ctx.knn.sim[nodes], ctx.shared[nodes], ctx.scale, nodes)
         emb = None
         if self.mode == 'embedding':
             emb = ctx.x[ctx.knn.index[nodes]]  # type: ignore[index]
@@ -256,7 +274,7 @@ class SDTClusterer(torch.nn.Module):
         profile of ranks :math:`1..k-1`, :math:`K_i / k` (and the embedding).
         """
         parts = [
-            ctx.scale.standardize(ctx.knn.sim[nodes, 1:].float()),
+            ctx.scale.standardize(ctx.knn.sim[nodes, 1:].float(), nodes),
             topk[nodes].float().unsqueeze(1) / self.k,
         ]
         if self.mode == 'embedding':
@@ -272,6 +290,7 @@ class SDTClusterer(torch.nn.Module):
             ctx.shared.view(-1)[pos],
             self.k,
             ctx.scale,
+            pos // self.k,
         )
 
     # ------------------------------------------------------------------
@@ -448,11 +467,17 @@ class SDTClusterer(torch.nn.Module):
             progress (bool, optional): Progress bars. (default: :obj:`False`)
             return_details (bool, optional): Also return a dict with the
                 intermediate results (:obj:`topk`, :obj:`jaccard`,
-                :obj:`band_pos`, :obj:`band_prob`, :obj:`ctx`).
-                (default: :obj:`False`)
+                :obj:`band_pos`, :obj:`band_prob`, :obj:`ctx`, and
+                :obj:`diagnostics`: the self-diagnosis statistics of
+                :mod:`~torch_geometric_sdt.nn.models.diagnostics` with the
+                :obj:`warnings` they raised). (default: :obj:`False`)
 
         Returns:
             torch.Tensor: Cluster ids :obj:`LongTensor[N]`, consecutive from 0.
+
+        When the data look unlike the training data (see
+        :mod:`~torch_geometric_sdt.nn.models.diagnostics`), one
+        :class:`UserWarning` says how and what to do.
         """
         if eta is not None and not 0.0 <= float(eta) <= 1.0:
             raise ValueError(f'eta must lie in [0, 1] (got {eta})')
@@ -461,12 +486,19 @@ class SDTClusterer(torch.nn.Module):
             self.k,
             graph=graph,
             keep_x=self.mode == 'embedding',
+            reference=self.config['reference'],
             backend=backend,
             progress=progress,
         )
         self._check_context(ctx)
         if topk is None:
             topk = self.predict_topk(ctx, progress=progress)
+        diagnostics = data_statistics(ctx, topk)
+        diagnostics['warnings'] = diagnose(
+            diagnostics, self.k, self.config['reference'], self.train_range
+        )
+        if diagnostics['warnings']:
+            warnings.warn('; '.join(diagnostics['warnings']), stacklevel=2)
         jac = self.jaccard(ctx, topk, progress=progress)
         h = self.node_states(ctx, topk, jac)
         band_pos, band_prob = self.score_band(ctx, topk, jac, h)
@@ -481,7 +513,12 @@ class SDTClusterer(torch.nn.Module):
         )
         if return_details:
             details = dict(
-                topk=topk, jaccard=jac, band_pos=band_pos, band_prob=band_prob, ctx=ctx
+                topk=topk,
+                jaccard=jac,
+                band_pos=band_pos,
+                band_prob=band_prob,
+                ctx=ctx,
+                diagnostics=diagnostics,
             )
             return labels, details
         return labels
@@ -532,7 +569,12 @@ class SDTClusterer(torch.nn.Module):
         """
         y = torch.as_tensor(y).long()
         ctx = KNNContext.build(
-            x, self.k, graph=graph, keep_x=self.mode == 'embedding', backend=backend
+            x,
+            self.k,
+            graph=graph,
+            keep_x=self.mode == 'embedding',
+            reference=self.config['reference'],
+            backend=backend,
         )
         self._check_context(ctx)
         if y.shape != (ctx.num_nodes,):
@@ -556,6 +598,7 @@ class SDTClusterer(torch.nn.Module):
             'library_version': __version__,
             'config': json.dumps(self.config),
             'extra': json.dumps(extra or {}),
+            'train_range': json.dumps(self.train_range),
         }
         return save_tensors(
             path,
@@ -591,6 +634,8 @@ class SDTClusterer(torch.nn.Module):
         if not isinstance(config, dict):
             raise ValueError(f'{path} has a config that is not a JSON object')
         known = set(inspect.signature(cls.__init__).parameters) - {'self'}
+        # Version 0.1 checkpoints predate the choice of reference:
+        config.setdefault('reference', 'knn')
         unknown = set(config) - known
         if unknown:
             raise ValueError(f'{path} has unknown config keys {sorted(unknown)}')
@@ -617,12 +662,31 @@ class SDTClusterer(torch.nn.Module):
             ]
             raise ValueError(f'{path} does not match its config: {"; ".join(parts)}')
         model.load_state_dict(state, strict=True)
+        model.train_range = _train_range(meta.get('train_range', 'null'), path)
         model.eval()
         try:
             extra = json.loads(meta.get('extra', '{}'))
         except ValueError as e:
             raise ValueError(f'{path} has no valid JSON extra metadata ({e})') from e
         return model, extra
+
+
+def _train_range(text: str, path: str | Path) -> dict[str, list[float]] | None:
+    # The self-diagnosis range of a checkpoint header (untrusted input).
+    try:
+        value = json.loads(text)
+    except ValueError as e:
+        raise ValueError(f'{path} has no valid JSON train_range ({e})') from e
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not all(
+        isinstance(v, list)
+        and len(v) == 2
+        and all(isinstance(b, (int, float)) and math.isfinite(b) for b in v)
+        for v in value.values()
+    ):
+        raise ValueError(f'{path} has an invalid train_range')
+    return {str(k): [float(v[0]), float(v[1])] for k, v in value.items()}
 
 
 def _state_mismatch(
