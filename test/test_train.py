@@ -145,3 +145,18 @@ def test_fit_on_several_data_sets(faces, tiny_sdt, fast_fit):
         fit(SDTClusterer(k=10, **tiny_sdt), [x], y, **fast_fit)
     with pytest.raises(ValueError, match='data set 1 has'):
         fit(SDTClusterer(k=10, **tiny_sdt), [x, x2[:30]], [y, y2[:30]], **fast_fit)
+
+
+def test_fit_can_keep_the_topk_predictor(faces, tiny_sdt, fast_fit):
+    x, y = faces
+    model = SDTClusterer(k=10, **tiny_sdt)
+    fit(model, x, y, seed=3, **fast_fit)
+    before = {k: v.clone() for k, v in model.topk_predictor.state_dict().items()}
+    encoder = {k: v.clone() for k, v in model.encoder.state_dict().items()}
+    summary = fit(model, x, y, seed=4, train_topk=False, **fast_fit)
+    assert [h['stage'] for h in summary['history']] == [2, 2]
+    for name, value in model.topk_predictor.state_dict().items():
+        assert torch.equal(value, before[name])
+    assert any(
+        not torch.equal(v, encoder[k]) for k, v in model.encoder.state_dict().items()
+    )

@@ -558,6 +558,7 @@ def fit(
     overwrite: bool = False,
     stop_after_epochs: int | None = None,
     backend: str = 'auto',
+    train_topk: bool = True,
     progress: bool = False,
 ) -> dict[str, Any]:
     r"""Trains :obj:`model` in place (see the module docstring).
@@ -600,6 +601,10 @@ def fit(
         stop_after_epochs (int, optional): Stop (resumably) after this many
             epochs in total, counting both stages. (default: :obj:`None`)
         backend (str, optional): kNN backend. (default: :obj:`'auto'`)
+        train_topk (bool, optional): :obj:`False` keeps the model's Top-K
+            predictor as it is and trains only the SDT step (stage 2), *e.g.*
+            an SDT variant on the shipped model's predictor.
+            (default: :obj:`True`)
         progress (bool, optional): Progress bars with losses.
             (default: :obj:`False`)
 
@@ -625,7 +630,11 @@ def fit(
 
     t0 = time.perf_counter()
     torch.manual_seed(seed)
-    model.reset_parameters()
+    if train_topk:
+        model.reset_parameters()
+    else:
+        model.encoder.reset_parameters()
+        model.edge_head.reset_parameters()
     ctx_tr, ctx_va, y_tr, y_va, data = _contexts(
         model, sets, val_fraction, seed, backend, progress
     )
@@ -635,6 +644,8 @@ def fit(
     run = _Run(model, state_path, patience, stop_after_epochs)
     if resume:
         run.resume()
+    if not train_topk and run.progress['stage'] == 1:
+        run.next_stage()
     steps = dict(max_steps=max_steps_per_epoch, lr=lr, seed=seed, progress=progress)
     if run.progress['stage'] == 1:
         target_tr = topk_target(ctx_tr.knn.index, y_tr)
