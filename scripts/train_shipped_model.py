@@ -36,7 +36,8 @@ import torch
 
 import torch_geometric_sdt
 from torch_geometric_sdt.baselines import cluster_knn, tune_threshold
-from torch_geometric_sdt.datasets import regime_draw, synthetic_faces
+from torch_geometric_sdt.datasets import synthetic_faces
+from torch_geometric_sdt.datasets.regimes import mixture_draws, training_mixture
 from torch_geometric_sdt.defaults import BASELINE_METHODS
 from torch_geometric_sdt.io import atomic_write
 from torch_geometric_sdt.metrics import evaluate
@@ -49,26 +50,6 @@ ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / 'torch_geometric_sdt' / 'pretrained'
 LFW = ROOT.parent / 'shared' / 'data' / 'lfw_mobilefacenet192'
 KEYS = ('pairwise_fscore', 'bcubed_fscore', 'nmi', 'num_clusters', 'num_singletons')
-#: The training mixture: every identity-size law at every cosine scale.
-LAWS = ('lfw', 'msceleb', 'photo_library', 'crowd', 'large', 'gaussian')
-COSINES = ('arcface', 'squeezed', 'shifted')
-DIMS = (128, 256, 512)
-SIZES = (3000, 6000, 10000)
-FIRST_SEED = 10_000
-
-
-def mixture(scale: float = 1.0) -> list[tuple[str, int, int, int]]:
-    """The training draws: (law:cosine, items, dimension, seed) each; the
-    dimension and the size cycle so that every law meets every dimension
-    and size across its cosine scales."""
-    out = []
-    for i, law in enumerate(LAWS):
-        for j, cosine in enumerate(COSINES):
-            n = max(500, int(SIZES[(i + j) % 3] * scale))
-            out.append(
-                (f'{law}:{cosine}', n, DIMS[(i + 2 * j) % 3], FIRST_SEED + len(out))
-            )
-    return out
 
 
 def _row(name: str, metrics: dict) -> str:
@@ -117,13 +98,8 @@ def main() -> None:
     parser.add_argument('--seed', type=int, default=0)
     args = parser.parse_args()
 
-    draws = mixture(args.scale)
-    xs, ys = [], []
-    for cell, n, dim, seed in draws:
-        law, _, cosine = cell.partition(':')
-        x, y = regime_draw(law, n, dim, seed=seed, cosine=cosine)
-        xs.append(x)
-        ys.append(y)
+    draws = training_mixture(args.scale)
+    xs, ys = mixture_draws(draws)
     model = SDTClusterer(k=args.k)
     t0 = time.perf_counter()
     summary = fit(

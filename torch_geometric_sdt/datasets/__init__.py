@@ -1,5 +1,5 @@
 from .real import load_embeddings
-from .regimes import COSINES, REGIMES, regime_draw
+from .regimes import COSINES, REGIMES, mixture_draws, regime_draw, training_mixture
 from .synthetic import demo_data, identity_sizes, synthetic_faces
 
 __all__ = [
@@ -10,4 +10,6 @@ __all__ = [
     'regime_draw',
     'REGIMES',
     'COSINES',
+    'training_mixture',
+    'mixture_draws',
 ]

@@ -140,6 +140,43 @@ def regime_draw(
     return x.float().contiguous(), y
 
 
+#: The shipped model's training mixture: every identity-size law at every
+#: cosine scale; dimension and size cycle so that every law meets every
+#: dimension and size across its cosine scales. Seeds start at 10000, above
+#: every seed the benchmarks score.
+MIXTURE_LAWS = ('lfw', 'msceleb', 'photo_library', 'crowd', 'large', 'gaussian')
+MIXTURE_DIMS = (128, 256, 512)
+MIXTURE_SIZES = (3000, 6000, 10000)
+MIXTURE_FIRST_SEED = 10_000
+
+
+def training_mixture(scale: float = 1.0) -> list[tuple[str, int, int, int]]:
+    r"""The draws of the shipped model's training mixture, as
+    :obj:`(law:cosine, num_samples, dim, seed)` tuples (draw them with
+    :func:`mixture_draws`): :obj:`len(MIXTURE_LAWS) * len(COSINES)` draws,
+    sizes multiplied by :obj:`scale` (at least 500 items)."""
+    out = []
+    for i, law in enumerate(MIXTURE_LAWS):
+        for j, cosine in enumerate(COSINES):
+            n = max(500, int(MIXTURE_SIZES[(i + j) % 3] * scale))
+            dim = MIXTURE_DIMS[(i + 2 * j) % 3]
+            out.append((f'{law}:{cosine}', n, dim, MIXTURE_FIRST_SEED + len(out)))
+    return out
+
+
+def mixture_draws(
+    draws: list[tuple[str, int, int, int]],
+) -> tuple[list[Tensor], list[Tensor]]:
+    """The embeddings and labels of :func:`training_mixture` draws."""
+    xs, ys = [], []
+    for cell, n, dim, seed in draws:
+        law, _, cosine = cell.partition(':')
+        x, y = regime_draw(law, n, dim, seed=seed, cosine=cosine)
+        xs.append(x)
+        ys.append(y)
+    return xs, ys
+
+
 def random_pair_cosine(x: Tensor, max_rows: int = _CALIBRATION_ROWS) -> float:
     r"""The mean cosine of distinct pairs among the first :obj:`max_rows`
     unit rows of :obj:`x` (items come in random order)."""
@@ -284,4 +321,11 @@ def _faces_with_sizes(sizes: np.ndarray, dim: int, seed: int) -> tuple[Tensor, T
     return x[torch.from_numpy(idx[perm])], torch.from_numpy(relabel[lab[perm]])
 
 
-__all__ = ['REGIMES', 'COSINES', 'regime_draw', 'random_pair_cosine']
+__all__ = [
+    'REGIMES',
+    'COSINES',
+    'regime_draw',
+    'random_pair_cosine',
+    'training_mixture',
+    'mixture_draws',
+]
