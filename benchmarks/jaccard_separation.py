@@ -46,7 +46,7 @@ from benchmarks.common import LFW, results_dir, write_results
 from torch_geometric_sdt.datasets import synthetic_faces
 from torch_geometric_sdt.metrics import roc_auc
 from torch_geometric_sdt.nn.knn import knn
-from torch_geometric_sdt.nn.models import KNNContext, SDTClusterer
+from torch_geometric_sdt.nn.models import SDTClusterer
 from torch_geometric_sdt.pretrained import default_model_path
 from torch_geometric_sdt.utils import topk_jaccard, topk_target
 
@@ -82,7 +82,7 @@ def evaluate(name: str, x: Tensor, y: Tensor, k: int) -> dict[str, Any]:
     # The Top-K that the shipped (relational) SDT model predicts from the kNN
     # structure alone, without labels:
     model = SDTClusterer.load(default_model_path())
-    predicted = model.predict_topk(KNNContext.build(None, k, graph=graph))
+    predicted = model.predict_topk(model.context(x, graph=graph))
     non_self = torch.zeros_like(graph.index, dtype=torch.bool)
     non_self[:, 1:] = True
     non_self = non_self.view(-1)

@@ -80,7 +80,7 @@ def run_one(
     from torch_geometric_sdt.datasets import synthetic_faces
     from torch_geometric_sdt.metrics import evaluate
     from torch_geometric_sdt.nn.knn import knn, resolve_backend
-    from torch_geometric_sdt.nn.models import KNNContext, SDTClusterer
+    from torch_geometric_sdt.nn.models import SDTClusterer
     from torch_geometric_sdt.pretrained import default_model_path
     from torch_geometric_sdt.utils.infomap import cluster_links
 
@@ -121,7 +121,7 @@ def run_one(
             graph = knn(x, k, backend='auto')
         record('knn', m)
         with Measure() as m:
-            ctx = KNNContext.build(None, k, graph=graph)
+            ctx = model.context(x, graph=graph)
         record('context', m)
         with Measure() as m:
             topk = model.predict_topk(ctx)
@@ -146,7 +146,7 @@ def run_one(
             row['sdt_metrics'] = evaluate(pred, y)
         record('metrics', m)
         if num_nodes <= 20_000:  # the stages above are exactly cluster():
-            same = torch.equal(model.cluster(graph=graph), pred)
+            same = torch.equal(model.cluster(x, graph=graph), pred)
             row['matches_cluster'] = same
             if not same:
                 raise RuntimeError('the staged pipeline differs from cluster()')

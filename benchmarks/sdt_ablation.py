@@ -43,7 +43,7 @@ from benchmarks.common import (
 from benchmarks.sdt_quality import TRAIN, lfw_split, metrics, trained_model
 from torch_geometric_sdt.metrics import roc_auc
 from torch_geometric_sdt.nn.knn import KNN, knn
-from torch_geometric_sdt.nn.models import KNNContext, SDTClusterer
+from torch_geometric_sdt.nn.models import SDTClusterer
 from torch_geometric_sdt.nn.models.knn_context import band_positions
 from torch_geometric_sdt.utils import topk_jaccard, topk_target
 from torch_geometric_sdt.utils.infomap import cluster_links
@@ -102,7 +102,7 @@ def main() -> None:
     model = variants['SDT (differential)'][0]
 
     graph = knn(x_te, k)
-    ctx = KNNContext.build(None, k, graph=graph)
+    ctx = model.context(x_te, graph=graph)
     oracle = topk_target(graph.index, y_te)
     predicted = model.predict_topk(ctx)
     full = torch.full_like(predicted, k)
@@ -132,7 +132,9 @@ def main() -> None:
             'jaccard_only': metrics(pred, y_te),
         }
         if transform == 'sigmoid':
-            row['sdt_pipeline'] = metrics(model.cluster(graph=graph, topk=topk), y_te)
+            row['sdt_pipeline'] = metrics(
+                model.cluster(x_te, graph=graph, topk=topk), y_te
+            )
         rows.append(row)
         print(label, f'{auc:.4f}', flush=True)
     result['coefficient'] = rows
@@ -166,7 +168,7 @@ def main() -> None:
     for label, (m, training) in variants.items():
         same_k = bool(torch.equal(m.predict_topk(ctx), predicted))
         with Measure() as t:
-            pred, d = m.cluster(graph=graph, return_details=True)
+            pred, d = m.cluster(x_te, graph=graph, return_details=True)
         att.append(
             {
                 'variant': label,

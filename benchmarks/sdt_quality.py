@@ -153,9 +153,7 @@ def sdt_sweep(
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     r"""Clusters with the model's own :math:`\eta` and sweeps :math:`\eta`;
     the network runs once, only the final links change."""
-    pred, d = model.cluster(
-        x if model.mode == 'embedding' else None, graph=graph, return_details=True
-    )
+    pred, d = model.cluster(x, graph=graph, return_details=True)
     own = metrics(pred, y)
     sweep = []
     for eta in ETA_SWEEP:

@@ -54,11 +54,10 @@ def child(num_nodes: int, dim: int, k: int, threads: int | None) -> dict:
 
     from torch_geometric_sdt.nn.knn import knn
     from torch_geometric_sdt.nn.models import SDTClusterer
-    from torch_geometric_sdt.nn.models.knn_context import KNNContext
     from torch_geometric_sdt.pretrained import default_model_path
 
     model = SDTClusterer.load(default_model_path())
-    ctx = KNNContext.build(None, k, graph=knn(x, k))
+    ctx = model.context(x, graph=knn(x, k))
     with open('/proc/self/clear_refs', 'w') as f:  # resets VmHWM
         f.write('5')
     peak_vm = [_status('VmSize')]

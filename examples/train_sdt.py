@@ -168,7 +168,7 @@ def main() -> None:
 
         graph = knn(x_te, args.k)
         results = {
-            'sdt': evaluate(model.cluster(graph=graph), y_te),
+            'sdt': evaluate(model.cluster(x_te, graph=graph), y_te),
             f'infomap-knn ({threshold:g})': evaluate(
                 cluster_knn(graph, 'infomap-knn', threshold=threshold), y_te
             ),

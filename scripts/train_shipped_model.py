@@ -68,7 +68,7 @@ def _compare(
     tuned: dict[str, float],
 ) -> dict:
     graph = knn(x, k)
-    out = {'sdt (shipped)': evaluate(model.cluster(graph=graph), y)}
+    out = {'sdt (shipped)': evaluate(model.cluster(x, graph=graph), y)}
     for method, threshold in tuned.items():
         pred = cluster_knn(graph, method, threshold=threshold)
         out[f'{method} ({threshold}, tuned on the training draw)'] = evaluate(pred, y)

@@ -44,7 +44,9 @@ def data() -> tuple[np.ndarray, np.ndarray]:
 def _labels(x: np.ndarray, method: str, seed: int = 123) -> torch.Tensor:
     graph = knn(x, K, backend='exact')
     if method == 'sdt':
-        return SDTClusterer.load(default_model_path()).cluster(graph=graph, seed=seed)
+        return SDTClusterer.load(default_model_path()).cluster(
+            x, graph=graph, seed=seed
+        )
     return cluster_knn(graph, method=method, seed=seed)
 
 

@@ -481,16 +481,7 @@ class SDTClusterer(torch.nn.Module):
         """
         if eta is not None and not 0.0 <= float(eta) <= 1.0:
             raise ValueError(f'eta must lie in [0, 1] (got {eta})')
-        ctx = KNNContext.build(
-            x,
-            self.k,
-            graph=graph,
-            keep_x=self.mode == 'embedding',
-            reference=self.config['reference'],
-            backend=backend,
-            progress=progress,
-        )
-        self._check_context(ctx)
+        ctx = self.context(x, graph=graph, backend=backend, progress=progress)
         if topk is None:
             topk = self.predict_topk(ctx, progress=progress)
         diagnostics = data_statistics(ctx, topk)
@@ -523,13 +514,36 @@ class SDTClusterer(torch.nn.Module):
             return labels, details
         return labels
 
-    def _check_context(self, ctx: KNNContext) -> None:
+    def context(
+        self,
+        x: Tensor | np.ndarray | None = None,
+        *,
+        graph: KNN | None = None,
+        backend: str = 'auto',
+        progress: bool = False,
+    ) -> KNNContext:
+        r"""What this model reads from a data set
+        (:class:`~torch_geometric_sdt.nn.models.KNNContext`), built with its
+        :math:`k`, input mode and similarity reference; give the embeddings
+        :obj:`x`, a precomputed kNN :obj:`graph`, or both (a relational
+        model needs :obj:`x` for its :obj:`'random_pairs'` reference).
+        """
+        ctx = KNNContext.build(
+            x,
+            self.k,
+            graph=graph,
+            keep_x=self.mode == 'embedding',
+            reference=self.config['reference'],
+            backend=backend,
+            progress=progress,
+        )
         emb = self.config['embedding_channels']
         if self.mode == 'embedding' and ctx.x is not None and ctx.x.size(1) != emb:
             raise ValueError(
                 f'this model was trained on {emb}-d embeddings; got '
                 f'{ctx.x.size(1)}-d (use a relational model for other spaces)'
             )
+        return ctx
 
     # ------------------------------------------------------------------
     # Tuning and checkpoints
@@ -568,15 +582,7 @@ class SDTClusterer(torch.nn.Module):
             :obj:`config['eta']`.
         """
         y = torch.as_tensor(y).long()
-        ctx = KNNContext.build(
-            x,
-            self.k,
-            graph=graph,
-            keep_x=self.mode == 'embedding',
-            reference=self.config['reference'],
-            backend=backend,
-        )
-        self._check_context(ctx)
+        ctx = self.context(x, graph=graph, backend=backend)
         if y.shape != (ctx.num_nodes,):
             raise ValueError(
                 f'y must have shape [{ctx.num_nodes}] (got {list(y.shape)})'
