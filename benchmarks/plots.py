@@ -184,6 +184,92 @@ def scale_plots(doc: dict[str, Any], results: Path) -> list[Path]:
     return out
 
 
+def regimes_fscore(
+    cells: list[dict[str, Any]],
+    path: Path,
+    bars: tuple[str, ...] = (
+        'sdt',
+        'sdt (oracle Top-K)',
+        'infomap-knn (tuned)',
+        'hdbscan',
+    ),
+    others: tuple[str, ...] = (
+        'fc-es (tuned)',
+        'hdbscan (tuned)',
+        'dbscan (tuned)',
+        'agglomerative (tuned)',
+    ),
+    per_row: int = 16,
+) -> Path | None:
+    r"""Grouped bars of the pairwise F of every cell of ``regimes.json``
+    (:obj:`cells`, each with :obj:`metrics` and a :obj:`label` or
+    :obj:`cell` name), drawn by ``benchmarks.regimes`` into
+    ``regimes_fscore.png``: one bar per method of :obj:`bars` (by default
+    the SDT, the SDT with the oracle Top-K, the tuned infomap-knn and
+    HDBSCAN at its defaults) and one for the best of :obj:`others` in the
+    cell (the other tuned baselines; named above its bar). A method a cell
+    did not run has no bar there. At most :obj:`per_row` cells per panel;
+    panels stack.
+    """
+    cells = [c for c in cells if c.get('metrics')]
+    if not cells:
+        return None
+    rows = [cells[i : i + per_row] for i in range(0, len(cells), per_row)]
+    bars = (*bars, 'best other tuned')
+    width = 0.8 / len(bars)
+    fig, axes = plt.subplots(
+        len(rows),
+        1,
+        figsize=(max(7.0, 0.75 * min(len(cells), per_row) + 2), 4.2 * len(rows)),
+        squeeze=False,
+    )
+    for ax, group in zip(axes[:, 0], rows):
+        for j, bar in enumerate(bars):
+            xs, heights, names = [], [], []
+            for i, c in enumerate(group):
+                m = c['metrics']
+                name = bar
+                if bar == 'best other tuned':
+                    tuned = [t for t in others if t in m]
+                    if not tuned:
+                        continue
+                    name = max(tuned, key=lambda t: m[t]['pairwise_fscore'])
+                if name not in m:
+                    continue
+                xs.append(i + (j - (len(bars) - 1) / 2) * width)
+                heights.append(m[name]['pairwise_fscore'])
+                names.append(name)
+            ax.bar(xs, heights, width, color=f'C{j}', label=bar)
+            if bar == 'best other tuned':
+                for x, name in zip(xs, names):
+                    ax.text(
+                        x,
+                        0.02,
+                        name.replace(' (tuned)', ''),
+                        rotation=90,
+                        ha='center',
+                        va='bottom',
+                        fontsize=6,
+                        color='white',
+                    )
+        ax.set_xlim(-0.5, len(rows[0]) - 0.5)  # Equal widths in every panel.
+        ax.set_xticks(range(len(group)))
+        ax.set_xticklabels(
+            [str(c.get('label', c['cell'])) for c in group],
+            rotation=35,
+            ha='right',
+            fontsize=7,
+        )
+        ax.set_ylim(0.0, 1.0)
+        ax.set_ylabel('pairwise F')
+        ax.grid(alpha=0.3, axis='y')
+    axes[0, 0].legend(
+        fontsize=7, ncol=len(bars), loc='lower center', bbox_to_anchor=(0.5, 1.0)
+    )
+    fig.suptitle('Pairwise F per regime cell (name: the best other tuned baseline)')
+    return _save(fig, path)
+
+
 def make_plots(
     results: str | Path = RESULTS, include_quick: bool = False
 ) -> list[Path]:
