@@ -91,11 +91,18 @@ def main() -> None:
     parser.add_argument('--dim', type=int, default=256, help='of the evaluation draw')
     parser.add_argument('-k', type=int, default=80)
     parser.add_argument('--topk-epochs', type=int, default=6)
-    parser.add_argument('--sdt-epochs', type=int, default=4)
+    parser.add_argument('--sdt-epochs', type=int, default=3)
     parser.add_argument('--max-steps-per-epoch', type=int, default=300)
     parser.add_argument('--eval-samples', type=int, default=20_000)
     parser.add_argument('--output', type=Path, default=OUT / DEFAULT_MODEL)
     parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument(
+        '--checkpoint-dir',
+        type=Path,
+        default=None,
+        help='keep the resumable training state here (and --resume from it)',
+    )
+    parser.add_argument('--resume', action='store_true')
     args = parser.parse_args()
 
     draws = training_mixture(args.scale)
@@ -110,6 +117,9 @@ def main() -> None:
         sdt_epochs=args.sdt_epochs,
         max_steps_per_epoch=args.max_steps_per_epoch,
         seed=args.seed,
+        checkpoint_dir=args.checkpoint_dir,
+        resume=args.resume,
+        overwrite=not args.resume,
         progress=True,
     )
     train_seconds = time.perf_counter() - t0

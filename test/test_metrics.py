@@ -15,6 +15,7 @@ from torch_geometric_sdt.metrics import (
     nmi,
     pairwise_fscore,
     roc_auc,
+    threshold_sweep,
 )
 from torch_geometric_sdt.testing import GOOD_N as N
 from torch_geometric_sdt.testing import assert_api_refuses
@@ -303,3 +304,19 @@ def test_unlabelled_minus_one_is_allowed(good):
     assert out['num_unlabeled'] == 5 and out['pairwise_fscore'] == 1.0
     # Without dropping, every id is a plain class id, negatives included:
     assert evaluate(good['y'], y - 10, drop_unlabeled=False)['num_items'] == N
+
+
+def test_threshold_sweep_macro_averages_over_groups():
+    true = np.array([0, 0, 1, 1, 5, 5, 5, 5])
+    groups = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+
+    def cluster(t: float) -> np.ndarray:
+        # Group 0 perfect at any threshold; group 1 split at t > 0.5.
+        return np.array([0, 0, 1, 1, 2, 2, 3, 3]) if t > 0.5 else true
+
+    rows = threshold_sweep(cluster, [0.4, 0.6], true, groups=groups)
+    assert rows[0]['pairwise_fscore'] == 1.0
+    split = evaluate(np.array([2, 2, 3, 3]), np.array([5, 5, 5, 5]))['pairwise_fscore']
+    assert rows[1]['pairwise_fscore'] == pytest.approx((1.0 + split) / 2)
+    with pytest.raises(ValueError, match='groups must have the shape'):
+        threshold_sweep(cluster, [0.4], true, groups=groups[:3])

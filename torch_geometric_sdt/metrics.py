@@ -383,6 +383,7 @@ def threshold_sweep(
     true: LabelsLike,
     *,
     key: str = 'threshold',
+    groups: LabelsLike | None = None,
 ) -> list[dict[str, float | int]]:
     r"""Clusters labelled items at every value of a threshold and scores each
     partition with :func:`evaluate`: the one sweep behind every threshold
@@ -394,6 +395,12 @@ def threshold_sweep(
         true (numpy.ndarray or torch.Tensor): Ground-truth labels.
         key (str, optional): The name of the threshold in the rows.
             (default: :obj:`'threshold'`)
+        groups (numpy.ndarray or torch.Tensor, optional): The data set of
+            every item, for items pooled from several data sets: every
+            metric is then the mean over data sets of its value on each
+            (a macro average, so that a data set of large identities, with
+            many more pairs, does not outweigh the others).
+            (default: :obj:`None`)
 
     Returns:
         list: One row per value, :obj:`{key: value, **evaluate(...)}`.
@@ -401,7 +408,23 @@ def threshold_sweep(
     values = tuple(values)
     if not values:
         raise ValueError(f'the {key} grid must hold at least one value')
-    return [{key: float(v), **evaluate(cluster(v), true)} for v in values]
+    if groups is None:
+        return [{key: float(v), **evaluate(cluster(v), true)} for v in values]
+    true_np = np.asarray(true)
+    groups_np = np.asarray(groups)
+    if groups_np.shape != true_np.shape:
+        raise ValueError(
+            f'groups must have the shape of the labels {list(true_np.shape)} '
+            f'(got {list(groups_np.shape)})'
+        )
+    masks = [groups_np == g for g in np.unique(groups_np)]
+    rows = []
+    for v in values:
+        pred = np.asarray(cluster(v))
+        scores = [evaluate(pred[m], true_np[m]) for m in masks]
+        mean = {name: float(np.mean([s[name] for s in scores])) for name in scores[0]}
+        rows.append({key: float(v), **mean})
+    return rows
 
 
 def choose_threshold(

@@ -259,7 +259,9 @@ def _contexts(
     seed: int,
     backend: str,
     progress: bool,
-) -> tuple[KNNContext, KNNContext, Tensor, Tensor, dict[str, Any]]:
+) -> tuple[
+    KNNContext, KNNContext, Tensor, Tensor, dict[str, Any], tuple[Tensor, Tensor] | None
+]:
     # The training and validation contexts: every data set is split by
     # identity and gets its own kNN graphs and similarity scales; several
     # data sets are joined as disjoint unions with disjoint labels.
@@ -269,6 +271,8 @@ def _contexts(
         'ctx_va': [],
         'y_tr': [],
         'y_va': [],
+        'g_tr': [],
+        'g_va': [],
         'stats': [],
     }
     offset = 0
@@ -293,6 +297,7 @@ def _contexts(
                 )
             )
             parts[f'y_{split}'].append(y[idx] + offset)
+            parts[f'g_{split}'].append(torch.full((idx.numel(),), t))
         ctx = parts['ctx_tr'][-1]
         parts['stats'].append(
             data_statistics(ctx, topk_target(ctx.knn.index, parts['y_tr'][-1]))
@@ -307,14 +312,18 @@ def _contexts(
         'val_items': sum(c.num_nodes for c in parts['ctx_va']),
         'train_range': training_range(parts['stats']),
     }
+    groups = None
     if len(sets) == 1:
         data['dim'] = data['dim'][0]
+    else:
+        groups = (torch.cat(parts['g_tr']), torch.cat(parts['g_va']))
     return (
         KNNContext.concat(parts['ctx_tr']),
         KNNContext.concat(parts['ctx_va']),
         torch.cat(parts['y_tr']),
         torch.cat(parts['y_va']),
         data,
+        groups,
     )
 
 
@@ -492,9 +501,17 @@ def _train_sdt(
     aux_weight: float,
     seed: int,
     progress: bool,
+    groups: Tensor | None = None,
 ) -> tuple[bool, Tensor]:
     """Stage 2: the SDT encoder and edge head on the band pairs. Returns
-    whether the run stopped early and the validation Top-K Jaccard."""
+    whether the run stopped early and the validation Top-K Jaccard.
+
+    With :obj:`groups` (the data set of every training node, for a union of
+    several), every batch draws its pairs from one data set, in a random
+    order of batches: a batch's subgraph (the L-hop Top-K neighbourhood of
+    its pairs) then stays inside one data set instead of spanning all of
+    them, which with large identities (:math:`K` near :math:`k`) is most
+    of the union."""
     model, k = run.model, run.model.k
     jac_tr = model.jaccard(ctx_tr, topk_tr)
     jac_va = model.jaccard(ctx_va, topk_va)
@@ -507,11 +524,27 @@ def _train_sdt(
         model.train()
         g = torch.Generator().manual_seed(seed * 100_003 + 50_000 + epoch)
         perm = torch.randperm(pos_tr.numel(), generator=g)
-        steps = list(range(0, perm.numel(), batch_size))[:max_steps]
+        steps = list(range(0, perm.numel(), batch_size))
+        if groups is not None:
+            group = groups[pos_tr[perm] // k]
+            perm = perm[torch.sort(group, stable=True).indices]
+            hi = torch.cumsum(torch.bincount(group), 0).tolist()
+            lo = [0] + hi[:-1]
+            # Batches that never straddle two data sets, in random order:
+            batches = [
+                (start, min(start + batch_size, end))
+                for begin, end in zip(lo, hi)
+                for start in range(begin, end, batch_size)
+            ]
+            order = torch.randperm(len(batches), generator=g).tolist()
+            steps = [batches[i] for i in order]
+        else:
+            steps = [(start, start + batch_size) for start in steps]
+        steps = steps[:max_steps]
         total = 0.0
         bar = tqdm(steps, desc=f'SDT epoch {epoch}', disable=not progress)
-        for lo in bar:
-            sel = perm[lo : lo + batch_size]
+        for lo, hi in bar:
+            sel = perm[lo:hi]
             logits, aux = model(*batcher(pos_tr[sel]))
             loss = F.binary_cross_entropy_with_logits(logits, same_tr[sel].float())
             loss = loss + aux_weight * aux
@@ -635,9 +668,10 @@ def fit(
     else:
         model.encoder.reset_parameters()
         model.edge_head.reset_parameters()
-    ctx_tr, ctx_va, y_tr, y_va, data = _contexts(
+    ctx_tr, ctx_va, y_tr, y_va, data, groups = _contexts(
         model, sets, val_fraction, seed, backend, progress
     )
+    g_tr, g_va = (None, None) if groups is None else groups
     target_va = topk_target(ctx_va.knn.index, y_va)
     model.train_range = data['train_range']
 
@@ -674,6 +708,7 @@ def fit(
         epochs=sdt_epochs,
         batch_size=pair_batch_size,
         aux_weight=aux_weight,
+        groups=g_tr,
         **steps,
     )
     if stopped:
@@ -681,7 +716,7 @@ def fit(
 
     # Choose eta on the validation identities:
     model.config['eta'], sweep = choose_eta(
-        model, ctx_va, topk_va, jac_va, y_va, eta_grid
+        model, ctx_va, topk_va, jac_va, y_va, eta_grid, groups=g_va
     )
     model.eval()
     return {

@@ -716,10 +716,13 @@ def choose_eta(
     jaccard: Tensor,
     y: Tensor,
     grid: tuple[float, ...] = DEFAULT_ETA_GRID,
+    groups: Tensor | None = None,
 ) -> tuple[float, list[dict[str, Any]]]:
     r"""Clusters labelled items at every :math:`\eta` of :obj:`grid` (the
     network runs once, only the final links change) and returns the chosen
-    value and every value's metrics.
+    value and every value's metrics (averaged over the data sets of
+    :obj:`groups` when the items pool several,
+    :func:`~torch_geometric_sdt.metrics.threshold_sweep`).
 
     The choice is the median of the values whose pairwise F-score is within
     :obj:`ETA_TOLERANCE` of the best
@@ -737,7 +740,7 @@ def choose_eta(
         links, weight = model.final_links(ctx, topk, jaccard, band, prob, eta)
         return cluster_links(links, weight, ctx.num_nodes)
 
-    sweep = threshold_sweep(cluster, grid, y, key='eta')
+    sweep = threshold_sweep(cluster, grid, y, key='eta', groups=groups)
     return choose_threshold(sweep, key='eta', tolerance=ETA_TOLERANCE), sweep
 
 
