@@ -165,9 +165,11 @@ def test_demo_prints_metrics(capsys):
         ]
     )
     assert rc == 0
-    results = json.loads(capsys.readouterr().out)
-    assert list(results) == ['infomap-knn', 'fc-es']
-    for r in results.values():
+    every = json.loads(capsys.readouterr().out)
+    assert list(every) == ['lfw', 'photo_library']
+    results = every['lfw']
+    assert list(results) == ['infomap-knn', 'fc-es', 'ground_truth']
+    for r in (results['infomap-knn'], results['fc-es']):
         assert 0.0 <= r['pairwise_fscore'] <= 1.0 and r['seconds'] >= 0
     assert results['infomap-knn']['pairwise_fscore'] > 0.5
     # The thresholds come from the separate draw's grid:
@@ -177,11 +179,30 @@ def test_demo_prints_metrics(capsys):
 
 
 def test_demo_table_with_the_shipped_model(capsys):
-    rc = main(['demo', '--num-samples', '1200', '-q', '--methods', 'sdt'])
+    rc = main(
+        [
+            'demo',
+            '--num-samples',
+            '1200',
+            '-q',
+            '--methods',
+            'sdt',
+            '--regimes',
+            'lfw',
+            'msceleb:squeezed',
+        ]
+    )
     assert rc == 0
     out = capsys.readouterr().out
     assert 'pairwise F' in out and out.splitlines()[2].startswith('sdt')
-    assert 'ground truth' in out
+    assert out.count('ground truth') == 2
+    assert 'msceleb:squeezed: 1200 demo faces' in out
+
+
+def test_demo_refuses_an_unknown_regime_before_any_work(capsys):
+    rc, err = run_cli(['demo', '--regimes', 'lfw', 'moon'], capsys)
+    assert rc == 2 and "unknown regime 'moon'" in err
+    assert len(err.splitlines()) == 1
 
 
 def test_module_entry_point():

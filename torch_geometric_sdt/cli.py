@@ -36,6 +36,7 @@ import torch
 import torch_geometric_sdt
 from torch_geometric_sdt import io
 from torch_geometric_sdt.baselines import cluster_knn, tune_threshold
+from torch_geometric_sdt.datasets.regimes import COSINES, REGIMES, regime_draw
 from torch_geometric_sdt.defaults import BASELINE_METHODS, DEFAULT_K, METHODS
 from torch_geometric_sdt.memory import check_memory, estimate_memory
 from torch_geometric_sdt.metrics import evaluate
@@ -190,7 +191,15 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         'demo', help='cluster generated demo faces with every method; print metrics'
     )
-    p.add_argument('--num-samples', type=int, default=20_000)
+    p.add_argument('--num-samples', type=int, default=10_000)
+    p.add_argument(
+        '--regimes',
+        nargs='+',
+        default=['lfw', 'photo_library'],
+        metavar='LAW[:COSINE]',
+        help='data regimes to draw, one table each (datasets.regime_draw; '
+        'default: lfw photo_library)',
+    )
     p.add_argument(
         '--methods',
         nargs='+',
@@ -204,7 +213,8 @@ def _parser() -> argparse.ArgumentParser:
         '--seed',
         type=int,
         default=1,
-        help='seed of the demo faces (the shipped model was trained on seed 0)',
+        help='seed of the demo faces (the shipped model was trained on seeds '
+        'from 10000)',
     )
     p.add_argument('--infomap-seed', type=int, default=123, help='>= 1')
     p.add_argument('--json', action='store_true', help='print JSON')
@@ -441,40 +451,72 @@ def _cmd_evaluate(args: argparse.Namespace, rep: _Reporter) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace, rep: _Reporter) -> int:
-    from torch_geometric_sdt.datasets import demo_data
-
     check_infomap_options(args.infomap_seed, 1)
-    with rep.stage(f'generate {args.num_samples} demo faces (seed {args.seed})'):
-        data = demo_data(num_samples=args.num_samples, seed=args.seed)
-    graph = _build_knn(args, rep, data.x, args.k)
-    train = None
+    cells = {cell: _demo_regime(cell) for cell in args.regimes}  # all checked first
+    results = {cell: _demo_cell(args, rep, *cells[cell]) for cell in cells}
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return 0
+    for i, (cell, table) in enumerate(results.items()):
+        if i:
+            print()
+        _print_demo_table(args, cell, table)
+    return 0
+
+
+def _demo_regime(cell: str) -> tuple[str, str]:
+    law, _, cosine = cell.partition(':')
+    if law not in REGIMES or (cosine or 'arcface') not in COSINES:
+        raise ValueError(
+            f'unknown regime {cell!r}: give LAW or LAW:COSINE with LAW in '
+            f'{sorted(REGIMES)} and COSINE in {sorted(COSINES)}'
+        )
+    return law, cosine or 'arcface'
+
+
+def _demo_cell(
+    args: argparse.Namespace, rep: _Reporter, law: str, cosine: str
+) -> dict[str, Any]:
+    # One regime of the demo: a scored draw and a separate tuning draw.
+    n = args.num_samples
+    with rep.stage(f'generate {n} demo faces ({law}:{cosine}, seed {args.seed})'):
+        x, y = regime_draw(law, n, seed=args.seed, cosine=cosine)
+    graph = _build_knn(args, rep, x, args.k)
+    train_graph = None
     results: dict[str, Any] = {}
     for method in args.methods:
         threshold = None
         if method in BASELINE_METHODS:
             # Baseline thresholds are chosen on another labelled draw (other
             # identities), never on the faces that are scored:
-            if train is None:
+            if train_graph is None:
                 with rep.stage('generate a separate labelled draw for tuning'):
-                    train = demo_data(num_samples=args.num_samples, seed=args.seed + 1)
-                    train_graph = knn(train.x, args.k)
+                    xt, yt = regime_draw(law, n, seed=args.seed + 1, cosine=cosine)
+                    train_graph = knn(xt, args.k)
             with rep.stage(f'tune the {method} threshold on that draw'):
                 threshold, _ = tune_threshold(
-                    train_graph, train.y, method, seed=args.infomap_seed
+                    train_graph, yt, method, seed=args.infomap_seed
                 )
         with rep.stage(f'cluster ({method})'):
-            pred = _run_method(args, method, threshold, graph, data.x)
+            pred = _run_method(args, method, threshold, graph, x)
         results[method] = {
             'threshold': threshold,
-            **evaluate(pred, data.y),
+            **evaluate(pred, y),
             'seconds': rep.times[f'cluster ({method})'],
         }
-    if args.json:
-        print(json.dumps(results, indent=2))
-        return 0
+    results['ground_truth'] = {
+        'identities': int(y.unique().numel()),
+        'singletons': int((torch.bincount(y) == 1).sum()),
+    }
+    return results
+
+
+def _print_demo_table(args: argparse.Namespace, cell: str, table: dict) -> None:
+    law = cell.partition(':')[0]
     print(
-        f'{args.num_samples} demo faces, k = {args.k}; baseline thresholds chosen '
-        f'on a separate labelled draw, sdt with its own eta'
+        f'{cell}: {args.num_samples} demo faces ({REGIMES[law]}), k = {args.k}; '
+        'baseline thresholds chosen on a separate labelled draw, sdt with its own '
+        'eta'
     )
     head = (
         'method',
@@ -497,17 +539,17 @@ def _cmd_demo(args: argparse.Namespace, rep: _Reporter) -> int:
             str(r['num_singletons']),
             f'{r["seconds"]:.1f}',
         )
-        for method, r in results.items()
+        for method, r in table.items()
+        if method != 'ground_truth'
     ]
     widths = [max(len(c) for c in col) for col in zip(head, *rows)]
     for row in (head, *rows):
         print('  '.join(c.ljust(w) for c, w in zip(row, widths)))
-    true = data.y
+    truth = table['ground_truth']
     print(
-        f'ground truth: {int(true.unique().numel())} identities, '
-        f'{results[args.methods[0]]["num_true_singletons"]} singletons'
+        f'ground truth: {truth["identities"]} identities, '
+        f'{truth["singletons"]} singletons'
     )
-    return 0
 
 
 _COMMANDS = {

@@ -1,5 +1,5 @@
 from .infomap import infomap
-from .knn_features import SimilarityScale, similarity_scale
+from .knn_features import SimilarityScale, noise_scale, similarity_scale
 from .rank import edge_rank, position_in_target
 from .similarity import edge_similarity
 from .softmax import masked_softmax
@@ -15,4 +15,5 @@ __all__ = [
     'edge_similarity',
     'SimilarityScale',
     'similarity_scale',
+    'noise_scale',
 ]
