@@ -455,3 +455,26 @@ def test_cluster_reports_diagnostics_and_warns(faces):
     assert 'z_first' in message
     assert '100% of the kNN lists' in message
     assert len(details['diagnostics']['warnings']) == 3
+
+
+def test_shipped_model_flags_data_unlike_its_training():
+    from torch_geometric_sdt.datasets import regime_draw
+    from torch_geometric_sdt.pretrained import default_model_path
+
+    model = SDTClusterer.load(default_model_path())
+    assert model.train_range is not None
+    # Every item twice (near-duplicates): the nearest neighbour stands far
+    # further above the noise than in any training data set.
+    g = torch.Generator().manual_seed(0)
+    base = torch.randn(600, 256, generator=g)
+    x = torch.cat([base, base + 1e-3 * torch.randn(600, 256, generator=g)])
+    with pytest.warns(UserWarning, match='unlike the training data') as record:
+        _, details = model.cluster(x, return_details=True)
+    assert len(record) == 1
+    assert details['diagnostics']['z_first'] > model.train_range['z_first'][1] + 1
+    # Identities larger than k are within its training range: no warning.
+    x, _ = regime_draw('large', 1500, 128, seed=5)
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        _, details = model.cluster(x, return_details=True)
+    assert details['diagnostics']['full_share'] > 0.5

@@ -9,7 +9,9 @@ standardised similarity (:mod:`~torch_geometric_sdt.utils.knn_features`):
   item (rank 1): how far the closest neighbour stands above the noise;
 * :obj:`z_last`: the median of :math:`z` at the last rank :math:`k - 1`;
 * :obj:`full_share`: the share of nodes whose Top-K is the whole list
-  (:math:`K_i = k`), *i.e.* lists that look same-identity to their end;
+  (:math:`K_i = k`), *i.e.* lists that look same-identity to their end
+  (a warning above one half, unless the training data went further: the
+  shipped model was trained on identities larger than :math:`k`);
 * :obj:`topk_mean`: the mean Top-K;
 * :obj:`reference`: the similarity reference actually used.
 
@@ -30,7 +32,8 @@ from torch_geometric_sdt.nn.models.knn_context import KNNContext
 #: Statistics compared with the training range, and the slack allowed
 #: beyond its ends before a warning (in the statistic's own unit).
 RANGE_SLACK: dict[str, float] = {'z_first': 1.0, 'z_last': 1.0}
-#: Share of whole-list Top-Ks above which identities look larger than k.
+#: Share of whole-list Top-Ks above which identities look larger than k, for
+#: a model whose training range is unknown or never reached it.
 FULL_SHARE_WARNING = 0.5
 
 
@@ -98,7 +101,8 @@ def diagnose(
                 f'[{lo:.2f}, {hi:.2f}]): check the features are L2-comparable '
                 'embeddings, or train on a labelled sample (sdt train)'
             )
-    if stats['full_share'] > FULL_SHARE_WARNING:
+    full_max = 0.0 if train_range is None else train_range.get('full_share', [0, 0])[1]
+    if stats['full_share'] > max(FULL_SHARE_WARNING, full_max):
         out.append(
             f'{stats["full_share"]:.0%} of the kNN lists look same-identity to '
             f'their end: identities are likely larger than k = {k}, and hold '

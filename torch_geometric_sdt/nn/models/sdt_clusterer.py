@@ -489,7 +489,7 @@ class SDTClusterer(torch.nn.Module):
             diagnostics, self.k, self.config['reference'], self.train_range
         )
         if diagnostics['warnings']:
-            warnings.warn('; '.join(diagnostics['warnings']), stacklevel=2)
+            warnings.warn('; '.join(diagnostics['warnings']), stacklevel=3)
         jac = self.jaccard(ctx, topk, progress=progress)
         h = self.node_states(ctx, topk, jac)
         band_pos, band_prob = self.score_band(ctx, topk, jac, h)
