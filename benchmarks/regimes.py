@@ -1,5 +1,5 @@
 r"""The shipped SDT against the baselines across data regimes: identity-size
-laws and cosine scales other than the LFW-like data it was trained on.
+laws, cosine scales and dimensions (draws disjoint from its training mixture).
 
 **Cells.** A synthetic cell is a regime (identity-size law : cosine scale)
 of :func:`~torch_geometric_sdt.datasets.regime_draw` at one size :math:`N`
@@ -1073,8 +1073,9 @@ def main() -> None:
         plots = [path.name] if path is not None else []
 
     lines = [
-        'The shipped SDT (trained on LFW-like data), untuned, against the '
-        'training-free baselines on draws from other regimes '
+        'The shipped SDT (trained on the regime mixture of '
+        '`datasets.training_mixture`, seeds from 10000), untuned, against the '
+        'baselines on draws of every regime '
         '(`torch_geometric_sdt.datasets.regime_draw`: identity-size law : '
         f'cosine scale), {num_draws} draw(s) per cell and dimension; every '
         'tuned method is tuned on a separate draw of the same cell (pairwise '
