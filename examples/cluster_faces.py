@@ -106,10 +106,9 @@ def cluster(args: argparse.Namespace, x: np.ndarray) -> torch.Tensor:
         if model.k != args.k:
             print(f"Using k = {model.k}, the model's kNN list length")
         graph = knn(x, model.k)
-        # A relational model reads the kNN graph only; an embedding model
-        # also needs the embeddings themselves.
-        x_in = torch.as_tensor(x) if model.mode == 'embedding' else None
-        return model.cluster(x_in, graph=graph, eta=args.threshold)
+        # The model reads the kNN graph and the embeddings (a relational model
+        # only a sample of them, for the noise level of random pairs).
+        return model.cluster(torch.as_tensor(x), graph=graph, eta=args.threshold)
     graph = knn(x, args.k)
     threshold = args.threshold
     if threshold is None:
