@@ -45,7 +45,12 @@ from benchmarks.common import LFW, results_dir, write_results
 from benchmarks.regimes import CELLS, FIRST_SEED
 from benchmarks.sdt_ablation import topk_links
 from torch_geometric_sdt import SDTClusterer
-from torch_geometric_sdt.datasets import mixture_draws, regime_draw, training_mixture
+from torch_geometric_sdt.datasets import (
+    mixture_draws,
+    parse_cell,
+    regime_draw,
+    training_mixture,
+)
 from torch_geometric_sdt.metrics import evaluate
 from torch_geometric_sdt.nn.knn import knn
 from torch_geometric_sdt.pretrained import default_model_path
@@ -171,7 +176,7 @@ def main() -> None:
     for i, cell in enumerate(CELLS):
         if cell not in cells:
             continue
-        law, _, cosine = cell.partition(':')
+        law, cosine = parse_cell(cell)
         x, y = regime_draw(law, size, 256, seed=FIRST_SEED + i, cosine=cosine)
         rows.append({'cell': cell, 'num_nodes': size, **score_cell(models, x, y)})
         print(

@@ -99,7 +99,13 @@ from torch import Tensor
 from benchmarks.common import LFW, results_dir, write_results
 from torch_geometric_sdt import SDTClusterer
 from torch_geometric_sdt.baselines import THRESHOLD_GRIDS, cluster_knn, tune_threshold
-from torch_geometric_sdt.datasets import COSINES, REGIMES, regime_draw, synthetic_faces
+from torch_geometric_sdt.datasets import (
+    COSINES,
+    REGIMES,
+    parse_cell,
+    regime_draw,
+    synthetic_faces,
+)
 from torch_geometric_sdt.datasets.regimes import GAUSSIAN_DIM, random_pair_cosine
 from torch_geometric_sdt.metrics import evaluate
 from torch_geometric_sdt.nn import knn
@@ -952,8 +958,9 @@ def main() -> None:
         sizes, cell_names = [1000], ['lfw:arcface', 'large:squeezed']
         dims, num_draws = dims[:1], 1
     for c in cell_names:
-        name, _, cos = c.partition(':')
-        if name not in REGIMES or (cos or 'arcface') not in COSINES:
+        try:
+            parse_cell(c)
+        except ValueError:
             parser.error(f'unknown cell {c!r}')
     if not 1 <= num_draws <= MAX_DRAWS:
         parser.error(
@@ -976,8 +983,7 @@ def main() -> None:
         for dim in dims:
             for r in range(num_draws):
                 for i, c in enumerate(cell_names):
-                    name, _, cos = c.partition(':')
-                    cos = cos or 'arcface'
+                    name, cos = parse_cell(c)
                     if name == 'gaussian' and dim != dims[0]:
                         continue  # 32-d whatever the dimension: one run.
                     d = GAUSSIAN_DIM if name == 'gaussian' else dim

@@ -219,39 +219,18 @@ def test_sdt_draws_summary_counts_lost_draws():
 def test_regimes_verdict_and_tables_name_every_loss():
     from benchmarks.regimes import tables, verdict
 
-    def m(p: float) -> dict:
-        return {'pairwise_fscore': p, 'bcubed_fscore': p, 'seconds': 0.1}
-
     def cell(name: str, sdt: float) -> dict:
-        return {
-            'cell': name,
-            'stats': {
-                'num_nodes': 100,
-                'dim': 8,
-                'identities': 5,
-                'mean_size': 20.0,
-                'max_size': 30,
-                'singleton_share': 0.0,
-                'items_above_k': 0.0,
-                'random_pair_cosine': 0.3,
+        return _regime_cell(
+            name,
+            {
+                'sdt': sdt,
+                'sdt (oracle Top-K)': 0.99,
+                'infomap-knn': 0.9,
+                'infomap-knn (tuned)': 0.95,
+                'fc-es': 0.5,
+                'fc-es (tuned)': 0.8,
             },
-            'knn_seconds': 0.1,
-            'topk': {
-                'predicted_mean': 5.0,
-                'oracle_mean': 20.0,
-                'mae': 15.0,
-                'signed_error': -15.0,
-            },
-            'tuned_thresholds': {'infomap-knn': 0.6, 'fc-es': 0.3},
-            'metrics': {
-                'sdt': m(sdt),
-                'sdt (oracle Top-K)': m(0.99),
-                'infomap-knn': m(0.9),
-                'infomap-knn (tuned)': m(0.95),
-                'fc-es': m(0.5),
-                'fc-es (tuned)': m(0.8),
-            },
-        }
+        )
 
     win, loss = cell('a:arcface', 0.97), cell('b:squeezed', 0.6)
     assert verdict(win).startswith('SDT wins (+0.0200 over infomap-knn (tuned))')

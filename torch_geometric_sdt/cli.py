@@ -36,7 +36,7 @@ import torch
 import torch_geometric_sdt
 from torch_geometric_sdt import io
 from torch_geometric_sdt.baselines import cluster_knn, tune_threshold
-from torch_geometric_sdt.datasets.regimes import COSINES, REGIMES, regime_draw
+from torch_geometric_sdt.datasets.regimes import REGIMES, parse_cell, regime_draw
 from torch_geometric_sdt.defaults import BASELINE_METHODS, DEFAULT_K, METHODS
 from torch_geometric_sdt.memory import check_memory, estimate_memory
 from torch_geometric_sdt.metrics import evaluate
@@ -295,11 +295,10 @@ def _run_method(
     model = _load_model(args) if model is None else model
     if graph.k != model.k:
         raise ValueError(f'the SDT model needs k = {model.k} (got -k {graph.k})')
-    # A relational model reads only a sample of rows of x (its noise
-    # reference), so a memory-mapped x is passed as it is.
-    x_t = x if x is None or model.mode == 'relational' else torch.as_tensor(x)
+    # x goes as it is: a relational model reads only a sample of its rows
+    # (the noise reference), so a memory-mapped x is never copied whole.
     return model.cluster(
-        x_t,
+        x,
         graph=graph,
         eta=threshold,
         seed=args.infomap_seed,
@@ -452,7 +451,7 @@ def _cmd_evaluate(args: argparse.Namespace, rep: _Reporter) -> int:
 
 def _cmd_demo(args: argparse.Namespace, rep: _Reporter) -> int:
     check_infomap_options(args.infomap_seed, 1)
-    cells = {cell: _demo_regime(cell) for cell in args.regimes}  # all checked first
+    cells = {cell: parse_cell(cell) for cell in args.regimes}  # all checked first
     results = {cell: _demo_cell(args, rep, *cells[cell]) for cell in cells}
     if args.json:
         print(json.dumps(results, indent=2))
@@ -462,16 +461,6 @@ def _cmd_demo(args: argparse.Namespace, rep: _Reporter) -> int:
             print()
         _print_demo_table(args, cell, table)
     return 0
-
-
-def _demo_regime(cell: str) -> tuple[str, str]:
-    law, _, cosine = cell.partition(':')
-    if law not in REGIMES or (cosine or 'arcface') not in COSINES:
-        raise ValueError(
-            f'unknown regime {cell!r}: give LAW or LAW:COSINE with LAW in '
-            f'{sorted(REGIMES)} and COSINE in {sorted(COSINES)}'
-        )
-    return law, cosine or 'arcface'
 
 
 def _demo_cell(
@@ -512,7 +501,7 @@ def _demo_cell(
 
 
 def _print_demo_table(args: argparse.Namespace, cell: str, table: dict) -> None:
-    law = cell.partition(':')[0]
+    law, _ = parse_cell(cell)
     print(
         f'{cell}: {args.num_samples} demo faces ({REGIMES[law]}), k = {args.k}; '
         'baseline thresholds chosen on a separate labelled draw, sdt with its own '

@@ -101,3 +101,14 @@ def test_rejects_unknown_cells():
         regime_draw('nope', 100)
     with pytest.raises(ValueError, match='unknown cosine'):
         regime_draw('lfw', 100, cosine='nope')
+
+
+def test_parse_cell():
+    from torch_geometric_sdt.datasets import parse_cell
+
+    assert parse_cell('msceleb') == ('msceleb', 'arcface')
+    assert parse_cell('lfw:squeezed') == ('lfw', 'squeezed')
+    with pytest.raises(ValueError, match="unknown regime 'moon'"):
+        parse_cell('moon')
+    with pytest.raises(ValueError, match="unknown regime 'lfw:tilted'"):
+        parse_cell('lfw:tilted')

@@ -1,5 +1,12 @@
 from .real import load_embeddings
-from .regimes import COSINES, REGIMES, mixture_draws, regime_draw, training_mixture
+from .regimes import (
+    COSINES,
+    REGIMES,
+    mixture_draws,
+    parse_cell,
+    regime_draw,
+    training_mixture,
+)
 from .synthetic import demo_data, identity_sizes, synthetic_faces
 
 __all__ = [
@@ -10,6 +17,7 @@ __all__ = [
     'regime_draw',
     'REGIMES',
     'COSINES',
+    'parse_cell',
     'training_mixture',
     'mixture_draws',
 ]

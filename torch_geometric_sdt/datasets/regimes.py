@@ -140,6 +140,20 @@ def regime_draw(
     return x.float().contiguous(), y
 
 
+def parse_cell(cell: str) -> tuple[str, str]:
+    r"""Splits a regime cell :obj:`'LAW'` or :obj:`'LAW:COSINE'` into its
+    identity-size law and cosine scale (default :obj:`'arcface'`); raises
+    :class:`ValueError` naming the valid choices."""
+    law, _, cosine = cell.partition(':')
+    cosine = cosine or 'arcface'
+    if law not in REGIMES or cosine not in COSINES:
+        raise ValueError(
+            f'unknown regime {cell!r}: give LAW or LAW:COSINE with LAW in '
+            f'{sorted(REGIMES)} and COSINE in {sorted(COSINES)}'
+        )
+    return law, cosine
+
+
 #: The shipped model's training mixture: every identity-size law at every
 #: cosine scale; dimension and size cycle so that every law meets every
 #: dimension and size across its cosine scales. Seeds start at 10000, above
@@ -170,7 +184,7 @@ def mixture_draws(
     """The embeddings and labels of :func:`training_mixture` draws."""
     xs, ys = [], []
     for cell, n, dim, seed in draws:
-        law, _, cosine = cell.partition(':')
+        law, cosine = parse_cell(cell)
         x, y = regime_draw(law, n, dim, seed=seed, cosine=cosine)
         xs.append(x)
         ys.append(y)
@@ -326,6 +340,7 @@ __all__ = [
     'COSINES',
     'regime_draw',
     'random_pair_cosine',
+    'parse_cell',
     'training_mixture',
     'mixture_draws',
 ]

@@ -77,7 +77,6 @@ class KNNContext:
         records (the model's self-diagnosis reports it).
         """
         check_choice('reference', reference, REFERENCES)
-        x_in = x
         if x is not None and not isinstance(x, np.ndarray):
             x = torch.as_tensor(x)
         if graph is None:
@@ -96,7 +95,7 @@ class KNNContext:
             if x is None:
                 raise ValueError('embedding mode needs the embeddings x')
             xx = torch.nn.functional.normalize(torch.as_tensor(x).float(), dim=-1)
-        if reference == 'random_pairs' and x_in is not None:
+        if reference == 'random_pairs' and x is not None:
             scale = noise_scale(x)  # type: ignore[arg-type]
         else:
             reference = 'knn'
