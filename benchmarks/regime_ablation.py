@@ -2,12 +2,15 @@ r"""The SDT step, per data regime: does it earn its place over the Top-K
 Jaccard alone, and does differential attention beat vanilla attention and
 MoE-SDT?
 
-Four variants share the shipped model's Top-K predictor, so only the step
+Five variants share the shipped model's Top-K predictor, so only the step
 after the Top-K changes:
 
 * **Top-K Jaccard only**: links inside each node's predicted Top-K weighted
   by the Top-K Jaccard, directed Infomap; no SDT, no threshold;
 * **SDT (shipped)**: the shipped model as it is;
+* **SDT (shipped, no veto)**: the same weights with :obj:`veto=False`: the
+  SDT only adds boundary edges and keeps every Top-K edge (the rule of
+  version 0.1);
 * **SDT (retrained)**, **vanilla attention** and **MoE-SDT (4 experts,
   top-2)**: the SDT step retrained on the shipped model's training mixture
   (:func:`~torch_geometric_sdt.datasets.training_mixture`) with one smaller
@@ -22,9 +25,13 @@ Scored on the cells of :mod:`benchmarks.regimes` (same draws: seeds 3000,
 halving 0. Trained variants are cached in ``--cache`` (default
 ``$XDG_CACHE_HOME/torch_geometric_sdt/regime_ablation``).
 
+``--no-retrained`` leaves out the three retrained variants (most of the
+run time: about 40 of 49 minutes on 2 cores) and scores the others only.
+
 Writes ``benchmarks/results/regime_ablation.{md,json}``::
 
     python -m benchmarks.regime_ablation
+    python -m benchmarks.regime_ablation --no-retrained
     python -m benchmarks.regime_ablation --quick
 """
 
@@ -71,6 +78,7 @@ BUDGET = dict(sdt_epochs=2, max_steps_per_epoch=120, seed=0)
 COLUMNS = (
     'Top-K Jaccard only',
     'SDT (shipped)',
+    'SDT (shipped, no veto)',
     *VARIANTS,
     'Top-K Jaccard only (oracle Top-K)',
 )
@@ -158,6 +166,11 @@ def main() -> None:
     parser.add_argument('--size', type=int, default=3000)
     parser.add_argument('--cache', default=None)
     parser.add_argument('--quick', action='store_true', help='tiny smoke run')
+    parser.add_argument(
+        '--no-retrained',
+        action='store_true',
+        help='leave out the retrained SDT, vanilla and MoE-SDT variants',
+    )
     parser.add_argument('--out', default=None, help='results folder')
     args = parser.parse_args()
     start = time.perf_counter()
@@ -168,9 +181,13 @@ def main() -> None:
         budget.update(sdt_epochs=1, max_steps_per_epoch=3)
     cache = _cache_dir(args.cache) / ('quick' if args.quick else 'full')
     cache.mkdir(parents=True, exist_ok=True)
-    models = {'SDT (shipped)': shipped}
-    for name in VARIANTS:
+    no_veto = SDTClusterer.load(default_model_path())
+    no_veto.config['veto'] = False
+    models = {'SDT (shipped)': shipped, 'SDT (shipped, no veto)': no_veto}
+    retrained = {} if args.no_retrained else VARIANTS
+    for name in retrained:
         models[name] = variant(shipped, name, cache, scale, budget)
+    columns = tuple(c for c in COLUMNS if c in models or c not in VARIANTS)
 
     rows = []
     for i, cell in enumerate(CELLS):
@@ -203,7 +220,8 @@ def main() -> None:
     total = time.perf_counter() - start
 
     lines = [
-        'Four variants of the step after the Top-K, all on the shipped Top-K '
+        f'{len(columns) - 1} variants of the step after the Top-K, all on the '
+        'shipped Top-K '
         'predictor (see the module docstring of `benchmarks/regime_ablation.py`); '
         f'one draw of {size:,} items per cell (the draws of `benchmarks.regimes`), '
         'exact kNN, k = 80, nothing tuned on the scored draws.',
@@ -211,8 +229,13 @@ def main() -> None:
         f'Total run time: {total:.0f} s.',
         '',
     ]
+    if not retrained:
+        notes.append(
+            'Run with `--no-retrained`: the retrained SDT, vanilla attention and '
+            'MoE-SDT variants were not trained or scored in this run.'
+        )
     lines += [f'- {n}' for n in notes] + ([''] if notes else [])
-    best_counts = {c: 0 for c in COLUMNS[:-1]}
+    best_counts = {c: 0 for c in columns[:-1]}
     for metric, title in (
         ('pairwise_fscore', 'Pairwise F'),
         ('bcubed_fscore', 'BCubed F'),
@@ -220,22 +243,22 @@ def main() -> None:
         lines += [
             f'## {title}',
             '',
-            '| cell | N | ' + ' | '.join(COLUMNS) + ' | best (no oracle) |',
+            '| cell | N | ' + ' | '.join(columns) + ' | best (no oracle) |',
         ]
-        lines.append('|---|---|' + '---|' * (len(COLUMNS) + 1))
+        lines.append('|---|---|' + '---|' * (len(columns) + 1))
         for row in rows:
-            vals = {c: row[c][metric] for c in COLUMNS}
-            best = max(COLUMNS[:-1], key=lambda c: vals[c])
+            vals = {c: row[c][metric] for c in columns}
+            best = max(columns[:-1], key=lambda c: vals[c])
             if metric == 'pairwise_fscore':
                 best_counts[best] += 1
             lines.append(
                 f'| {row["cell"]} | {row["num_nodes"]:,} | '
-                + ' | '.join(f'{vals[c]:.4f}' for c in COLUMNS)
+                + ' | '.join(f'{vals[c]:.4f}' for c in columns)
                 + f' | {best} |'
             )
-        means = {c: float(np.mean([r[c][metric] for r in rows])) for c in COLUMNS}
+        means = {c: float(np.mean([r[c][metric] for r in rows])) for c in columns}
         lines.append(
-            '| **mean** | | ' + ' | '.join(f'{means[c]:.4f}' for c in COLUMNS) + ' | |'
+            '| **mean** | | ' + ' | '.join(f'{means[c]:.4f}' for c in columns) + ' | |'
         )
         lines.append('')
     lines += [
@@ -251,8 +274,8 @@ def main() -> None:
         'The step after the Top-K, per data regime',
         {
             'size': size,
-            'variants': VARIANTS,
-            'budget': budget,
+            'variants': retrained,
+            'budget': budget if retrained else None,
             'training_mixture': training_mixture(scale),
             'notes': notes,
             'total_seconds': total,

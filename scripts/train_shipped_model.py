@@ -9,7 +9,7 @@ and 3,000 / 6,000 / 10,000 items. Each draw is one data set with its own kNN
 graph and similarity scale (``fit`` takes the list). The seeds (10000 and
 up) are disjoint from every seed the benchmarks score (below 10000), and no
 real face data are used, so anyone can regenerate the model bit for bit on a
-CPU (budget: about 30 minutes on 2 cores):
+CPU (budget: about 40 minutes on 2 cores):
 
     python scripts/train_shipped_model.py
 

@@ -459,3 +459,29 @@ def test_sdt_draws_summary_counts_draws_lost_by_the_margin():
     # Below the tuned infomap-knn in 2 draws, by more than 0.01 in one.
     assert tuned['lost'] == 2 and tuned['lost_by_margin'] == 1
     assert out[0]['pairwise_fscore']['lost_by_margin'] == 0
+
+
+def test_regime_ablation_scores_every_column_veto_on_and_off():
+    import torch
+
+    from benchmarks.regime_ablation import COLUMNS, VARIANTS, score_cell
+    from torch_geometric_sdt import SDTClusterer
+    from torch_geometric_sdt.datasets import synthetic_faces
+
+    x, y = synthetic_faces(400, dim=32, seed=4)
+    torch.manual_seed(0)
+    shipped = SDTClusterer(k=10, hidden_channels=16, predictor_channels=16, heads=2)
+    shipped.config['eta'] = 0.9  # An untrained head vetoes Top-K edges.
+    no_veto = SDTClusterer(**{**shipped.config, 'veto': False})
+    no_veto.load_state_dict(shipped.state_dict())
+    models = {'SDT (shipped)': shipped, 'SDT (shipped, no veto)': no_veto}
+    out = score_cell(models, x, y)
+    assert set(out) == set(COLUMNS) - set(VARIANTS)
+    for scores in out.values():
+        assert 0.0 <= scores['pairwise_fscore'] <= 1.0
+        assert 0.0 <= scores['bcubed_fscore'] <= 1.0
+    # The oracle Top-K is the ceiling on a clean draw, and the veto changes
+    # the partition when the head scores Top-K edges below eta.
+    assert out['Top-K Jaccard only (oracle Top-K)']['pairwise_fscore'] > 0.9
+    veto, kept = out['SDT (shipped)'], out['SDT (shipped, no veto)']
+    assert veto['bcubed_fscore'] != kept['bcubed_fscore']

@@ -184,35 +184,51 @@ def test_load_refuses_unknown_config_keys(tmp_path):
         SDTClusterer.load(path)
 
 
-def test_final_links_keep_topk_and_add_band_beyond_it(faces):
+@pytest.mark.parametrize('veto', [False, True])
+@pytest.mark.parametrize('band', [(2, 3), None])
+def test_final_links_veto_topk_and_add_band_beyond_it(faces, veto, band):
     x, _ = faces
     torch.manual_seed(0)
-    model = SDTClusterer(k=10, hidden_channels=16, predictor_channels=16, heads=2)
+    model = SDTClusterer(
+        k=10, hidden_channels=16, predictor_channels=16, heads=2, band=band, veto=veto
+    )
+    assert model.band == ((10, 10) if band is None else band)
     ctx = KNNContext.build(x, 10)
     topk = torch.randint(
         1, 11, (x.size(0),), generator=torch.Generator().manual_seed(1)
     )
     jac = torch.rand(x.size(0), 10, generator=torch.Generator().manual_seed(2))
-    band = band_positions(topk, 10, model.band)
-    prob = torch.rand(band.numel(), generator=torch.Generator().manual_seed(3))
+    band_pos = band_positions(topk, 10, model.band)
+    prob = torch.rand(band_pos.numel(), generator=torch.Generator().manual_seed(3))
+    score = dict(zip(band_pos.tolist(), prob.tolist()))
+    sizes = set()
     for eta in (0.0, 0.5, 1.0):
-        edge_index, weight = model.final_links(ctx, topk, jac, band, prob, eta)
+        edge_index, weight = model.final_links(ctx, topk, jac, band_pos, prob, eta)
         got = set(zip(edge_index[0].tolist(), edge_index[1].tolist()))
         expected = {}
         for i in range(x.size(0)):  # Brute force over the small graph.
             for r in range(1, int(topk[i])):
-                expected[(i, int(ctx.knn.index[i, r]))] = float(jac[i, r])
-        for p, q in zip(band.tolist(), prob.tolist()):
+                vetoed = veto and score.get(i * 10 + r, 1.0) < eta
+                if not vetoed:
+                    expected[(i, int(ctx.knn.index[i, r]))] = float(jac[i, r])
+        for p, q in score.items():
             i, r = divmod(p, 10)
             if r >= int(topk[i]) and q >= eta:
                 expected[(i, int(ctx.knn.index[i, r]))] = q
         assert got == set(expected)
         assert edge_index.size(1) == len(expected)
+        sizes.add(len(expected))
         lookup = dict(
             zip(zip(edge_index[0].tolist(), edge_index[1].tolist()), weight.tolist())
         )
         for key, value in expected.items():
             assert lookup[key] == pytest.approx(max(value, 1e-6), abs=1e-6)
+    assert len(sizes) == 3  # every eta gives another graph
+
+
+def test_veto_must_be_a_bool():
+    with pytest.raises(ValueError, match='veto must be a bool'):
+        SDTClusterer(k=10, hidden_channels=16, predictor_channels=16, heads=2, veto=1)
 
 
 def test_tune_eta_chooses_from_the_grid(faces):
@@ -402,7 +418,7 @@ def test_concat_keeps_every_data_sets_scale(faces):
         KNNContext.concat([a, KNNContext.build(x[:50], 5)])
 
 
-def test_version_0_1_checkpoints_keep_the_knn_reference(tmp_path):
+def test_version_0_1_checkpoints_keep_the_knn_reference_and_no_veto(tmp_path):
     model = SDTClusterer(k=4, hidden_channels=8, predictor_channels=8, heads=2)
     path = model.save(tmp_path / 'm.safetensors')
     from safetensors import safe_open
@@ -412,14 +428,18 @@ def test_version_0_1_checkpoints_keep_the_knn_reference(tmp_path):
         meta = f.metadata()
         tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
     config = json.loads(meta['config'])
-    del config['reference']
+    del config['reference'], config['veto']
+    config['band'] = [2, 10]
     meta['config'] = json.dumps(config)
     del meta['train_range']
     save_file(tensors, str(path), metadata=meta)
     old = SDTClusterer.load(path)
     assert old.config['reference'] == 'knn'
+    assert old.config['veto'] is False and old.band == (2, 10)
     assert old.train_range is None
-    assert SDTClusterer(k=4).config['reference'] == 'random_pairs'
+    new = SDTClusterer(k=4)
+    assert new.config['reference'] == 'random_pairs'
+    assert new.config['veto'] is True and new.band == (4, 10)
 
 
 def test_train_range_round_trips(tmp_path):

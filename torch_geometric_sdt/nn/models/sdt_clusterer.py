@@ -77,23 +77,31 @@ class SDTClusterer(torch.nn.Module):
        attention only sees each node's Top-K edges;
     5. an :class:`~torch_geometric_sdt.nn.models.sdt.EdgeHead` scoring the
        pairs with ranks in the band :math:`[K_i - b_-, K_i + b_+)` as same
-       identity, :math:`P_{ij}`;
+       identity, :math:`P_{ij}` (the default band, :math:`b_- = k`, holds
+       the whole Top-K);
     6. the final directed graph, node :math:`\to` neighbour:
 
        .. math::
            w_{ij} = \begin{cases}
-           J_{ij} & 1 \le r_{ij} < K_i,\ J_{ij} \ge \theta \\
+           J_{ij} & 1 \le r_{ij} < K_i,\ J_{ij} \ge \theta,\
+               \text{not vetoed} \\
            P_{ij} & K_i \le r_{ij} < K_i + b_+,\ P_{ij} \ge \eta
            \end{cases}
 
        and two-level directed Infomap on it; a node without an edge of its
-       own is a singleton. The edges inside the Top-K are kept; the SDT
-       only adds boundary edges beyond it. The band's pairs inside the
-       Top-K (:math:`K_i - b_- \le r_{ij} < K_i`) are scored and trained on
-       so that the edge head learns the boundary from both sides, but they
-       do not veto edges: on synthetic faces and on the LFW training
-       identities, vetoing them lowered BCubed F by up to 0.04 at high
-       :math:`\eta` without raising pairwise F.
+       own is a singleton. With :obj:`veto=True` the SDT vetoes the Top-K
+       edges it scores below :math:`\eta` (a pair is vetoed when
+       :math:`K_i - b_- \le r_{ij} < K_i` and :math:`P_{ij} < \eta`): it
+       both removes noise edges inside the Top-K and adds boundary edges
+       beyond it. This is what makes the SDT step count: a node whose
+       predicted Top-K is far too long (a one-off face given the list of a
+       large identity) links every identity of that list, and one such
+       bridge merges two large clusters; its edges to other identities are
+       the ones the SDT scores low. Measured by
+       ``benchmarks/regime_ablation.py`` (veto on and off, per regime).
+       With :obj:`veto=False` (version 0.1 models, which scored only the
+       band :math:`(2, 10)`) the Top-K edges are all kept and the SDT only
+       adds edges.
 
     Two input modes: :obj:`'relational'` builds every feature from the kNN
     structure with similarities standardised by the data set's own scale
@@ -122,7 +130,11 @@ class SDTClusterer(torch.nn.Module):
         predictor_channels (int, optional): Width of the Top-K predictor.
             (default: :obj:`64`)
         predictor_layers (int, optional): Its layers. (default: :obj:`2`)
-        band (tuple, optional): :math:`(b_-, b_+)`. (default: :obj:`(2, 10)`)
+        band (tuple, optional): :math:`(b_-, b_+)`; :obj:`None` for
+            :math:`(k, 10)`. (default: :obj:`None`)
+        veto (bool, optional): Drop the Top-K edges of the band whose
+            :math:`P_{ij}` is below :math:`\eta` (checkpoints without this
+            key load with :obj:`False`). (default: :obj:`True`)
         eta (float, optional): Threshold :math:`\eta` on :math:`P_{ij}`;
             :meth:`fit` chooses it on held-out training identities.
             (default: :obj:`0.5`)
@@ -156,7 +168,8 @@ class SDTClusterer(torch.nn.Module):
         predictor: str = 'transformer',
         predictor_channels: int = 64,
         predictor_layers: int = 2,
-        band: tuple[int, int] | list[int] = (2, 10),
+        band: tuple[int, int] | list[int] | None = None,
+        veto: bool = True,
         eta: float = 0.5,
         theta: float = 0.0,
         transform: str = 'sigmoid',
@@ -177,6 +190,7 @@ class SDTClusterer(torch.nn.Module):
             predictor_channels=predictor_channels,
             predictor_layers=predictor_layers,
             band=band,
+            veto=veto,
             eta=eta,
             theta=theta,
             transform=transform,
@@ -197,6 +211,7 @@ class SDTClusterer(torch.nn.Module):
             predictor_channels=predictor_channels,
             predictor_layers=predictor_layers,
             band=list(band),
+            veto=veto,
             eta=float(eta),
             theta=float(theta),
             transform=transform,
@@ -423,12 +438,15 @@ class SDTClusterer(torch.nn.Module):
         theta = self.config['theta'] if theta is None else theta
         k = self.k
         rank = torch.arange(k)
-        # Inside the Top-K: kept with weight J (floor theta).
+        # Inside the Top-K: kept with weight J (floor theta) unless vetoed.
         inside = (rank >= 1) & (rank < topk.unsqueeze(1))
         inside &= jaccard >= theta
+        band_inside = (band_pos % k) < topk[band_pos // k]
+        if self.config['veto']:
+            inside.view(-1)[band_pos[band_inside & (band_prob < eta)]] = False
         pos_in = inside.view(-1).nonzero().view(-1)
         # Beyond the Top-K, in the band: added when the SDT says same identity.
-        keep = (band_prob >= eta) & ((band_pos % k) >= topk[band_pos // k])
+        keep = (band_prob >= eta) & ~band_inside
         pos = torch.cat([pos_in, band_pos[keep]])
         weight = torch.cat([jaccard.view(-1)[pos_in], band_prob[keep]])
         weight = weight.clamp(min=1e-6)
@@ -640,8 +658,10 @@ class SDTClusterer(torch.nn.Module):
         if not isinstance(config, dict):
             raise ValueError(f'{path} has a config that is not a JSON object')
         known = set(inspect.signature(cls.__init__).parameters) - {'self'}
-        # Version 0.1 checkpoints predate the choice of reference:
+        # Version 0.1 checkpoints predate the choice of reference and the
+        # veto:
         config.setdefault('reference', 'knn')
+        config.setdefault('veto', False)
         unknown = set(config) - known
         if unknown:
             raise ValueError(f'{path} has unknown config keys {sorted(unknown)}')
