@@ -83,6 +83,13 @@ def _compare(
     return {name: {key: m[key] for key in KEYS} for name, m in out.items()}
 
 
+def _init_args(args: argparse.Namespace) -> str:
+    # The command line of a run that started from another checkpoint.
+    if args.init is None:
+        return ''
+    return f' --init {args.init.name}'
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -103,11 +110,21 @@ def main() -> None:
         help='keep the resumable training state here (and --resume from it)',
     )
     parser.add_argument('--resume', action='store_true')
+    parser.add_argument(
+        '--init',
+        type=Path,
+        default=None,
+        help="keep this checkpoint's weights and only re-choose eta and the "
+        'training range on the validation identities (e.g. after a change of '
+        'the final-graph rule)',
+    )
     args = parser.parse_args()
 
     draws = training_mixture(args.scale)
     xs, ys = mixture_draws(draws)
     model = SDTClusterer(k=args.k)
+    if args.init is not None:
+        model.load_state_dict(SDTClusterer.load(args.init).state_dict())
     t0 = time.perf_counter()
     summary = fit(
         model,
@@ -120,6 +137,8 @@ def main() -> None:
         checkpoint_dir=args.checkpoint_dir,
         resume=args.resume,
         overwrite=not args.resume,
+        train_topk=args.init is None,
+        train_sdt=args.init is None,
         progress=True,
     )
     train_seconds = time.perf_counter() - t0
@@ -151,7 +170,7 @@ def main() -> None:
         f'`{args.output.name}` ({size_mb:.2f} MiB, safetensors, JSON config in '
         'its header).',
         f'- Trained {datetime.date.today().isoformat()} by '
-        '`python scripts/train_shipped_model.py` '
+        f'`python scripts/train_shipped_model.py{_init_args(args)}` '
         f'({train_seconds:.0f} s on {platform.platform()}, '
         f'{torch.get_num_threads()} threads, torch {torch.__version__}).',
         '- Input mode: **relational**: features are built from the kNN graph '
@@ -159,6 +178,14 @@ def main() -> None:
         '(random-pair cosines, `reference="random_pairs"`), so the model '
         'serves any embedding dimension and cosine scale.',
         f'- Architecture: {model!r}.',
+        *(
+            []
+            if args.init is None
+            else [
+                f'- Weights: kept from `{args.init.name}` (`--init`); this run '
+                'chose eta and the training range only.'
+            ]
+        ),
         f'- Training data: {len(draws)} draws of `regime_draw` (law:cosine, '
         'items, dimension, seed): '
         + ', '.join(f'`{c}` {n:,} {d}-d seed {s}' for c, n, d, s in draws)

@@ -160,3 +160,22 @@ def test_fit_can_keep_the_topk_predictor(faces, tiny_sdt, fast_fit):
     assert any(
         not torch.equal(v, encoder[k]) for k, v in model.encoder.state_dict().items()
     )
+
+
+def test_fit_without_training_keeps_every_weight_and_rechooses_eta(
+    faces, tiny_sdt, fast_fit
+):
+    x, y = faces
+    model = SDTClusterer(k=10, **tiny_sdt)
+    fit(model, x, y, seed=3, **fast_fit)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    model.config['eta'] = -1.0  # Overwritten by the choice below.
+    model.train_range = None
+    summary = fit(model, x, y, seed=3, train_topk=False, train_sdt=False, **fast_fit)
+    assert summary['history'] == []
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, before[name])
+    assert model.config['eta'] == summary['eta'] in fast_fit['eta_grid']
+    assert model.train_range is not None
+    with pytest.raises(ValueError, match='train_sdt=False needs train_topk=False'):
+        fit(model, x, y, train_sdt=False, **fast_fit)

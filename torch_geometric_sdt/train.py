@@ -516,7 +516,7 @@ def _train_sdt(
     jac_tr = model.jaccard(ctx_tr, topk_tr)
     jac_va = model.jaccard(ctx_va, topk_va)
     pos_tr, same_tr = _band_pairs(ctx_tr, topk_tr, y_tr, k, model.band)
-    _, same_va = _band_pairs(ctx_va, topk_va, y_va, k, model.band)
+    pos_va, same_va = _band_pairs(ctx_va, topk_va, y_va, k, model.band)
     batcher = _Batcher(model, ctx_tr, topk_tr, jac_tr)
     optimizer = run.optimizer(2, lr)
     while run.progress['epoch'] < epochs and pos_tr.numel() > 0:
@@ -554,7 +554,7 @@ def _train_sdt(
             total += float(loss.detach())
             bar.set_postfix(loss=f'{float(loss.detach()):.3f}')
         h_va = model.node_states(ctx_va, topk_va, jac_va)
-        _, prob_va = model.score_band(ctx_va, topk_va, jac_va, h_va)
+        _, prob_va = model.score_band(ctx_va, topk_va, jac_va, h_va, pos=pos_va)
         val_loss = float(
             F.binary_cross_entropy(prob_va.clamp(1e-7, 1 - 1e-7), same_va.float())
         )
@@ -592,6 +592,7 @@ def fit(
     stop_after_epochs: int | None = None,
     backend: str = 'auto',
     train_topk: bool = True,
+    train_sdt: bool = True,
     progress: bool = False,
 ) -> dict[str, Any]:
     r"""Trains :obj:`model` in place (see the module docstring).
@@ -638,6 +639,11 @@ def fit(
             predictor as it is and trains only the SDT step (stage 2), *e.g.*
             an SDT variant on the shipped model's predictor.
             (default: :obj:`True`)
+        train_sdt (bool, optional): :obj:`False` (with
+            :obj:`train_topk=False`) trains nothing: the model keeps all its
+            weights, and only :math:`\eta` and the training range are chosen
+            on the validation identities, *e.g.* after a change of the
+            final-graph rule (:obj:`veto`). (default: :obj:`True`)
         progress (bool, optional): Progress bars with losses.
             (default: :obj:`False`)
 
@@ -659,13 +665,15 @@ def fit(
         raise ValueError(f'lr must be positive (got {lr})')
     if len(eta_grid) == 0 or not all(0.0 <= eta <= 1.0 for eta in eta_grid):
         raise ValueError(f'eta_grid must hold values in [0, 1] (got {eta_grid})')
+    if train_topk and not train_sdt:
+        raise ValueError('train_sdt=False needs train_topk=False')
     state_path = _state_file(checkpoint_dir, resume, overwrite)
 
     t0 = time.perf_counter()
     torch.manual_seed(seed)
     if train_topk:
         model.reset_parameters()
-    else:
+    elif train_sdt:
         model.encoder.reset_parameters()
         model.edge_head.reset_parameters()
     ctx_tr, ctx_va, y_tr, y_va, data, groups = _contexts(
@@ -695,22 +703,25 @@ def fit(
         )
         if stopped:
             return {'stopped': True, **run.progress}
-    topk_tr = model.predict_topk(ctx_tr, progress=progress)
     topk_va = model.predict_topk(ctx_va, progress=progress)
-    stopped, jac_va = _train_sdt(
-        run,
-        ctx_tr,
-        ctx_va,
-        topk_tr,
-        topk_va,
-        y_tr,
-        y_va,
-        epochs=sdt_epochs,
-        batch_size=pair_batch_size,
-        aux_weight=aux_weight,
-        groups=g_tr,
-        **steps,
-    )
+    if not train_sdt:
+        stopped, jac_va = False, model.jaccard(ctx_va, topk_va)
+    else:
+        topk_tr = model.predict_topk(ctx_tr, progress=progress)
+        stopped, jac_va = _train_sdt(
+            run,
+            ctx_tr,
+            ctx_va,
+            topk_tr,
+            topk_va,
+            y_tr,
+            y_va,
+            epochs=sdt_epochs,
+            batch_size=pair_batch_size,
+            aux_weight=aux_weight,
+            groups=g_tr,
+            **steps,
+        )
     if stopped:
         return {'stopped': True, **run.progress}
 

@@ -185,20 +185,26 @@ def test_load_refuses_unknown_config_keys(tmp_path):
 
 
 @pytest.mark.parametrize('veto', [False, True])
-@pytest.mark.parametrize('band', [(2, 3), None])
-def test_final_links_veto_topk_and_add_band_beyond_it(faces, veto, band):
+def test_final_links_veto_topk_and_add_band_beyond_it(faces, veto):
     x, _ = faces
     torch.manual_seed(0)
     model = SDTClusterer(
-        k=10, hidden_channels=16, predictor_channels=16, heads=2, band=band, veto=veto
+        k=10, hidden_channels=16, predictor_channels=16, heads=2, band=(2, 3), veto=veto
     )
-    assert model.band == ((10, 10) if band is None else band)
     ctx = KNNContext.build(x, 10)
     topk = torch.randint(
         1, 11, (x.size(0),), generator=torch.Generator().manual_seed(1)
     )
     jac = torch.rand(x.size(0), 10, generator=torch.Generator().manual_seed(2))
-    band_pos = band_positions(topk, 10, model.band)
+    band_pos = model.scored_positions(topk)
+    # The band around the boundary; with the veto, every Top-K pair too:
+    expected_pos = [
+        i * 10 + r
+        for i in range(x.size(0))
+        for r in range(1, 10)
+        if r < int(topk[i]) + 3 and (veto or r >= int(topk[i]) - 2)
+    ]
+    assert band_pos.tolist() == expected_pos
     prob = torch.rand(band_pos.numel(), generator=torch.Generator().manual_seed(3))
     score = dict(zip(band_pos.tolist(), prob.tolist()))
     sizes = set()
@@ -439,7 +445,7 @@ def test_version_0_1_checkpoints_keep_the_knn_reference_and_no_veto(tmp_path):
     assert old.train_range is None
     new = SDTClusterer(k=4)
     assert new.config['reference'] == 'random_pairs'
-    assert new.config['veto'] is True and new.band == (4, 10)
+    assert new.config['veto'] is True and new.band == (2, 10)
 
 
 def test_train_range_round_trips(tmp_path):

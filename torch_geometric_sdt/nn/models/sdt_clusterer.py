@@ -75,33 +75,32 @@ class SDTClusterer(torch.nn.Module):
     4. node states :math:`\mathbf{h}` from a stack of SDT blocks
        (:class:`~torch_geometric_sdt.nn.models.sdt.SDTEncoder`) whose
        attention only sees each node's Top-K edges;
-    5. an :class:`~torch_geometric_sdt.nn.models.sdt.EdgeHead` scoring the
-       pairs with ranks in the band :math:`[K_i - b_-, K_i + b_+)` as same
-       identity, :math:`P_{ij}` (the default band, :math:`b_- = k`, holds
-       the whole Top-K);
+    5. an :class:`~torch_geometric_sdt.nn.models.sdt.EdgeHead` scoring
+       pairs as same identity, :math:`P_{ij}`: it is trained on the pairs
+       with ranks in the band :math:`[K_i - b_-, K_i + b_+)` around the
+       Top-K boundary, and at inference scores that band and, with
+       :obj:`veto=True`, every Top-K pair as well (:meth:`scored_positions`);
     6. the final directed graph, node :math:`\to` neighbour:
 
        .. math::
            w_{ij} = \begin{cases}
            J_{ij} & 1 \le r_{ij} < K_i,\ J_{ij} \ge \theta,\
-               \text{not vetoed} \\
+               \text{and } P_{ij} \ge \eta \text{ if vetoing} \\
            P_{ij} & K_i \le r_{ij} < K_i + b_+,\ P_{ij} \ge \eta
            \end{cases}
 
        and two-level directed Infomap on it; a node without an edge of its
-       own is a singleton. With :obj:`veto=True` the SDT vetoes the Top-K
-       edges it scores below :math:`\eta` (a pair is vetoed when
-       :math:`K_i - b_- \le r_{ij} < K_i` and :math:`P_{ij} < \eta`): it
-       both removes noise edges inside the Top-K and adds boundary edges
-       beyond it. This is what makes the SDT step count: a node whose
-       predicted Top-K is far too long (a one-off face given the list of a
-       large identity) links every identity of that list, and one such
-       bridge merges two large clusters; its edges to other identities are
-       the ones the SDT scores low. Measured by
-       ``benchmarks/regime_ablation.py`` (veto on and off, per regime).
-       With :obj:`veto=False` (version 0.1 models, which scored only the
-       band :math:`(2, 10)`) the Top-K edges are all kept and the SDT only
-       adds edges.
+       own is a singleton. With :obj:`veto=True` the SDT both removes the
+       Top-K edges it scores below :math:`\eta` and adds boundary edges
+       beyond the Top-K. The veto is what makes the SDT step count: the
+       Top-K predictor now and then gives a one-off face a long Top-K (the
+       list of a large identity near it); that node then links, with a high
+       Top-K Jaccard, into every identity of its list, and one such bridge
+       merges two large clusters. Its edges to other identities are the
+       ones the edge head scores low. Measured per regime by
+       ``benchmarks/regime_ablation.py`` (veto on and off). With
+       :obj:`veto=False` (version 0.1 models) every Top-K edge is kept and
+       the SDT only adds edges.
 
     Two input modes: :obj:`'relational'` builds every feature from the kNN
     structure with similarities standardised by the data set's own scale
@@ -130,11 +129,11 @@ class SDTClusterer(torch.nn.Module):
         predictor_channels (int, optional): Width of the Top-K predictor.
             (default: :obj:`64`)
         predictor_layers (int, optional): Its layers. (default: :obj:`2`)
-        band (tuple, optional): :math:`(b_-, b_+)`; :obj:`None` for
-            :math:`(k, 10)`. (default: :obj:`None`)
-        veto (bool, optional): Drop the Top-K edges of the band whose
-            :math:`P_{ij}` is below :math:`\eta` (checkpoints without this
-            key load with :obj:`False`). (default: :obj:`True`)
+        band (tuple, optional): :math:`(b_-, b_+)`. (default: :obj:`(2, 10)`)
+        veto (bool, optional): Score every Top-K pair at inference and drop
+            the Top-K edges whose :math:`P_{ij}` is below :math:`\eta`
+            (checkpoints without this key load with :obj:`False`).
+            (default: :obj:`True`)
         eta (float, optional): Threshold :math:`\eta` on :math:`P_{ij}`;
             :meth:`fit` chooses it on held-out training identities.
             (default: :obj:`0.5`)
@@ -168,7 +167,7 @@ class SDTClusterer(torch.nn.Module):
         predictor: str = 'transformer',
         predictor_channels: int = 64,
         predictor_layers: int = 2,
-        band: tuple[int, int] | list[int] | None = None,
+        band: tuple[int, int] | list[int] = (2, 10),
         veto: bool = True,
         eta: float = 0.5,
         theta: float = 0.0,
@@ -398,6 +397,15 @@ class SDTClusterer(torch.nn.Module):
                 x, edge_index, edge_attr, topk, edge_rank, chunk_size=chunk_size
             )
 
+    def scored_positions(self, topk: Tensor) -> Tensor:
+        r"""Flat positions :math:`i k + r` of the pairs the edge head scores
+        at inference: the band :math:`[K_i - b_-, K_i + b_+)` and, with
+        :obj:`veto=True`, every Top-K pair too (ranks :math:`1 \le r < K_i
+        + b_+`).
+        """
+        below = self.k if self.config['veto'] else self.band[0]
+        return band_positions(topk, self.k, (below, self.band[1]))
+
     @torch.no_grad()
     def score_band(
         self,
@@ -406,12 +414,15 @@ class SDTClusterer(torch.nn.Module):
         jaccard: Tensor,
         h: Tensor,
         chunk_size: int = 1 << 18,
+        pos: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
-        """Same-identity probabilities of the band pairs:
+        """Same-identity probabilities of the pairs at flat positions
+        :obj:`pos` (default: :meth:`scored_positions`):
         :obj:`(positions, probabilities)` (in eval mode; the module's mode is
         left as it was).
         """
-        pos = band_positions(topk, self.k, self.band)
+        if pos is None:
+            pos = self.scored_positions(topk)
         prob = torch.empty(pos.numel())
         with _evaluating(self):
             for lo in range(0, pos.numel(), chunk_size):
@@ -438,7 +449,8 @@ class SDTClusterer(torch.nn.Module):
         theta = self.config['theta'] if theta is None else theta
         k = self.k
         rank = torch.arange(k)
-        # Inside the Top-K: kept with weight J (floor theta) unless vetoed.
+        # Inside the Top-K: kept with weight J (floor theta) unless vetoed
+        # (the scored Top-K pairs below eta).
         inside = (rank >= 1) & (rank < topk.unsqueeze(1))
         inside &= jaccard >= theta
         band_inside = (band_pos % k) < topk[band_pos // k]

@@ -15,10 +15,6 @@ from torch_geometric_sdt.utils.validation import check_choice
 #: The input modes of :class:`~torch_geometric_sdt.nn.models.SDTClusterer`.
 MODES = ('relational', 'embedding')
 
-#: :math:`b_+` of the default band: the ranks beyond each node's Top-K that
-#: the SDT may add.
-BAND_ABOVE = 10
-
 #: Bounds of the integer settings of :class:`SDTClusterer`, checked before
 #: anything is built (a checkpoint's config is untrusted input).
 CONFIG_BOUNDS: dict[str, tuple[int, int]] = {
@@ -38,9 +34,7 @@ def check_config(**config: Any) -> tuple[int, int]:
     r"""Checks every setting of :class:`SDTClusterer` (all its constructor
     arguments but :obj:`differential`) against :data:`CONFIG_BOUNDS` and the
     valid choices, before anything is built; returns the band
-    :math:`(b_-, b_+)` (:obj:`band=None` is :math:`(k,` :data:`BAND_ABOVE`
-    :math:`)`: the whole Top-K and the ranks just beyond it). Raises
-    :class:`ValueError` naming the setting.
+    :math:`(b_-, b_+)`. Raises :class:`ValueError` naming the setting.
     """
     for name, (low, high) in CONFIG_BOUNDS.items():
         value = config[name]
@@ -70,8 +64,6 @@ def check_config(**config: Any) -> tuple[int, int]:
     if not isinstance(config['veto'], bool):
         raise ValueError(f'veto must be a bool (got {config["veto"]!r})')
     band = config['band']
-    if band is None:
-        band = (config['k'], BAND_ABOVE)
     if (
         not isinstance(band, (tuple, list))
         or len(band) != 2
@@ -89,4 +81,4 @@ def check_config(**config: Any) -> tuple[int, int]:
     return int(band[0]), int(band[1])
 
 
-__all__ = ['MODES', 'BAND_ABOVE', 'CONFIG_BOUNDS', 'check_config']
+__all__ = ['MODES', 'CONFIG_BOUNDS', 'check_config']
