@@ -422,6 +422,10 @@ def test_concat_keeps_every_data_sets_scale(faces):
         KNNContext.concat([])
     with pytest.raises(ValueError, match='same k'):
         KNNContext.concat([a, KNNContext.build(x[:50], 5)])
+    with pytest.raises(
+        ValueError, match=r"same reference \(got \['knn', 'random_pairs'\]\)"
+    ):
+        KNNContext.concat([a, KNNContext.build(x[:50], a.k, reference='knn')])
 
 
 def test_version_0_1_checkpoints_keep_the_knn_reference_and_no_veto(tmp_path):

@@ -118,6 +118,11 @@ class KNNContext:
             raise ValueError('every context must have the same k')
         if len({c.x is None for c in contexts}) != 1:
             raise ValueError('either every context keeps x or none does')
+        if len({c.reference for c in contexts}) != 1:
+            raise ValueError(
+                'every context must standardise similarities by the same '
+                f'reference (got {sorted({c.reference for c in contexts})})'
+            )
         offsets = np.cumsum([0] + [c.num_nodes for c in contexts[:-1]])
         index = torch.cat([c.knn.index + int(o) for c, o in zip(contexts, offsets)])
         sim = torch.cat([c.knn.sim for c in contexts])
@@ -127,13 +132,12 @@ class KNNContext:
             torch.cat([s.scale for s in scales]),  # type: ignore[misc]
         )
         xs = None if contexts[0].x is None else torch.cat([c.x for c in contexts])  # type: ignore[misc]
-        refs = {c.reference for c in contexts}
         return cls(
             KNN(index, sim),
             scale,
             torch.cat([c.shared for c in contexts]),
             xs,
-            refs.pop() if len(refs) == 1 else 'mixed',
+            contexts[0].reference,
         )
 
 
