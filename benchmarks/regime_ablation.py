@@ -38,6 +38,7 @@ Writes ``benchmarks/results/regime_ablation.{md,json}``::
 from __future__ import annotations
 
 import argparse
+import copy
 import hashlib
 import os
 import time
@@ -181,7 +182,7 @@ def main() -> None:
         budget.update(sdt_epochs=1, max_steps_per_epoch=3)
     cache = _cache_dir(args.cache) / ('quick' if args.quick else 'full')
     cache.mkdir(parents=True, exist_ok=True)
-    no_veto = SDTClusterer.load(default_model_path())
+    no_veto = copy.deepcopy(shipped)
     no_veto.config['veto'] = False
     models = {'SDT (shipped)': shipped, 'SDT (shipped, no veto)': no_veto}
     retrained = {} if args.no_retrained else VARIANTS

@@ -83,13 +83,6 @@ def _compare(
     return {name: {key: m[key] for key in KEYS} for name, m in out.items()}
 
 
-def _init_args(args: argparse.Namespace) -> str:
-    # The command line of a run that started from another checkpoint.
-    if args.init is None:
-        return ''
-    return f' --init {args.init.name}'
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -163,6 +156,15 @@ def main() -> None:
         results['lfw'] = _compare(model, xl, yl, args.k, tuned)
 
     size_mb = args.output.stat().st_size / 2**20
+    init = '' if args.init is None else f' --init {args.init.name}'
+    weights = (
+        []
+        if args.init is None
+        else [
+            f'- Weights: kept from `{args.init.name}` (`--init`); this run chose '
+            'eta and the training range only.'
+        ]
+    )
     lines = [
         '# Model card: `sdt_relational_k80`',
         '',
@@ -170,7 +172,7 @@ def main() -> None:
         f'`{args.output.name}` ({size_mb:.2f} MiB, safetensors, JSON config in '
         'its header).',
         f'- Trained {datetime.date.today().isoformat()} by '
-        f'`python scripts/train_shipped_model.py{_init_args(args)}` '
+        f'`python scripts/train_shipped_model.py{init}` '
         f'({train_seconds:.0f} s on {platform.platform()}, '
         f'{torch.get_num_threads()} threads, torch {torch.__version__}).',
         '- Input mode: **relational**: features are built from the kNN graph '
@@ -178,14 +180,7 @@ def main() -> None:
         '(random-pair cosines, `reference="random_pairs"`), so the model '
         'serves any embedding dimension and cosine scale.',
         f'- Architecture: {model!r}.',
-        *(
-            []
-            if args.init is None
-            else [
-                f'- Weights: kept from `{args.init.name}` (`--init`); this run '
-                'chose eta and the training range only.'
-            ]
-        ),
+        *weights,
         f'- Training data: {len(draws)} draws of `regime_draw` (law:cosine, '
         'items, dimension, seed): '
         + ', '.join(f'`{c}` {n:,} {d}-d seed {s}' for c, n, d, s in draws)
