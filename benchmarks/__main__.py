@@ -39,7 +39,13 @@ SUITES: dict[str, tuple[str, ...]] = {
         'regimes',
         'regime_ablation',
     ),
-    'speed': ('knn', 'metrics', 'topk_jaccard', 'sparse_diff_attention'),
+    'speed': (
+        'knn',
+        'metrics',
+        'topk_jaccard',
+        'sparse_diff_attention',
+        'chunk_sizes',
+    ),
     'scale': ('scale',),
 }
 #: What each script measures (for ``list``).
@@ -56,6 +62,7 @@ DESCRIPTIONS = {
     'metrics': 'evaluate() at 5M items against scipy.sparse',
     'topk_jaccard': 'Top-K Jaccard speed and memory at 100K and 1M',
     'sparse_diff_attention': 'SparseDiffAttention against TransformerConv',
+    'chunk_sizes': 'model inference chunk sizes now against version 0.1',
     'scale': 'time and memory of every SDT stage at 10K, 100K, 1M',
 }
 

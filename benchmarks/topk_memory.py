@@ -16,6 +16,7 @@ sampled every millisecond) of the prediction above that level, the
 .. code-block:: none
 
     python -m benchmarks.topk_memory --sizes 20000 100000 [--threads 16]
+        [--batch-size 4096]
 """
 
 from __future__ import annotations
@@ -38,7 +39,9 @@ def _status(key: str) -> int:
     return 0
 
 
-def child(num_nodes: int, dim: int, k: int, threads: int | None) -> dict:
+def child(
+    num_nodes: int, dim: int, k: int, threads: int | None, batch_size: int | None
+) -> dict:
     import numpy as np
     import torch
 
@@ -70,7 +73,10 @@ def child(num_nodes: int, dim: int, k: int, threads: int | None) -> dict:
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
-    model.predict_topk(ctx)
+    if batch_size is None:
+        model.predict_topk(ctx)
+    else:
+        model.predict_topk(ctx, batch_size=batch_size)
     done.set()
     sampler.join()
     est = estimate_memory(num_nodes, dim, k, method='sdt')
@@ -90,10 +96,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument('--dim', type=int, default=256)
     parser.add_argument('-k', type=int, default=80)
     parser.add_argument('--threads', type=int, default=None)
+    parser.add_argument(
+        '--batch-size',
+        type=int,
+        default=None,
+        help='nodes per predictor batch (default: the library default)',
+    )
     parser.add_argument('--child', action='store_true', help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        row = child(args.sizes[0], args.dim, args.k, args.threads)
+        row = child(args.sizes[0], args.dim, args.k, args.threads, args.batch_size)
         print(json.dumps(row))
         return
     for n in args.sizes:
@@ -101,6 +113,8 @@ def main(argv: list[str] | None = None) -> None:
         cmd += ['--sizes', str(n), '--dim', str(args.dim), '-k', str(args.k)]
         if args.threads is not None:
             cmd += ['--threads', str(args.threads)]
+        if args.batch_size is not None:
+            cmd += ['--batch-size', str(args.batch_size)]
         out = subprocess.run(cmd, capture_output=True, text=True, check=True)
         row = json.loads(out.stdout.strip().splitlines()[-1])
         print(' '.join(f'{key}={value:.0f}' for key, value in row.items()))

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import math
 import os
 import re
 import resource
@@ -90,7 +91,10 @@ def test_check_memory_raises_with_a_tiny_limit():
     msg = str(info.value)
     assert '0.10 GiB is available' in msg
     assert f'{est["peak"] / 2**30:.2f} GiB' in msg
-    assert 'largest stage: sdt' in msg and 'knn' in msg
+    stages = {name: v for name, v in est.items() if name != 'peak'}
+    largest = max(stages, key=stages.__getitem__)
+    assert largest in ('sdt', 'links_infomap')
+    assert f'largest stage: {largest}' in msg and 'knn' in msg
     assert 'backend' in msg and 'chunk' in msg
     with pytest.raises(ValueError, match='peak'):
         check_memory({'knn': 1})
@@ -143,27 +147,42 @@ def test_address_space_reserve_counts_threads_and_arenas(monkeypatch):
 
 # Measured peaks of the Top-K prediction with the shipped model, above the
 # level the memory check sees (`sdt cluster --method sdt`, 256-d synthetic
-# faces, k = 80, 1-16 threads; benchmarks/topk_memory.py): MiB per N.
-TOPK_MEASURED = {20_000: 1110, 100_000: 1242}
-# One batch of 4096 nodes through the predictor's transformer, k -> MiB.
+# faces, k = 80, 2 threads, batches of TOPK_BATCH_SIZE = 256;
+# benchmarks/topk_memory.py): MiB per N.
+TOPK_MEASURED = {20_000: 210, 100_000: 330}
+# With batches of 256 the batch itself is ~60 MiB and the fixed allowance for
+# the runtime (memory.RUNTIME, 192 MiB: measured 140-230 MiB across stages)
+# dominates the estimate at these sizes, so it may exceed the measured peak
+# by half.
+TOPK_SLACK = 1.5
+# One batch of 4096 nodes through the predictor's transformer, k -> MiB
+# (benchmarks/topk_memory.py with --batch-size 4096).
 TOPK_BATCH_MEASURED = {40: 369, 80: 891, 160: 2583}
 
 
 @pytest.mark.parametrize('n', sorted(TOPK_MEASURED))
 def test_topk_estimate_covers_the_measured_peak(n):
     est = estimate_memory(n, 256, 80)['topk'] / MB
-    assert TOPK_MEASURED[n] <= est <= 1.25 * TOPK_MEASURED[n]
+    assert TOPK_MEASURED[n] <= est <= TOPK_SLACK * TOPK_MEASURED[n]
 
 
 @pytest.mark.parametrize('k', sorted(TOPK_BATCH_MEASURED))
 def test_topk_batch_model_follows_k(k):
-    from torch_geometric_sdt import memory
+    from torch_geometric_sdt.memory import topk_batch_bytes
 
-    n = memory.TOPK_BATCH
-    data = estimate_memory(n, 256, k)['topk'] - estimate_memory(n, 256, k)['metrics']
-    # topk - metrics = shared + 8N - 64N + batch, so add back the difference:
-    batch = data / MB - (4 * n * k + 8 * n - memory.METRICS_NODE * n) / MB
+    batch = topk_batch_bytes(4096, k) / MB
     assert TOPK_BATCH_MEASURED[k] <= batch <= 1.25 * TOPK_BATCH_MEASURED[k]
+
+
+def test_topk_estimate_uses_the_default_batch():
+    from torch_geometric_sdt.memory import topk_batch_bytes
+    from torch_geometric_sdt.nn.models import TOPK_BATCH_SIZE
+
+    n = 4 * TOPK_BATCH_SIZE
+    est = estimate_memory(n, 256, 80)
+    # topk - metrics = shared + 8N - 64N + one batch of the default size.
+    batch = est['topk'] - est['metrics'] - (4 * n * 80 + 8 * n - 64 * n)
+    assert batch == topk_batch_bytes(TOPK_BATCH_SIZE, 80)
 
 
 def _import_vm_bytes() -> int:
@@ -179,11 +198,11 @@ def _import_vm_bytes() -> int:
 
 
 def test_cli_refuses_a_run_that_does_not_fit(tmp_path):
-    # 20,000 x 64 features: the SDT estimate is about 1 GiB (one batch of
-    # Top-K attention maps dominates), while the address space left after
-    # the imports is 400 MiB: the check must refuse the run before it starts.
-    n, dim = 20_000, 64
-    assert estimate_memory(n, dim, method='sdt')['peak'] > 900 * MB
+    # 100,000 x 64 features: the SDT estimate is about 0.9 GiB (the links and
+    # Infomap stage), while the address space left after the imports is 400
+    # MiB: the check must refuse the run before it starts.
+    n, dim = 100_000, 64
+    assert estimate_memory(n, dim, method='sdt')['peak'] > 800 * MB
     x = np.random.default_rng(0).standard_normal((n, dim)).astype(np.float32)
     np.save(tmp_path / 'x.npy', x)
     out = tmp_path / 'pred.npy'
@@ -254,3 +273,20 @@ def test_cli_refuses_20k_sdt_under_ulimit_v(tmp_path):
         assert not out.exists()
     else:
         assert out.exists()
+
+
+def test_exact_estimate_counts_the_padded_last_block():
+    from torch_geometric_sdt.memory import EXACT_GROUP, _exact_block_bytes
+    from torch_geometric_sdt.nn.knn import DEFAULT_BLOCK_NUMEL
+
+    side = math.isqrt(DEFAULT_BLOCK_NUMEL)
+    block = _exact_block_bytes(side)
+    # A last block of a multiple of 16 columns needs no padded copy; one of
+    # 17 columns is copied, padded to 32.
+    assert _exact_block_bytes(side + EXACT_GROUP) == block
+    assert _exact_block_bytes(side + 17) == block + 4 * side * 32
+    # Below one block the block is N x N:
+    assert _exact_block_bytes(1000) == int((4 + 5 / 16) * 1000 * 1000)
+    one = estimate_memory(side + 16, 256, backend='exact')['knn']
+    padded = estimate_memory(side + 17, 256, backend='exact')['knn']
+    assert padded - one >= 4 * side * 32

@@ -18,12 +18,20 @@ import torch
 
 from torch_geometric_sdt.defaults import DEFAULT_K, METHODS
 from torch_geometric_sdt.nn.knn import BACKENDS, DEFAULT_BLOCK_NUMEL, resolve_backend
+from torch_geometric_sdt.nn.models import (
+    BAND_CHUNK_SIZE,
+    NODE_CHUNK_SIZE,
+    TOPK_BATCH_SIZE,
+)
 
 # Bytes of one kNN entry: an int64 id and a float32 similarity.
 KNN_ENTRY = 8 + 4
-# Exact kNN: the [B, B] float32 similarity block, its padded copy and the
-# group maxima / masks, B = sqrt(nn.knn.DEFAULT_BLOCK_NUMEL).
-EXACT_BLOCK_COPIES = 3
+# Exact kNN (cosine, symmetric): the [B, B] float32 similarity block and, per
+# group of 16 entries, its float32 maximum and boolean test (5 / 16 bytes per
+# entry), B = sqrt(nn.knn.DEFAULT_BLOCK_NUMEL); a block whose width is not a
+# multiple of 16 (only the last one) is also copied, padded to one.
+EXACT_BLOCK_ENTRY = 4 + 5 / 16
+EXACT_GROUP = 16
 # faiss HNSW (M = 32): level-0 links (2 M int32) and upper levels, per node.
 HNSW_NODE = 2 * 32 * 4 + 64
 # Approximate and faiss backends: the [N, k + 1] candidate ids and distances
@@ -40,13 +48,12 @@ NNDESCENT_ENTRY = 34
 JACCARD_ENTRY = 4 + 4 + 4
 JACCARD_NODE = 8
 JACCARD_THREAD_NODE = 4
-# Top-K predictor: batches of 4096 nodes of k tokens through the shipped
-# transformer (64 channels, 4 heads): one [B, 4, k, k] float32 attention map
-# and 7 [B, k, 64] float32 activations (the fused q/k/v projection and its
-# three heads' views, the attention output, the 2x wide feed-forward) alive
-# at once -- measured 369, 891 and 2583 MiB per batch at k = 40, 80, 160
-# (this model gives 380, 960 and 2720).
-TOPK_BATCH = 4096
+# Top-K predictor: batches of TOPK_BATCH_SIZE nodes of k tokens through the
+# shipped transformer (64 channels, 4 heads): one [B, 4, k, k] float32
+# attention map and 7 [B, k, 64] float32 activations (the fused q/k/v
+# projection and its three heads' views, the attention output, the 2x wide
+# feed-forward) alive at once -- measured 369, 891 and 2583 MiB per batch of
+# 4096 nodes at k = 40, 80, 160 (topk_batch_bytes gives 380, 960 and 2720).
 TOPK_HEADS = 4
 TOPK_MAP_COPIES = 1
 TOPK_CHANNELS = 64
@@ -55,10 +62,9 @@ TOPK_ACTIVATION_COPIES = 7
 # it imports after the check (PyG, the numba kernels, Infomap) and what the
 # allocator keeps of earlier stages; measured 140-230 MiB at 20K-100K nodes.
 RUNTIME = 192 * 2**20
-# SDT encoder inference: 65536 target nodes per chunk; every Top-K edge of a
-# chunk holds the projected messages and attention terms of all heads
+# SDT encoder inference: NODE_CHUNK_SIZE target nodes per chunk; every Top-K
+# edge of a chunk holds the projected messages and attention terms of all heads
 # (measured ~1.5 KB per edge with the shipped model, 64 channels, 4 heads).
-ENCODER_CHUNK = 65536
 ENCODER_EDGE = 1600
 # Inputs of the encoder per Top-K edge: edge_index (2 x int64), four float32
 # features, the rank and the flat position (int64), and the int64 pair of
@@ -67,11 +73,11 @@ SUBGRAPH_EDGE = 16 + 16 + 8 + 8 + 16
 # Node states: hidden = 64 float32, input, output and one temporary.
 HIDDEN = 64
 STATE_COPIES = 3
-# Band scoring: at most b- + b+ = 12 pairs per node (int64 position and
-# float32 probability); 2^18 pairs scored per chunk, ~1.7 KB each.
-BAND_PAIRS = 12
+# Band scoring: the scored pairs of a node are its Top-K pairs (the veto) and
+# the b+ = 10 ranks beyond (int64 position and float32 probability), at most
+# k - 1; BAND_CHUNK_SIZE pairs scored per chunk, ~1.7 KB each.
+BAND_ABOVE = 10
 BAND_PAIR = 8 + 4
-BAND_CHUNK = 1 << 18
 BAND_CHUNK_PAIR = 1800
 # Final links: int64 pair, float32 weight, the int64 position and the
 # nonzero() pair that selects them.
@@ -90,6 +96,24 @@ METRICS_NODE = 64
 # (torch or numba, whichever has more) above the resident growth.
 ADDRESS_SPACE_LIBRARIES = 96 * 2**20
 ADDRESS_SPACE_THREAD = 72 * 2**20
+
+
+def topk_batch_bytes(batch: int, k: int) -> int:
+    r"""Bytes of one batch of :obj:`batch` nodes through the shipped Top-K
+    predictor: :math:`4 B k (4 k + 7 \cdot 64)`."""
+    attention = TOPK_MAP_COPIES * TOPK_HEADS * k
+    return 4 * batch * k * (attention + TOPK_ACTIVATION_COPIES * TOPK_CHANNELS)
+
+
+def _exact_block_bytes(num_nodes: int) -> int:
+    # The similarity block of the symmetric exact search, its group maxima
+    # and tests, and the padded copy of the last, narrower block if any (it
+    # is screened against the blocks before it; a single block is not).
+    side = min(num_nodes, max(256, math.isqrt(DEFAULT_BLOCK_NUMEL)))
+    last = num_nodes - side * ((num_nodes - 1) // side)
+    pad = -last % EXACT_GROUP
+    copy = 4 * side * (last + pad) if pad and num_nodes > side else 0
+    return int(EXACT_BLOCK_ENTRY * side * side) + copy
 
 
 def _mean_links(k: int, mean_topk: float | None) -> float:
@@ -128,29 +152,33 @@ def estimate_memory(
     holds beyond its data (the libraries it imports after the check, what
     the allocator keeps of earlier stages; measured 140-230 MiB):
 
-    * ``knn`` (exact): :math:`2F + G + 2 \cdot 12 N (k+1) + 3 \cdot 4
-      \min(N, B)^2` (the normalised copy, the running lists of the
-      :math:`k+1` best and their sorted copy, :math:`B = 5792` the side of a
-      similarity block); the other backends hold :math:`N (k+1)` candidates,
-      52 bytes each (measured; sorted in row chunks), so ``faiss-hnsw`` needs
-      :math:`3F + G + 52 N (k+1) + 320 N` (the index holds a copy of the
-      vectors and :math:`2M = 64` int32 links per node), ``faiss`` and
-      ``faiss-ivf`` the same without the links, and ``pynndescent`` (the
-      default above 200,000 points) :math:`2F + G + 34 N (k+1)` (its heaps,
-      forest and candidates; measured at 1M points);
+    * ``knn`` (exact): :math:`2F + G + 2 \cdot 12 N (k+1) + 4.3 \min(N,
+      B)^2` (the normalised copy, the running lists of the :math:`k+1` best
+      and their sorted copy, :math:`B = 5792` the side of a similarity block,
+      with its group maxima; plus a padded copy of the last block when its
+      width is not a multiple of 16); the other backends hold :math:`N
+      (k+1)` candidates, 52 bytes each (measured; sorted in row chunks), so
+      ``faiss-hnsw`` needs :math:`3F + G + 52 N (k+1) + 320 N` (the index
+      holds a copy of the vectors and :math:`2M = 64` int32 links per node),
+      ``faiss`` and ``faiss-ivf`` the same without the links, and
+      ``pynndescent`` (the default above 200,000 points) :math:`2F + G + 34
+      N (k+1)` (its heaps, forest and candidates; measured at 1M points);
     * ``context``: :math:`F + G + 4Nk + J` (the set Jaccard of the lists);
-    * ``topk``: :math:`F + G + 4Nk + 8N + 4 \min(N, 4096) \, k \,
-      (4 k + 7 \cdot 64)` (one batch of 4096 nodes: a :math:`[B, 4, k, k]`
-      attention map and seven :math:`[B, k, 64]` activations; measured 891
-      MiB per batch at :math:`k = 80`, against 960 MiB here);
+    * ``topk``: :math:`F + G + 4Nk + 8N + 4 \min(N, 256) \, k \,
+      (4 k + 7 \cdot 64)` (one batch of 256 nodes,
+      :obj:`~torch_geometric_sdt.nn.models.TOPK_BATCH_SIZE`: a
+      :math:`[B, 4, k, k]` attention map and seven :math:`[B, k, 64]`
+      activations; measured 891 MiB per batch of 4096 at :math:`k = 80`,
+      against 960 MiB here);
     * ``jaccard``: :math:`F + G + 2 \cdot 4Nk + 8N + J`;
     * ``sdt``: node states (:math:`64 \cdot 4 \cdot 3` bytes per node) with
       either the encoder inputs (:math:`64 E` + :math:`4 N k` node
-      features) and one chunk of :math:`\min(N, 65536) \bar{K}` edges at
-      1600 bytes, or the band arrays (:math:`12 \cdot 12 N`) and one chunk of
-      :math:`\min(12 N, 2^{18})` pairs at 1800 bytes, on top of
-      :math:`F + G + 8Nk + 8N`;
-    * ``links_infomap``: :math:`F + G + 8Nk + 8N + 144 N + 44 \bar{K} N` (the
+      features) and one chunk of :math:`\min(N, 8192) \bar{K}` edges at
+      1600 bytes, or the scored pairs (:math:`P = \min(\bar{K} + 10, k - 1)
+      N` of 12 bytes: every Top-K pair for the veto and the 10 ranks beyond)
+      and one chunk of :math:`\min(P, 2^{15})` pairs at 1800 bytes, on top
+      of :math:`F + G + 8Nk + 8N`;
+    * ``links_infomap``: :math:`F + G + 8Nk + 8N + 12 P + 44 \bar{K} N` (the
       links) :math:`+ 190 \bar{K} N + 600 N` (Infomap's own graph, measured
       at 100K nodes);
     * ``metrics``: :math:`F + G + 64 N`.
@@ -162,10 +190,10 @@ def estimate_memory(
     the shipped model (64 channels, 4 heads); the features are counted even
     when they are memory-mapped. For the 5.21M faces of the MS-Celeb-1M test
     set (:math:`D = 256`, :math:`k = 80`, ``pynndescent``) the peak is the
-    links and Infomap stage, 39 GiB; the kNN stage needs 28 GiB (42 GiB with
-    ``faiss-hnsw``) and the others 10-26 GiB. At 1M synthetic faces the model
-    gave 7.7 GiB for a measured 5.8 GiB peak (``benchmarks/scale.py``): it
-    errs on the safe side.
+    links and Infomap stage, 40 GiB; the kNN stage needs 28 GiB (42 GiB with
+    ``faiss-hnsw``) and the others 10-25 GiB. At 1M synthetic faces the model
+    gave 7.9 GiB (7.1 GiB at the measured Top-K) for a measured 5.4 GiB peak
+    (``benchmarks/scale.py``): it errs on the safe side.
 
     Args:
         num_nodes (int): :math:`N`.
@@ -201,8 +229,7 @@ def estimate_memory(
     graph = KNN_ENTRY * nk
     scratch = JACCARD_ENTRY * nk + n * (JACCARD_NODE + JACCARD_THREAD_NODE * threads)
     if backend == 'exact':
-        side = min(n, max(256, math.isqrt(DEFAULT_BLOCK_NUMEL)))
-        search = 2 * KNN_ENTRY * n * (k + 1) + EXACT_BLOCK_COPIES * 4 * side * side
+        search = 2 * KNN_ENTRY * n * (k + 1) + _exact_block_bytes(n)
     elif backend == 'pynndescent':
         search = NNDESCENT_ENTRY * n * (k + 1)
     else:  # faiss: the index keeps its own copy of the vectors
@@ -215,20 +242,18 @@ def estimate_memory(
     if method == 'sdt':
         shared = 4 * nk
         out['context'] = feat + graph + shared + scratch
-        batch = 4 * min(n, TOPK_BATCH) * k
-        batch *= (
-            TOPK_MAP_COPIES * TOPK_HEADS * k + TOPK_ACTIVATION_COPIES * TOPK_CHANNELS
-        )
+        batch = topk_batch_bytes(min(n, TOPK_BATCH_SIZE), k)
         out['topk'] = feat + graph + shared + 8 * n + batch
         out['jaccard'] = feat + graph + 2 * shared + 8 * n + scratch
         kept = feat + graph + 2 * shared + 8 * n + 4 * HIDDEN * STATE_COPIES * n
         encode = (
             SUBGRAPH_EDGE * edges
             + 4 * nk
-            + ENCODER_EDGE * int(kbar * min(n, ENCODER_CHUNK))
+            + ENCODER_EDGE * int(kbar * min(n, NODE_CHUNK_SIZE))
         )
-        band = BAND_PAIR * BAND_PAIRS * n
-        score = band + BAND_CHUNK_PAIR * min(BAND_PAIRS * n, BAND_CHUNK)
+        pairs = int(min(kbar + BAND_ABOVE, k - 1) * n)
+        band = BAND_PAIR * pairs
+        score = band + BAND_CHUNK_PAIR * min(pairs, BAND_CHUNK_SIZE)
         out['sdt'] = kept + max(encode, score)
         out['links_infomap'] = (
             feat + graph + 2 * shared + 8 * n + band + links + infomap
@@ -423,4 +448,4 @@ def check_memory(
     )
 
 
-__all__ = ['estimate_memory', 'check_memory', 'available_memory']
+__all__ = ['estimate_memory', 'check_memory', 'available_memory', 'topk_batch_bytes']

@@ -93,6 +93,33 @@ def test_encoder_inference_equals_forward(differential, num_experts):
     assert (float(aux) > 0) == (num_experts > 0)
 
 
+def test_encoder_inference_reads_only_each_chunks_sources(monkeypatch):
+    # Every chunk gets the states of its own edges' sources only, never all N
+    # (which made chunked inference O(N) per chunk).
+    torch.manual_seed(0)
+    num_nodes, k = 60, 4
+    edge_index, rank, _ = _knn_edges(num_nodes, k, seed=2)
+    enc = SDTEncoder(5, 8, num_layers=1, heads=2, edge_dim=None).eval()
+    block = enc.blocks[0]
+    seen = []
+    forward = block.forward
+
+    def spy(h, sub, *args, **kwargs):
+        seen.append((h[0].size(0), int(sub[0].max()) + 1, sub.size(1)))
+        return forward(h, sub, *args, **kwargs)
+
+    monkeypatch.setattr(block, 'forward', spy)
+    x = torch.randn(num_nodes, 5)
+    with torch.no_grad():
+        full, _ = enc(x, edge_index, None, None, rank)
+        seen.clear()  # the full forward reads every node
+        chunked = enc.inference(x, edge_index, None, None, rank, chunk_size=6)
+    torch.testing.assert_close(full, chunked, atol=1e-5, rtol=1e-5)
+    assert len(seen) == 10
+    for num_src, used, num_edges in seen:
+        assert num_src == used <= num_edges < num_nodes
+
+
 def test_encoder_gradients_and_reset():
     torch.manual_seed(0)
     edge_index, rank, _ = _knn_edges(10, 4)

@@ -508,3 +508,32 @@ def test_shipped_model_flags_data_unlike_its_training():
         warnings.simplefilter('error')
         _, details = model.cluster(x, return_details=True)
     assert details['diagnostics']['full_share'] > 0.5
+
+
+def test_chunk_sizes_never_change_the_output():
+    from torch_geometric_sdt.nn.models import (
+        BAND_CHUNK_SIZE,
+        NODE_CHUNK_SIZE,
+        TOPK_BATCH_SIZE,
+    )
+    from torch_geometric_sdt.pretrained import default_model_path
+
+    model = SDTClusterer.load(default_model_path())
+    x, _ = synthetic_faces(700, dim=32, seed=4)
+    ctx = model.context(x)
+    topk = model.predict_topk(ctx)
+    jac = model.jaccard(ctx, topk)
+    h = model.node_states(ctx, topk, jac)
+    pos, prob = model.score_band(ctx, topk, jac, h)
+    # Batches and chunks smaller than the data, uneven, and the defaults:
+    assert TOPK_BATCH_SIZE < 700 and BAND_CHUNK_SIZE < prob.numel() * 8
+    assert torch.equal(model.predict_topk(ctx, batch_size=97), topk)
+    assert torch.equal(model.predict_topk(ctx, batch_size=4096), topk)
+    assert NODE_CHUNK_SIZE >= 700
+    assert torch.equal(model.node_states(ctx, topk, jac, chunk_size=61), h)
+    # Version 0.1's chunk (every pair at once here) gives the same bits; an
+    # odd chunk may round differently in the matrix products, by an ulp.
+    pos2, prob2 = model.score_band(ctx, topk, jac, h, chunk_size=1 << 18)
+    assert torch.equal(pos2, pos) and torch.equal(prob2, prob)
+    _, prob3 = model.score_band(ctx, topk, jac, h, chunk_size=333)
+    torch.testing.assert_close(prob3, prob, rtol=0, atol=1e-6)

@@ -1,6 +1,12 @@
 from .knn_context import KNNContext
 from .sdt import EdgeHead, FeedForward, MoEFeedForward, SDTBlock, SDTEncoder
-from .sdt_clusterer import SDTClusterer, choose_eta
+from .sdt_clusterer import (
+    BAND_CHUNK_SIZE,
+    NODE_CHUNK_SIZE,
+    TOPK_BATCH_SIZE,
+    SDTClusterer,
+    choose_eta,
+)
 from .topk_predictor import TopKPredictor
 
 __all__ = [
@@ -13,4 +19,7 @@ __all__ = [
     'KNNContext',
     'SDTClusterer',
     'choose_eta',
+    'TOPK_BATCH_SIZE',
+    'NODE_CHUNK_SIZE',
+    'BAND_CHUNK_SIZE',
 ]
