@@ -16,15 +16,20 @@ Writes benchmarks/results/knn.{md,json} (``--quick``: a temporary folder,
 see :func:`benchmarks.common.results_dir`).
 
 ``--sweep N`` (``--render`` redraws the table of a recorded sweep) instead
-measures recall against time over a grid of the
+measures recall@10 and recall@k against time over a grid of the
 approximate backends' parameters at one size (:obj:`SWEEP`).
 Recall is measured on ``--queries`` random rows against their exact
-neighbours, so the sweep runs at 1M points without an exact 1M graph. It writes
-benchmarks/results/knn_sweep_<N>.{md,json}.
+neighbours, so the sweep runs at 1M points without an exact 1M graph. With
+``--e2e`` every graph is also clustered (the shipped SDT and ``infomap-knn``)
+and scored against the identities: the far end of an 80-NN list is nearly
+equidistant noise, so recall@k alone does not say what a setting costs the
+clustering. It writes benchmarks/results/knn_sweep_<N>.{md,json}
+(``--e2e``: ``knn_sweep_<N>_e2e``).
 
     python -m benchmarks.knn
     python -m benchmarks.knn --quick
     python -m benchmarks.knn --sweep 100000
+    python -m benchmarks.knn --sweep 100000 --e2e
 """
 
 from __future__ import annotations
@@ -40,9 +45,13 @@ import torch
 from torch import Tensor
 
 from benchmarks.common import results_dir, write_results
+from torch_geometric_sdt.baselines import cluster_knn
 from torch_geometric_sdt.datasets import synthetic_faces
+from torch_geometric_sdt.metrics import evaluate
 from torch_geometric_sdt.nn import knn
-from torch_geometric_sdt.nn.knn import exact_knn
+from torch_geometric_sdt.nn.knn import AUTO_EXACT_MAX_NODES, exact_knn
+from torch_geometric_sdt.nn.models import SDTClusterer
+from torch_geometric_sdt.pretrained import default_model_path
 
 TARGET_RATIO = 1.5
 
@@ -59,11 +68,19 @@ SWEEP: list[tuple[str, dict[str, Any]]] = [
     ('faiss-ivf', {'nprobe': 256}),
     ('pynndescent', {}),
     ('pynndescent', {'n_iters': 6, 'max_candidates': 40}),
+    ('pynndescent', {'n_iters': 4, 'max_candidates': 30}),
+    ('pynndescent', {'n_iters': 3, 'max_candidates': 20}),
+    ('pynndescent', {'delta': 0.01}),
+    ('exact', {}),
 ]
+
+#: Ranks at which ``--sweep`` measures recall besides :math:`k`.
+RECALL_RANKS = (10,)
 
 
 def recall_at_k(index: Tensor, ref: Tensor, chunk: int = 4096) -> float:
-    r"""Share of the exact neighbour ids that :obj:`index` also lists."""
+    r"""Share of the exact neighbour ids that :obj:`index` also lists (give
+    both cut to the same rank :math:`r` for recall@r)."""
     hits = 0
     for r0 in range(0, ref.size(0), chunk):
         a, b = index[r0 : r0 + chunk], ref[r0 : r0 + chunk]
@@ -129,10 +146,19 @@ def sweep(
     k: int,
     queries: int,
     only: list[str] | None,
+    e2e: bool = False,
+    threshold: float = 0.7,
 ) -> dict[str, Any]:
-    r"""Recall@k (on :obj:`queries` random rows) and time of
-    every :obj:`SWEEP` entry at one size."""
-    x, _ = synthetic_faces(num_nodes, dim, seed=0)
+    r"""Recall@10 and recall@k (on :obj:`queries` random rows) and time of
+    every :obj:`SWEEP` entry at one size; with :obj:`e2e`, also the
+    end-to-end quality of the shipped SDT and of ``infomap-knn`` (cosine
+    :obj:`threshold`) clustered on each graph. The exact entry runs only up to
+    :obj:`~torch_geometric_sdt.nn.knn.AUTO_EXACT_MAX_NODES` points unless
+    :obj:`only` names it."""
+    model = SDTClusterer.load(default_model_path()) if e2e else None
+    if model is not None and model.k != k:
+        raise ValueError(f"--e2e needs the shipped model's k = {model.k} (got {k})")
+    x, y = synthetic_faces(num_nodes, dim, seed=0)
     x = x.to(torch.float32).contiguous()
     gen = torch.Generator().manual_seed(0)
     rows = torch.randperm(num_nodes, generator=gen)[: min(queries, num_nodes)]
@@ -143,6 +169,8 @@ def sweep(
         'k': k,
         'queries': int(rows.numel()),
         'reference_s': t,
+        'e2e': e2e,
+        'threshold': threshold,
         'runs': [],
     }
     if any(b == 'pynndescent' for b, _ in SWEEP):
@@ -151,19 +179,44 @@ def sweep(
             lambda: knn(small, k, backend='pynndescent')
         )[0]
     for backend, options in SWEEP:
-        if only and backend not in only and label(backend, options) not in only:
+        name = label(backend, options)
+        if only and backend not in only and name not in only:
+            continue
+        if backend == 'exact' and num_nodes > AUTO_EXACT_MAX_NODES and not only:
             continue
         seconds, graph = timed(lambda b=backend, o=options: knn(x, k, backend=b, **o))
-        run = {
+        run: dict[str, Any] = {
             'backend': backend,
             'options': options,
             'seconds': seconds,
             'recall': recall_at_k(graph.index[rows], ref),
         }
+        for r in RECALL_RANKS:
+            run[f'recall@{r}'] = recall_at_k(graph.index[rows, :r], ref[:, :r])
+        if model is not None:
+            run.update(end_to_end(model, x, y, graph, threshold))
         out['runs'].append(run)
         print(json.dumps(run), flush=True)
         del graph
     return out
+
+
+def end_to_end(
+    model: SDTClusterer, x: Tensor, y: Tensor, graph: Any, threshold: float
+) -> dict:
+    r"""Pairwise and BCubed F of the shipped SDT and of ``infomap-knn`` at the
+    cosine :obj:`threshold` on one kNN :obj:`graph`, and the SDT's
+    seconds."""
+    seconds, pred = timed(lambda: model.cluster(x, graph=graph))
+    sdt = evaluate(pred, y)
+    base = evaluate(cluster_knn(graph, threshold=threshold), y)
+    return {
+        'sdt_seconds': seconds,
+        'sdt_pairwise_f': sdt['pairwise_fscore'],
+        'sdt_bcubed_f': sdt['bcubed_fscore'],
+        'infomap_knn_pairwise_f': base['pairwise_fscore'],
+        'infomap_knn_bcubed_f': base['bcubed_fscore'],
+    }
 
 
 def label(backend: str, options: dict[str, Any]) -> str:
@@ -182,34 +235,60 @@ def write_sweep(res: dict[str, Any], out: Any) -> None:
     if base:
         base_label = label(base['backend'], base['options'])
         base_label += '' if base['options'] else ' default'
+    e2e = res.get('e2e', False)
+    ranks = [r for r in RECALL_RANKS if any(f'recall@{r}' in run for run in runs)]
     lines = [
         f'Data: synthetic_faces({res["num_nodes"]}, {res["dim"]}, seed=0), '
-        f'k={res["k"]} (self included), cosine. Recall@k on '
+        f'k={res["k"]} (self included), cosine. Recall on '
         f'{res["queries"]} random rows against their exact neighbours '
         f'(reference: {res["reference_s"]:.1f} s). One run per setting, all in '
         'one process; time is index build plus search of every row, and the '
         f'ratio is against `{base_label}` in the same run. "default" marks a '
         "backend's default options.",
         '',
-        f'| backend | options | time (s) | time / {base_label} | recall@k |',
-        '|---|---|---|---|---|',
     ]
+    if e2e:
+        lines += [
+            'End to end: the shipped SDT (no tuning) and `infomap-knn` at '
+            f'cosine threshold {res.get("threshold", 0.7)} (as in '
+            '`benchmarks/scale.py`), each clustering the graph of that row; '
+            'pairwise F / BCubed F against the identities.',
+            '',
+        ]
+    head = ['backend', 'options', 'time (s)', f'time / {base_label}']
+    head += [f'recall@{r}' for r in ranks] + ['recall@k']
+    if e2e:
+        head += ['SDT pairwise F', 'SDT BCubed F', 'infomap-knn pairwise F']
+        head += ['infomap-knn BCubed F']
+    lines += ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
     for r in runs:
         opts = ', '.join(f'{k}={v}' for k, v in r['options'].items()) or 'default'
         ratio = r['seconds'] / base['seconds'] if base else float('nan')
-        lines.append(
-            f'| {r["backend"]} | {opts} | {r["seconds"]:.1f} | {ratio:.2f} | '
-            f'{r["recall"]:.4f} |'
-        )
+        cells = [r['backend'], opts, f'{r["seconds"]:.1f}', f'{ratio:.2f}']
+        cells += [f'{r.get(f"recall@{k}", float("nan")):.4f}' for k in ranks]
+        cells.append(f'{r["recall"]:.4f}')
+        if e2e:
+            cells += [
+                f'{r[key]:.4f}'
+                for key in (
+                    'sdt_pairwise_f',
+                    'sdt_bcubed_f',
+                    'infomap_knn_pairwise_f',
+                    'infomap_knn_bcubed_f',
+                )
+            ]
+        lines.append('| ' + ' | '.join(cells) + ' |')
     if 'pynndescent_warmup_s' in res:
         lines += [
             '',
             f'pynndescent numba warm-up (2K points, not included): '
             f'{res["pynndescent_warmup_s"]:.1f} s.',
         ]
+    suffix = '_e2e' if e2e else ''
     write_results(
-        f'knn_sweep_{res["num_nodes"]}',
-        f'kNN parameter sweep at N = {res["num_nodes"]}: recall against time',
+        f'knn_sweep_{res["num_nodes"]}{suffix}',
+        f'kNN parameter sweep at N = {res["num_nodes"]}: recall, time and '
+        'end-to-end quality',
         res,
         lines,
         out=out,
@@ -236,6 +315,17 @@ def main() -> None:
     )
     parser.add_argument('--queries', type=int, default=2000)
     parser.add_argument(
+        '--e2e',
+        action='store_true',
+        help='with --sweep: also cluster every graph (shipped SDT, infomap-knn)',
+    )
+    parser.add_argument(
+        '--threshold',
+        type=float,
+        default=0.7,
+        help='infomap-knn cosine threshold for --e2e (0.7, as benchmarks/scale.py)',
+    )
+    parser.add_argument(
         '--render',
         default=None,
         metavar='JSON',
@@ -253,7 +343,15 @@ def main() -> None:
         write_sweep(json.loads(path.read_text()), path.parent)
         return
     if args.sweep is not None:
-        res = sweep(args.sweep, args.dim, args.k, args.queries, args.only)
+        res = sweep(
+            args.sweep,
+            args.dim,
+            args.k,
+            args.queries,
+            args.only,
+            args.e2e,
+            args.threshold,
+        )
         write_sweep(res, results_dir(args.quick, args.out))
         return
     sizes = args.sizes or ([2000, 5000] if args.quick else [10_000, 100_000])

@@ -79,7 +79,11 @@ def run_one(
     from torch_geometric_sdt.baselines import cluster_knn
     from torch_geometric_sdt.datasets import synthetic_faces
     from torch_geometric_sdt.metrics import evaluate
-    from torch_geometric_sdt.nn.knn import knn, resolve_backend
+    from torch_geometric_sdt.nn.knn import (
+        AUTO_NNDESCENT_OPTIONS,
+        knn,
+        resolve_backend,
+    )
     from torch_geometric_sdt.nn.models import SDTClusterer
     from torch_geometric_sdt.pretrained import default_model_path
     from torch_geometric_sdt.utils.infomap import cluster_links
@@ -97,6 +101,7 @@ def run_one(
         'dim': dim,
         'k': k,
         'knn_backend': backend,
+        'knn_options': AUTO_NNDESCENT_OPTIONS if backend == 'pynndescent' else {},
         'generate_s': generate_s,
         'base_rss': base_rss,
         'stages': {},
@@ -219,6 +224,14 @@ def markdown(rows: list[dict[str, Any]], summ: dict[str, Any]) -> list[str]:
         'seconds; memory: peak resident set above the level before the data '
         'was generated (so it includes the features), sampled every 5 ms.',
         '',
+        'Each size was run at: '
+        + '; '.join(
+            f'{r["num_nodes"]:,}: {r.get("date", "-")} (commit '
+            f'`{r.get("commit", "-")}`)'
+            for r in rows
+        )
+        + ' (`--merge` keeps recorded sizes that are not run again).',
+        '',
         '## Time per stage (s)',
         '',
         '| N | kNN backend | ' + ' | '.join(STAGES) + ' | SDT total | '
@@ -227,8 +240,10 @@ def markdown(rows: list[dict[str, Any]], summ: dict[str, Any]) -> list[str]:
     ]
     for r in rows:
         cells = ' | '.join(f'{r["stages"][s]["seconds"]:.2f}' for s in STAGES)
+        opts = ', '.join(f'{k}={v}' for k, v in r.get('knn_options', {}).items())
+        backend = f'{r["knn_backend"]} ({opts})' if opts else r['knn_backend']
         lines.append(
-            f'| {r["num_nodes"]:,} | {r["knn_backend"]} | {cells} | '
+            f'| {r["num_nodes"]:,} | {backend} | {cells} | '
             f'{r["sdt_total_s"]:.2f} | {r["dominant_stage"]} | '
             f'{r["baseline"]["seconds"]:.2f} |'
         )

@@ -167,8 +167,10 @@ def test_knn_sweep_selects_entries_and_renders_ratios(tmp_path):
     # No NN-descent run: the ratio is against the first row.
     assert '| faiss-hnsw | M=16, ef_construction=40, ef_search=128 |' in md
     assert 'time / faiss-hnsw M=16' in md
-    first = md.splitlines()[md.splitlines().index('|---|---|---|---|---|') + 1]
+    assert '| recall@10 | recall@k |' in md and 'SDT pairwise F' not in md
+    first = md.splitlines()[md.splitlines().index('|' + '---|' * 6) + 1]
     assert first.split('|')[4].strip() == '1.00'
+    assert all(0.0 <= r['recall@10'] <= 1.0 for r in runs)
     # --render redraws the table from the JSON with the recorded provenance:
     doc = json.loads((tmp_path / 'knn_sweep_3000.json').read_text())
     subprocess.run(
@@ -186,6 +188,25 @@ def test_knn_sweep_selects_entries_and_renders_ratios(tmp_path):
     )
     assert (tmp_path / 'knn_sweep_3000.md').read_text() == md
     assert json.loads((tmp_path / 'knn_sweep_3000.json').read_text()) == doc
+
+
+def test_knn_sweep_end_to_end_clusters_every_graph(tmp_path):
+    from benchmarks.knn import sweep, write_sweep
+
+    with pytest.raises(ValueError, match='k = 80'):
+        sweep(500, 16, 10, 50, only=['exact'], e2e=True)
+    res = sweep(1500, 16, 80, 100, only=['exact'], e2e=True)
+    (run,) = res['runs']
+    # The exact graph recalls itself; the clusterings are scored.
+    assert run['recall'] == run['recall@10'] == 1.0
+    for key in ('sdt_pairwise_f', 'sdt_bcubed_f', 'infomap_knn_pairwise_f'):
+        assert 0.0 < run[key] <= 1.0
+    assert run['sdt_seconds'] > 0
+    write_sweep(res, tmp_path)
+    md = (tmp_path / 'knn_sweep_1500_e2e.md').read_text()
+    assert '| SDT pairwise F | SDT BCubed F | infomap-knn pairwise F |' in md
+    row = next(line for line in md.splitlines() if line.startswith('| exact |'))
+    assert f'{run["sdt_pairwise_f"]:.4f}' in row
 
 
 def test_sdt_draws_summary_counts_lost_draws():
@@ -485,3 +506,16 @@ def test_regime_ablation_scores_every_column_veto_on_and_off():
     assert out['Top-K Jaccard only (oracle Top-K)']['pairwise_fscore'] > 0.9
     veto, kept = out['SDT (shipped)'], out['SDT (shipped, no veto)']
     assert veto['bcubed_fscore'] != kept['bcubed_fscore']
+
+
+def test_chunk_sizes_times_both_settings_with_the_same_output():
+    from benchmarks.chunk_sizes import CURRENT, PREVIOUS, markdown, run
+
+    res = run(1200, 1)
+    assert [r['stage'] for r in res['rows']] == list(CURRENT)
+    for r in res['rows']:
+        assert r['previous_size'] == PREVIOUS[r['stage']]
+        assert r['current_size'] == CURRENT[r['stage']]
+        assert r['speedup'] == r['previous_s'] / r['current_s'] > 0
+    md = '\n'.join(markdown(res))
+    assert '| topk | 4,096 | 256 |' in md

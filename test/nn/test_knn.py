@@ -350,6 +350,33 @@ def test_pynndescent(metric: str) -> None:
         knn(x, 5, backend='pynndescent', metric='cosine', n_neighbors=4)
 
 
+def test_auto_runs_nndescent_with_its_own_options(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from torch_geometric_sdt.nn.knn import AUTO_NNDESCENT_OPTIONS, api
+
+    seen: list[dict] = []
+
+    def spy(x, k, metric, kwargs):  # what pynndescent would be given
+        seen.append(dict(kwargs))
+        return exact_knn(x, k + 1, metric)
+
+    monkeypatch.setattr(api, 'nndescent_search', spy)
+    monkeypatch.setattr(api, 'AUTO_EXACT_MAX_NODES', 100)
+    x = clustered(300, 8, 10)
+    ref = knn(x, 6, backend='exact')
+    out = knn(x, 6, backend='auto')
+    assert torch.equal(out.index, ref.index)
+    knn(x, 6, backend='auto', n_iters=2)
+    knn(x, 6, backend='pynndescent')
+    assert seen == [
+        AUTO_NNDESCENT_OPTIONS,
+        {**AUTO_NNDESCENT_OPTIONS, 'n_iters': 2},  # the caller's option wins
+        {},  # pynndescent's own defaults
+    ]
+    assert AUTO_NNDESCENT_OPTIONS == {'n_iters': 4, 'max_candidates': 30}
+
+
 @withPackage('pynndescent')
 def test_stop_request_during_nndescent_is_held_back_then_raised(
     monkeypatch: pytest.MonkeyPatch,

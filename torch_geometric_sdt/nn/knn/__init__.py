@@ -28,6 +28,10 @@ from .exact import DEFAULT_BLOCK_NUMEL, DEFAULT_COL_CHUNK_SIZE, exact_knn
 BACKENDS = api.BACKENDS
 #: :obj:`backend='auto'` uses the exact backend up to this many points.
 AUTO_EXACT_MAX_NODES = api.AUTO_EXACT_MAX_NODES
+#: The :class:`pynndescent.NNDescent` options of :obj:`backend='auto'` above
+#: :obj:`AUTO_EXACT_MAX_NODES` points, chosen by end-to-end clustering
+#: quality and time (``benchmarks/knn.py --sweep 100000 --e2e``).
+AUTO_NNDESCENT_OPTIONS = api.AUTO_NNDESCENT_OPTIONS
 
 __all__ = [
     'KNN',
@@ -35,6 +39,7 @@ __all__ = [
     'knn_graph',
     'BACKENDS',
     'AUTO_EXACT_MAX_NODES',
+    'AUTO_NNDESCENT_OPTIONS',
     'METRICS',
     'resolve_backend',
     'exact_knn',
