@@ -276,14 +276,14 @@ def test_cli_refuses_20k_sdt_under_ulimit_v(tmp_path):
 
 
 def test_exact_estimate_counts_the_padded_last_block():
-    from torch_geometric_sdt.memory import EXACT_GROUP, _exact_block_bytes
-    from torch_geometric_sdt.nn.knn import DEFAULT_BLOCK_NUMEL
+    from torch_geometric_sdt.memory import _exact_block_bytes
+    from torch_geometric_sdt.nn.knn import DEFAULT_BLOCK_NUMEL, SCREEN_GROUP
 
     side = math.isqrt(DEFAULT_BLOCK_NUMEL)
     block = _exact_block_bytes(side)
     # A last block of a multiple of 16 columns needs no padded copy; one of
     # 17 columns is copied, padded to 32.
-    assert _exact_block_bytes(side + EXACT_GROUP) == block
+    assert _exact_block_bytes(side + SCREEN_GROUP) == block
     assert _exact_block_bytes(side + 17) == block + 4 * side * 32
     # Below one block the block is N x N:
     assert _exact_block_bytes(1000) == int((4 + 5 / 16) * 1000 * 1000)

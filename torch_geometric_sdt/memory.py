@@ -17,9 +17,15 @@ from pathlib import Path
 import torch
 
 from torch_geometric_sdt.defaults import DEFAULT_K, METHODS
-from torch_geometric_sdt.nn.knn import BACKENDS, DEFAULT_BLOCK_NUMEL, resolve_backend
+from torch_geometric_sdt.nn.knn import (
+    BACKENDS,
+    DEFAULT_BLOCK_NUMEL,
+    SCREEN_GROUP,
+    resolve_backend,
+)
 from torch_geometric_sdt.nn.models import (
     BAND_CHUNK_SIZE,
+    DEFAULT_BAND,
     NODE_CHUNK_SIZE,
     TOPK_BATCH_SIZE,
 )
@@ -27,11 +33,11 @@ from torch_geometric_sdt.nn.models import (
 # Bytes of one kNN entry: an int64 id and a float32 similarity.
 KNN_ENTRY = 8 + 4
 # Exact kNN (cosine, symmetric): the [B, B] float32 similarity block and, per
-# group of 16 entries, its float32 maximum and boolean test (5 / 16 bytes per
-# entry), B = sqrt(nn.knn.DEFAULT_BLOCK_NUMEL); a block whose width is not a
-# multiple of 16 (only the last one) is also copied, padded to one.
-EXACT_BLOCK_ENTRY = 4 + 5 / 16
-EXACT_GROUP = 16
+# group of nn.knn.SCREEN_GROUP = 16 entries, its float32 maximum and boolean
+# test (5 / 16 bytes per entry), B = sqrt(nn.knn.DEFAULT_BLOCK_NUMEL); a block
+# whose width is not a multiple of 16 (only the last one) is also copied,
+# padded to one.
+EXACT_BLOCK_ENTRY = 4 + 5 / SCREEN_GROUP
 # faiss HNSW (M = 32): level-0 links (2 M int32) and upper levels, per node.
 HNSW_NODE = 2 * 32 * 4 + 64
 # Approximate and faiss backends: the [N, k + 1] candidate ids and distances
@@ -74,9 +80,9 @@ SUBGRAPH_EDGE = 16 + 16 + 8 + 8 + 16
 HIDDEN = 64
 STATE_COPIES = 3
 # Band scoring: the scored pairs of a node are its Top-K pairs (the veto) and
-# the b+ = 10 ranks beyond (int64 position and float32 probability), at most
-# k - 1; BAND_CHUNK_SIZE pairs scored per chunk, ~1.7 KB each.
-BAND_ABOVE = 10
+# the b+ ranks beyond (DEFAULT_BAND[1] = 10; int64 position and float32
+# probability), at most k - 1; BAND_CHUNK_SIZE pairs scored per chunk, ~1.7 KB
+# each.
 BAND_PAIR = 8 + 4
 BAND_CHUNK_PAIR = 1800
 # Final links: int64 pair, float32 weight, the int64 position and the
@@ -111,7 +117,7 @@ def _exact_block_bytes(num_nodes: int) -> int:
     # is screened against the blocks before it; a single block is not).
     side = min(num_nodes, max(256, math.isqrt(DEFAULT_BLOCK_NUMEL)))
     last = num_nodes - side * ((num_nodes - 1) // side)
-    pad = -last % EXACT_GROUP
+    pad = -last % SCREEN_GROUP
     copy = 4 * side * (last + pad) if pad and num_nodes > side else 0
     return int(EXACT_BLOCK_ENTRY * side * side) + copy
 
@@ -251,7 +257,7 @@ def estimate_memory(
             + 4 * nk
             + ENCODER_EDGE * int(kbar * min(n, NODE_CHUNK_SIZE))
         )
-        pairs = int(min(kbar + BAND_ABOVE, k - 1) * n)
+        pairs = int(min(kbar + DEFAULT_BAND[1], k - 1) * n)
         band = BAND_PAIR * pairs
         score = band + BAND_CHUNK_PAIR * min(pairs, BAND_CHUNK_SIZE)
         out['sdt'] = kept + max(encode, score)

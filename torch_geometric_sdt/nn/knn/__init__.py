@@ -19,7 +19,7 @@ The faiss backends need the optional faiss
 
 from . import api
 from .api import KNN, METRICS, knn, knn_graph, resolve_backend
-from .exact import DEFAULT_BLOCK_NUMEL, DEFAULT_COL_CHUNK_SIZE, exact_knn
+from .exact import DEFAULT_BLOCK_NUMEL, DEFAULT_COL_CHUNK_SIZE, SCREEN_GROUP, exact_knn
 
 # Bound here, not imported, so that autodoc finds their doc comments under
 # `torch_geometric_sdt.nn.knn`:
@@ -45,4 +45,5 @@ __all__ = [
     'exact_knn',
     'DEFAULT_BLOCK_NUMEL',
     'DEFAULT_COL_CHUNK_SIZE',
+    'SCREEN_GROUP',
 ]

@@ -16,9 +16,9 @@ DEFAULT_COL_CHUNK_SIZE = 32_768
 #: Default number of elements of one similarity block (rows x columns).
 DEFAULT_BLOCK_NUMEL = 2**25
 
-# The symmetric exact search screens groups of this many consecutive
-# similarities by their maximum before testing single entries.
-_GROUP = 16
+#: The symmetric exact search screens groups of this many consecutive
+#: similarities by their maximum before testing single entries.
+SCREEN_GROUP = 16
 
 
 def exact_knn(
@@ -158,29 +158,29 @@ def exact_knn_symmetric(
     def offer(r0: int, block: Tensor, c0: int, transposed: bool) -> None:
         # Entries of `block` (or of its transpose, without materialising it)
         # beating their row's current (k+1)-th value join that row's
-        # candidates. Groups of _GROUP consecutive entries along the row are
+        # candidates. Groups of SCREEN_GROUP consecutive entries along the row are
         # screened by their maximum first, so the exact test runs on few.
         dim = 0 if transposed else 1
         length = block.size(dim)
         num_rows = block.size(1 - dim)
         thr = best_val[r0 : r0 + num_rows, -1]
-        pad = -length % _GROUP
+        pad = -length % SCREEN_GROUP
         padded = block
         if pad:
             spec = (0, 0, 0, pad) if transposed else (0, pad)
             padded = torch.nn.functional.pad(block, spec, value=-math.inf)
         if transposed:
-            groups = padded.view(-1, _GROUP, num_rows)
+            groups = padded.view(-1, SCREEN_GROUP, num_rows)
             grp, row = (groups.amax(dim=1) > thr.unsqueeze(0)).nonzero(as_tuple=True)
-            vals = groups[grp, :, row]  # [P, _GROUP]
+            vals = groups[grp, :, row]  # [P, SCREEN_GROUP]
         else:
-            groups = padded.view(num_rows, -1, _GROUP)
+            groups = padded.view(num_rows, -1, SCREEN_GROUP)
             row, grp = (groups.amax(dim=2) > thr.unsqueeze(1)).nonzero(as_tuple=True)
-            vals = groups[row, grp]  # [P, _GROUP]
+            vals = groups[row, grp]  # [P, SCREEN_GROUP]
         if row.numel() == 0:
             return
         p, t = (vals > thr[row].unsqueeze(1)).nonzero(as_tuple=True)
-        row, col, val = row[p], grp[p] * _GROUP + t, vals[p, t]
+        row, col, val = row[p], grp[p] * SCREEN_GROUP + t, vals[p, t]
         count = torch.bincount(row, minlength=num_rows)
         width = int(count.max())
         first = torch.cumsum(count, 0) - count

@@ -2,6 +2,7 @@ from .knn_context import KNNContext
 from .sdt import EdgeHead, FeedForward, MoEFeedForward, SDTBlock, SDTEncoder
 from .sdt_clusterer import (
     BAND_CHUNK_SIZE,
+    DEFAULT_BAND,
     NODE_CHUNK_SIZE,
     TOPK_BATCH_SIZE,
     SDTClusterer,
@@ -22,4 +23,5 @@ __all__ = [
     'TOPK_BATCH_SIZE',
     'NODE_CHUNK_SIZE',
     'BAND_CHUNK_SIZE',
+    'DEFAULT_BAND',
 ]

@@ -44,6 +44,9 @@ DEFAULT_ETA_GRID = tuple(round(0.05 * i, 2) for i in range(2, 20))
 #: Pairwise F-scores within this of the best count as equally good in
 #: :func:`choose_eta`.
 ETA_TOLERANCE = 1e-3
+#: The default band :math:`(b_-, b_+)` of ranks around each node's Top-K
+#: boundary that the SDT scores (and, with the veto, every Top-K pair).
+DEFAULT_BAND = (2, 10)
 #: Nodes per batch of :meth:`SDTClusterer.predict_topk`. A batch's
 #: activations (:math:`256 \times 80` tokens of 64 channels, 5 MiB each)
 #: stay in the CPU caches: about 1.9x faster than batches of 4096 on two
@@ -181,7 +184,7 @@ class SDTClusterer(torch.nn.Module):
         predictor: str = 'transformer',
         predictor_channels: int = 64,
         predictor_layers: int = 2,
-        band: tuple[int, int] | list[int] = (2, 10),
+        band: tuple[int, int] | list[int] = DEFAULT_BAND,
         veto: bool = True,
         eta: float = 0.5,
         theta: float = 0.0,
