@@ -27,6 +27,7 @@ LAYERS = {
     f'{PACKAGE}.memory': 4,
     f'{PACKAGE}.datasets': 4,
     f'{PACKAGE}.io': 4,
+    f'{PACKAGE}.index': 4,
     f'{PACKAGE}.nn.models': 3,
     f'{PACKAGE}.baselines': 3,
     f'{PACKAGE}.nn': 2,

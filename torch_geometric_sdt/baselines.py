@@ -27,6 +27,10 @@ from torch_geometric_sdt.nn.knn import KNN
 from torch_geometric_sdt.utils.infomap import cluster_links
 from torch_geometric_sdt.utils.topk_jaccard import topk_jaccard
 
+#: The reference thresholds of the baselines (see :func:`infomap_knn` and
+#: :func:`fc_es`).
+DEFAULT_THRESHOLDS: dict[str, float] = {'infomap-knn': 0.58, 'fc-es': 0.22}
+
 
 def _check_knn(knn: KNN) -> tuple[Tensor, Tensor]:
     index, sim = knn
@@ -65,21 +69,42 @@ def _check_unit(name: str, value: float) -> float:
     return value
 
 
+def early_stop_mask(
+    index: Tensor,
+    score: Tensor,
+    threshold: float,
+    nodes: Tensor | None = None,
+) -> Tensor:
+    r"""Which entries of a kNN list :func:`early_stop_links` links, as a
+    boolean :obj:`[B, k]` mask: row :math:`i` is scanned in its stored order,
+    entries that are :math:`i` itself are skipped, and the scan stops at the
+    first neighbour with :obj:`score[i, r] < threshold` (or padded with
+    :obj:`-1`). Vectorised as the prefix of each row where the pass mask
+    (self counting as a pass) has not yet failed, :math:`\mathrm{cummin}`
+    along the row.
+
+    Args:
+        index (torch.Tensor): Neighbour ids :obj:`LongTensor[B, k]`.
+        score (torch.Tensor): Edge scores :obj:`Tensor[B, k]`.
+        threshold (float): The minimum score of a linked neighbour.
+        nodes (torch.Tensor, optional): The node of every row :obj:`[B]`
+            (default: rows :math:`0, \ldots, B - 1`).
+    """
+    if nodes is None:
+        nodes = torch.arange(index.size(0), device=index.device)
+    is_self = index == nodes.view(-1, 1)
+    passed = ((score >= threshold) & (index >= 0)) | is_self
+    return passed.to(torch.uint8).cummin(dim=1).values.bool() & ~is_self
+
+
 def early_stop_links(
     index: Tensor,
     score: Tensor,
     threshold: float,
     chunk_size: int = 1 << 16,
 ) -> tuple[Tensor, Tensor]:
-    r"""Early-stopped thresholding of a kNN list, vectorised.
-
-    Row :math:`i` is scanned in its stored order (decreasing similarity):
-    entries that are :math:`i` itself are skipped, neighbours :math:`j` with
-    :obj:`score[i, r] >= threshold` are linked :math:`i \to j`, and the scan
-    stops at the first neighbour below the threshold (or padded with
-    :obj:`-1`), even if later neighbours would pass. Vectorised as the prefix
-    of each row where the pass mask (self counting as a pass) has not yet
-    failed, :math:`\mathrm{cummin}` along the row.
+    r"""Early-stopped thresholding of a kNN list, vectorised: the links of
+    :func:`early_stop_mask`, in chunks of rows.
 
     Args:
         index (torch.Tensor): Neighbour ids :obj:`LongTensor[N, k]`.
@@ -98,10 +123,8 @@ def early_stop_links(
     for start in range(0, num_nodes, chunk_size):
         idx = index[start : start + chunk_size]
         val = score[start : start + chunk_size]
-        node = torch.arange(start, start + idx.size(0)).view(-1, 1)
-        is_self = idx == node
-        passed = ((val >= threshold) & (idx >= 0)) | is_self
-        keep = passed.to(torch.uint8).cummin(dim=1).values.bool() & ~is_self
+        nodes = torch.arange(start, start + idx.size(0))
+        keep = early_stop_mask(idx, val, threshold, nodes)
         row, col = keep.nonzero(as_tuple=True)
         sources.append(row + start)
         targets.append(idx[row, col])
@@ -114,7 +137,7 @@ def early_stop_links(
 
 def infomap_knn(
     knn: KNN,
-    threshold: float = 0.58,
+    threshold: float = DEFAULT_THRESHOLDS['infomap-knn'],
     *,
     seed: int = 123,
     num_trials: int = 1,
@@ -159,7 +182,7 @@ def infomap_knn(
 
 def fc_es(
     knn: KNN,
-    threshold: float = 0.22,
+    threshold: float = DEFAULT_THRESHOLDS['fc-es'],
     *,
     sigma: float = 0.5,
     seed: int = 123,
@@ -214,16 +237,8 @@ def fc_es(
     if not sigma > 0:
         raise ValueError(f"'sigma' must be positive (got {sigma})")
     index, sim = _check_knn(knn)
-    score = topk_jaccard(
-        index,
-        sim.clamp(0.0, 1.0),
-        transform='exp',
-        distance='sqeuclidean',
-        normalize='knn',
-        sigma=sigma,
-        progress=progress,
-    )
-    edge_index, weight = early_stop_links(index, score.clamp(0.0, 1.0), threshold)
+    score = nep_scores(index, sim, sigma, progress=progress)
+    edge_index, weight = early_stop_links(index, score, threshold)
     return cluster_links(
         edge_index,
         weight,
@@ -232,6 +247,22 @@ def fc_es(
         num_trials=num_trials,
         progress=progress,
     )
+
+
+def nep_scores(
+    index: Tensor, sim: Tensor, sigma: float = 0.5, progress: bool = False
+) -> Tensor:
+    r"""FC-ES's neighbour-based edge probability :math:`J_{ij}` of every
+    kNN edge, clipped to :math:`[0, 1]`, :obj:`[N, k]` (see :func:`fc_es`)."""
+    return topk_jaccard(
+        index,
+        sim.clamp(0.0, 1.0),
+        transform='exp',
+        distance='sqeuclidean',
+        normalize='knn',
+        sigma=sigma,
+        progress=progress,
+    ).clamp(0.0, 1.0)
 
 
 _DISPATCH = {'infomap-knn': infomap_knn, 'fc-es': fc_es}
@@ -310,10 +341,13 @@ def tune_threshold(
 
 
 __all__ = [
+    'DEFAULT_THRESHOLDS',
     'THRESHOLD_GRIDS',
     'tune_threshold',
     'cluster_knn',
     'infomap_knn',
     'fc_es',
     'early_stop_links',
+    'early_stop_mask',
+    'nep_scores',
 ]

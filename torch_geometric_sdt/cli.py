@@ -13,6 +13,8 @@ without ``--overwrite``; an interrupted run (Ctrl-C or ``SIGTERM``, exit status
     sdt cluster FEATURES -o pred.meta --method infomap-knn --threshold 0.6
     sdt evaluate pred.meta labels.meta
     sdt demo
+    sdt index create photos.sdtindex FEATURES --ids IDS
+    sdt index add photos.sdtindex NEW_FEATURES --ids NEW_IDS
 """
 
 from __future__ import annotations
@@ -188,6 +190,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument('--json', action='store_true', help='print JSON')
     _add_common(p)
 
+    _add_index_parser(sub)
+
     p = sub.add_parser(
         'demo', help='cluster generated demo faces with every method; print metrics'
     )
@@ -220,6 +224,51 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument('--json', action='store_true', help='print JSON')
     _add_common(p)
     return parser
+
+
+def _add_index_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        'index', help='a persistent index of clustered faces: add and remove faces'
+    )
+    isub = p.add_subparsers(dest='index_command', required=True)
+    q = isub.add_parser('create', help='cluster FEATURES into a new index DIR')
+    q.add_argument('dir', help='the index directory (must not exist, or be empty)')
+    q.add_argument('features', help='.npy, .npz or .bin features')
+    q.add_argument('--ids', default=None, help='one id per line (default: row numbers)')
+    q.add_argument('--method', default='sdt', choices=METHODS)
+    q.add_argument('--model', default=None, help='SDT checkpoint (default: shipped)')
+    q.add_argument(
+        '--threshold',
+        type=float,
+        default=None,
+        help='the method threshold (infomap-knn: cosine; fc-es: theta; sdt: eta)',
+    )
+    q.add_argument(
+        '-k', type=int, default=None, help="list length (sdt: the model's; else 80)"
+    )
+    q.add_argument('--backend', default='auto', choices=BACKENDS, help='kNN backend')
+    q.add_argument('--dim', type=int, default=None, help='feature dimension of a .bin')
+    q.add_argument('--infomap-seed', type=int, default=123, help='>= 1')
+    _add_common(q)
+    q = isub.add_parser('add', help='add the faces of FEATURES to the index DIR')
+    q.add_argument('dir')
+    q.add_argument('features', help='.npy, .npz or .bin features')
+    q.add_argument('--ids', default=None, help='one id per line (default: row numbers)')
+    q.add_argument('--dim', type=int, default=None, help='feature dimension of a .bin')
+    _add_common(q)
+    q = isub.add_parser('remove', help='remove the faces listed in IDS from DIR')
+    q.add_argument('dir')
+    q.add_argument('ids', help='a file of ids, one per line')
+    _add_common(q)
+    q = isub.add_parser('export', help='write id,cluster of every face as CSV')
+    q.add_argument('dir')
+    q.add_argument('-o', '--output', required=True, help='labels .csv')
+    q.add_argument('--overwrite', action='store_true')
+    _add_common(q)
+    q = isub.add_parser('info', help='print what the index holds')
+    q.add_argument('dir')
+    q.add_argument('--json', action='store_true', help='print JSON')
+    _add_common(q)
 
 
 def _format_metrics(metrics: dict[str, Any]) -> str:
@@ -541,12 +590,66 @@ def _print_demo_table(args: argparse.Namespace, cell: str, table: dict) -> None:
     )
 
 
+def _cmd_index(args: argparse.Namespace, rep: _Reporter) -> int:
+    from torch_geometric_sdt.index import ClusterIndex
+
+    action = args.index_command
+    if action == 'create':
+        check_infomap_options(args.infomap_seed, 1)
+        if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
+            raise ValueError(f'--threshold must lie in [0, 1] (got {args.threshold})')
+        with rep.stage('load features'):
+            x = io.load_features(args.features, dim=args.dim)
+            ids = None if args.ids is None else io.load_ids(args.ids, len(x))
+        with rep.stage(f'cluster ({args.method}) and create the index'):
+            index = ClusterIndex.create(
+                args.dir,
+                x,
+                ids,
+                args.method,
+                model=args.model if args.method == 'sdt' else None,
+                threshold=args.threshold,
+                k=args.k,
+                backend=args.backend,
+                seed=args.infomap_seed,
+                progress=not args.quiet,
+            )
+        index.close()
+    elif action == 'add':
+        with rep.stage('load features'):
+            x = io.load_features(args.features, dim=args.dim)
+            ids = None if args.ids is None else io.load_ids(args.ids, len(x))
+        with ClusterIndex.open(args.dir) as index, rep.stage('add'):
+            index.add(x, ids)
+    elif action == 'remove':
+        ids = io.load_ids(args.ids)
+        with ClusterIndex.open(args.dir) as index, rep.stage('remove'):
+            index.remove(ids)
+    elif action == 'export':
+        io.check_writable(args.output, overwrite=args.overwrite)
+        with ClusterIndex.open(args.dir, writable=False) as index:
+            io.save_id_labels(
+                args.output, index.ids(), index.labels(), overwrite=args.overwrite
+            )
+    else:
+        with ClusterIndex.open(args.dir, writable=False) as index:
+            info = index.info()
+        if args.json:
+            print(json.dumps(info, indent=2))
+        else:
+            width = max(len(key) for key in info)
+            for key, value in info.items():
+                print(f'{key:<{width}}  {value}')
+    return 0
+
+
 _COMMANDS = {
     'knn': _cmd_knn,
     'cluster': _cmd_cluster,
     'train': _cmd_train,
     'evaluate': _cmd_evaluate,
     'demo': _cmd_demo,
+    'index': _cmd_index,
 }
 
 

@@ -35,6 +35,7 @@ reads every row.
 
 from __future__ import annotations
 
+import csv
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -449,6 +450,52 @@ def save_labels(
     return path
 
 
+# Ids and id-labelled clusters ################################################
+
+
+def load_ids(path: PathLike, num_ids: int | None = None) -> list[str]:
+    r"""Reads item ids, one per line (UTF-8; surrounding whitespace is
+    stripped; blank lines are refused).
+
+    Args:
+        path (str or os.PathLike): The ids file.
+        num_ids (int, optional): The expected count. (default: :obj:`None`)
+    """
+    path = _existing(path)
+    try:
+        lines = path.read_text(encoding='utf-8').splitlines()
+    except UnicodeDecodeError as e:
+        raise ValueError(f'{path} is not UTF-8 text ({e.reason})') from None
+    ids = [line.strip() for line in lines]
+    for num, value in enumerate(ids, start=1):
+        if not value:
+            raise ValueError(f'{path}, line {num}: empty id')
+    if not ids:
+        raise ValueError(f'{path} holds no ids')
+    if num_ids is not None and len(ids) != num_ids:
+        raise ValueError(f'{path} holds {len(ids)} ids, expected {num_ids}')
+    return ids
+
+
+def save_id_labels(
+    path: PathLike, ids: Sequence[str], labels: ArrayLike, overwrite: bool = False
+) -> Path:
+    r"""Writes :obj:`id,cluster` rows with a header line, atomically (a
+    ``.csv`` file; ids quoted where CSV needs it)."""
+    path = Path(path)
+    _suffix(path, ('.csv',), 'labels')
+    check_writable(path, overwrite)
+    y = _to_numpy(labels, 'labels')
+    if y.ndim != 1 or y.shape[0] != len(ids):
+        raise ValueError(f'got {len(ids)} ids and labels of shape {tuple(y.shape)}')
+    with atomic_write(path, overwrite) as tmp:
+        with open(tmp, 'w', encoding='utf-8', newline='') as f:
+            writer = csv.writer(f, lineterminator='\n')
+            writer.writerow(['id', 'cluster'])
+            writer.writerows(zip(ids, y.tolist()))
+    return path
+
+
 # kNN lists ###################################################################
 
 
@@ -642,6 +689,8 @@ __all__ = [
     'save_features',
     'load_labels',
     'save_labels',
+    'load_ids',
+    'save_id_labels',
     'read_knn',
     'write_knn',
 ]

@@ -363,17 +363,22 @@ class SDTClusterer(torch.nn.Module):
         ctx: KNNContext,
         batch_size: int = TOPK_BATCH_SIZE,
         progress: bool = False,
+        nodes: Tensor | None = None,
     ) -> Tensor:
-        """Predicts :math:`K_i` for every node, :obj:`LongTensor[N]` (in
-        eval mode; the module's mode is left as it was).
+        """Predicts :math:`K_i` for every node, :obj:`LongTensor[N]`, or for
+        the given :obj:`nodes` only, :obj:`LongTensor[B]` (in eval mode; the
+        module's mode is left as it was). A node's prediction reads only its
+        own kNN list, so it does not depend on which other nodes are asked.
         """
-        out = torch.empty(ctx.num_nodes, dtype=torch.long)
-        starts = range(0, ctx.num_nodes, batch_size)
+        if nodes is None:
+            nodes = torch.arange(ctx.num_nodes)
+        out = torch.empty(nodes.numel(), dtype=torch.long)
+        starts = range(0, nodes.numel(), batch_size)
         with _evaluating(self):
             for lo in tqdm(starts, desc='Top-K', disable=not progress):
-                nodes = torch.arange(lo, min(ctx.num_nodes, lo + batch_size))
-                out[nodes] = TopKPredictor.predict(
-                    self.topk_predictor(*self.tokens(ctx, nodes))
+                batch = nodes[lo : lo + batch_size]
+                out[lo : lo + batch.numel()] = TopKPredictor.predict(
+                    self.topk_predictor(*self.tokens(ctx, batch))
                 )
         return out
 
@@ -403,19 +408,53 @@ class SDTClusterer(torch.nn.Module):
         topk: Tensor,
         jaccard: Tensor,
         chunk_size: int = NODE_CHUNK_SIZE,
+        nodes: Tensor | None = None,
     ) -> Tensor:
-        """SDT node states of every node, layer by layer in chunks (in eval
-        mode; the module's mode is left as it was).
+        r"""SDT node states of every node, :obj:`[N, H]`, layer by layer in
+        chunks (in eval mode; the module's mode is left as it was).
+
+        With :obj:`nodes` (sorted ids), the states of those nodes only,
+        :obj:`[B, H]`, computed on their receptive field: the state of node
+        :math:`i` after :math:`L` layers reads the Top-K edges :math:`j \to
+        i` within :math:`L` hops upstream of :math:`i`, so the encoder runs
+        on that closure alone and gives the same states as the full graph.
         """
-        nodes = torch.arange(ctx.num_nodes)
+        if nodes is None:
+            field = torch.arange(ctx.num_nodes)
+        else:
+            field = self.receptive_field(ctx, topk, nodes)
         edge_index, edge_attr, edge_rank, _ = self.subgraph_inputs(
-            ctx, nodes, topk, jaccard
+            ctx, field, topk, jaccard
         )
-        x = self.node_features(ctx, nodes, topk)
+        if nodes is not None:
+            # Relabel into the closure; edges from outside it feed only
+            # states of its outer ring, which no node asked for reads.
+            local = torch.full((ctx.num_nodes,), -1, dtype=torch.long)
+            local[field] = torch.arange(field.numel())
+            inside = local[edge_index[0]] >= 0
+            edge_index = local[edge_index[:, inside]]
+            edge_attr, edge_rank = edge_attr[inside], edge_rank[inside]
+        x = self.node_features(ctx, field, topk)
         with _evaluating(self):
-            return self.encoder.inference(
-                x, edge_index, edge_attr, topk, edge_rank, chunk_size=chunk_size
+            h = self.encoder.inference(
+                x, edge_index, edge_attr, topk[field], edge_rank, chunk_size=chunk_size
             )
+        if nodes is None:
+            return h
+        return h[torch.searchsorted(field, nodes)]
+
+    def receptive_field(self, ctx: KNNContext, topk: Tensor, nodes: Tensor) -> Tensor:
+        r"""The sorted nodes within :math:`L` (the encoder's layers) Top-K
+        hops upstream of :obj:`nodes`: :math:`U_0 = \mathrm{nodes}`,
+        :math:`U_{l+1} = U_l \cup \{j : j \in \mathcal{N}_i(K_i), i \in
+        U_l\}`.
+        """
+        inside = torch.zeros(ctx.num_nodes, dtype=torch.bool)
+        inside[nodes] = True
+        for _ in range(self.config['num_layers']):
+            pos = topk_positions(inside.nonzero().view(-1), topk, self.k)
+            inside[ctx.knn.index.view(-1)[pos]] = True
+        return inside.nonzero().view(-1)
 
     def scored_positions(self, topk: Tensor) -> Tensor:
         r"""Flat positions :math:`i k + r` of the pairs the edge head scores
@@ -465,6 +504,23 @@ class SDTClusterer(torch.nn.Module):
         r"""The final weighted links node :math:`\to` neighbour (see the class
         docstring): :obj:`(edge_index [2, M], weight [M])`.
         """
+        pos, weight = self.final_link_positions(
+            topk, jaccard, band_pos, band_prob, eta, theta
+        )
+        edge_index = torch.stack([pos // self.k, ctx.knn.index.view(-1)[pos]])
+        return edge_index, weight
+
+    def final_link_positions(
+        self,
+        topk: Tensor,
+        jaccard: Tensor,
+        band_pos: Tensor,
+        band_prob: Tensor,
+        eta: float | None = None,
+        theta: float | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        r"""The final links as flat kNN positions :math:`i k + r` and their
+        weights, :obj:`(pos [M], weight [M])` (see :meth:`final_links`)."""
         eta = self.config['eta'] if eta is None else eta
         theta = self.config['theta'] if theta is None else theta
         k = self.k
@@ -481,9 +537,7 @@ class SDTClusterer(torch.nn.Module):
         keep = (band_prob >= eta) & ~band_inside
         pos = torch.cat([pos_in, band_pos[keep]])
         weight = torch.cat([jaccard.view(-1)[pos_in], band_prob[keep]])
-        weight = weight.clamp(min=1e-6)
-        edge_index = torch.stack([pos // k, ctx.knn.index.view(-1)[pos]])
-        return edge_index, weight
+        return pos, weight.clamp(min=1e-6)
 
     @torch.no_grad()
     def cluster(

@@ -1,0 +1,99 @@
+import torch
+
+from torch_geometric_sdt.datasets import synthetic_faces
+from torch_geometric_sdt.index.graph import (
+    merge_candidates,
+    offer_reverse,
+    refill,
+    search,
+    search_both_ways,
+)
+from torch_geometric_sdt.nn.knn import knn
+
+
+def _data(n=400, seed=0):
+    x, _ = synthetic_faces(n, 32, seed=seed)
+    return x.float()
+
+
+def _recall(index, exact):
+    hits = sum(len(set(a.tolist()) & set(b.tolist())) for a, b in zip(index, exact))
+    return hits / exact.numel()
+
+
+def test_search_is_exact_among_live_rows():
+    x = _data()
+    alive = torch.arange(0, 400, 2)  # Every other row.
+    query = alive[:10]
+    index, sim = search(x, alive, query, 8)
+    ref = knn(x[alive], 8, backend='exact')
+    assert torch.equal(index, alive[ref.index[:10]])
+    assert torch.allclose(sim, ref.sim[:10])
+    assert torch.equal(index[:, 0], query)
+
+
+def test_merge_candidates_dedupes_and_keeps_self_first():
+    index = torch.tensor([[0, 1, 2]])
+    sim = torch.tensor([[1.0, 0.9, 0.5]])
+    cand = torch.tensor([[2, 3, -1, 0]])
+    cand_sim = torch.tensor([[0.5, 0.7, -torch.inf, 1.0]])
+    out, out_sim = merge_candidates(index, sim, torch.tensor([0]), cand, cand_sim)
+    assert out.tolist() == [[0, 1, 3]]
+    assert torch.allclose(out_sim, torch.tensor([[1.0, 0.9, 0.7]]))
+
+
+def test_additions_keep_the_graph_exact():
+    x = _data(500)
+    k = 10
+    old = knn(x[:450], k, backend='exact')
+    new_rows = torch.arange(450, 500)
+    alive = torch.ones(500, dtype=torch.bool)
+    new_index, new_sim, cand, cand_sim = search_both_ways(
+        x, torch.arange(500), new_rows, k, block_size=64
+    )
+    index = torch.cat([old.index, new_index])
+    sim = torch.cat([old.sim, new_sim])
+    changed = offer_reverse(index, sim, alive, cand, cand_sim)
+    exact = knn(x, k, backend='exact')
+    assert torch.equal(index, exact.index)
+    assert torch.allclose(sim, exact.sim, atol=1e-6)
+    # The rows reported changed are exactly those whose list changed.
+    moved = (exact.index[:450] != old.index).any(dim=1).nonzero().view(-1)
+    assert torch.equal(changed, moved)
+
+
+def test_refill_drops_removed_points():
+    x = _data(500)
+    k = 10
+    graph = knn(x, k, backend='exact')
+    index, sim = graph.index.clone(), graph.sim.clone()
+    dead = torch.zeros(500, dtype=torch.bool)
+    dead[::10] = True
+    changed = refill(x, index, sim, dead)
+    live = (~dead).nonzero().view(-1)
+    assert not bool(dead[index[live]].any())
+    assert bool(dead[graph.index[changed]].any(dim=1).all())
+    assert torch.equal(index[live, 0], live)
+    assert bool((sim[live, 1:-1] >= sim[live, 2:]).all())
+    # Similarities are the true cosines of the listed pairs.
+    true = (x[live].unsqueeze(1) * x[index[live]]).sum(-1)
+    assert torch.allclose(sim[live, 1:], true[:, 1:], atol=1e-5)
+    exact = knn(x[live], k, backend='exact')
+    assert _recall(index[live], live[exact.index]) > 0.97
+
+
+def test_refill_searches_lists_its_neighbours_cannot_fill():
+    # Two tight groups of 6: removing 2 points of a group leaves lists
+    # whose neighbours only know the group itself.
+    g = torch.Generator().manual_seed(0)
+    centres = torch.nn.functional.normalize(torch.randn(2, 16, generator=g), dim=1)
+    x = centres.repeat_interleave(6, 0) + 0.01 * torch.randn(12, 16, generator=g)
+    x = torch.nn.functional.normalize(x, dim=1)
+    graph = knn(x, 6, backend='exact')
+    index, sim = graph.index.clone(), graph.sim.clone()
+    dead = torch.zeros(12, dtype=torch.bool)
+    dead[[0, 1]] = True
+    refill(x, index, sim, dead)
+    live = (~dead).nonzero().view(-1)
+    exact = knn(x[live], 6, backend='exact')
+    assert torch.equal(index[live], live[exact.index])

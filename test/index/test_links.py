@@ -1,0 +1,104 @@
+import pytest
+import torch
+
+from torch_geometric_sdt.datasets import synthetic_faces
+from torch_geometric_sdt.index.graph import offer_reverse, search_both_ways
+from torch_geometric_sdt.index.links import EarlyStopLinker, SDTLinker
+from torch_geometric_sdt.nn.knn import KNN, knn
+from torch_geometric_sdt.nn.models import SDTClusterer
+from torch_geometric_sdt.pretrained import default_model_path
+
+
+@pytest.fixture(scope='module')
+def model():
+    return SDTClusterer.load(default_model_path())
+
+
+@pytest.fixture(scope='module')
+def grown():
+    """A graph of 700 faces and the same graph after 35 more were added."""
+    x, _ = synthetic_faces(735, 64, seed=3)
+    x = x.float()
+    old = knn(x[:700], 80, backend='exact')
+    new_rows = torch.arange(700, 735)
+    idx, sim, cand, cand_sim = search_both_ways(x, torch.arange(735), new_rows, 80)
+    index, sims = torch.cat([old.index, idx]), torch.cat([old.sim, sim])
+    changed = torch.zeros(735, dtype=torch.bool)
+    changed[new_rows] = True
+    changed[
+        offer_reverse(index, sims, torch.ones(735, dtype=torch.bool), cand, cand_sim)
+    ] = True
+    return x, old, KNN(index, sims), changed
+
+
+def test_node_states_of_some_nodes_equal_the_full_graph(model, grown):
+    x, old, _, _ = grown
+    linker = SDTLinker(model)
+    ctx = linker.context(x[:700], old)
+    topk = model.predict_topk(ctx)
+    jac = model.jaccard(ctx, topk)
+    full = model.node_states(ctx, topk, jac)
+    nodes = torch.tensor([0, 5, 17, 300, 699])
+    part = model.node_states(ctx, topk, jac, nodes=nodes)
+    assert torch.allclose(part, full[nodes], atol=1e-5)
+    field = model.receptive_field(ctx, topk, nodes)
+    assert field.numel() < 700 and bool(torch.isin(nodes, field).all())
+
+
+def test_predict_topk_of_some_nodes(model, grown):
+    x, old, _, _ = grown
+    ctx = SDTLinker(model).context(x[:700], old)
+    nodes = torch.tensor([3, 400, 9])
+    assert torch.equal(
+        model.predict_topk(ctx, nodes=nodes), model.predict_topk(ctx)[nodes]
+    )
+
+
+def test_sdt_update_without_tolerance_equals_a_full_computation(model, grown):
+    x, old, new, changed = grown
+    linker = SDTLinker(model, topk_tolerance=0.0)
+    before = linker.compute(x[:700], old)
+    after = linker.update(x, new, old, before, changed)
+    ref = SDTLinker(model, scale=linker.scale).compute(x, new)
+    assert torch.equal(after['topk'], ref['topk'])
+    assert torch.equal(after['jaccard'], ref['jaccard'])
+    assert torch.allclose(after['h'], ref['h'], atol=1e-5)
+    assert torch.equal(torch.isnan(after['band']), torch.isnan(ref['band']))
+    assert torch.allclose(after['band'], ref['band'], atol=1e-5, equal_nan=True)
+    assert torch.equal(torch.isnan(after['links']), torch.isnan(ref['links']))
+
+
+def test_sdt_update_with_tolerance_asks_fewer_nodes(model, grown):
+    x, old, new, changed = grown
+    exact = SDTLinker(model, topk_tolerance=0.0)
+    before = exact.compute(x[:700], old)
+    asked = {}
+    for tol in (0.0, 0.02):
+        linker = SDTLinker(model, scale=exact.scale, topk_tolerance=tol)
+        spy = linker.model.predict_topk
+
+        def count(ctx, nodes=None, _spy=spy, _tol=tol, **kw):
+            asked[_tol] = nodes.numel()
+            return _spy(ctx, nodes=nodes, **kw)
+
+        linker.model.predict_topk = count
+        try:
+            state = linker.update(x, new, old, before, changed)
+        finally:
+            del linker.model.predict_topk
+        assert state['topk'].numel() == 735
+    assert 35 <= asked[0.02] < asked[0.0]
+
+
+@pytest.mark.parametrize('method', ['infomap-knn', 'fc-es'])
+def test_baseline_links_follow_the_early_stop_rule(method, grown):
+    x, old, _, _ = grown
+    links = EarlyStopLinker(method, 0.5).compute(x[:700], old)['links']
+    linked = ~torch.isnan(links)
+    assert not bool(linked[:, 0].any())  # Never to itself.
+    # A prefix of ranks 1.. is linked, the rest not.
+    run = linked[:, 1:].int().cummin(dim=1).values.bool()
+    assert torch.equal(run, linked[:, 1:])
+    if method == 'infomap-knn':
+        assert bool((links[linked] >= 0.5).all())
+        assert torch.allclose(links[linked], old.sim[linked])
