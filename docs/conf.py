@@ -97,8 +97,10 @@ def write_cli_reference() -> None:
         subparsers = next(
             a for a in parser._actions if isinstance(a, argparse._SubParsersAction)
         )
-        for name, sub in subparsers.choices.items():
-            title = f'``sdt {name} --help``'
+        pending = [(f'sdt {name}', sub) for name, sub in subparsers.choices.items()]
+        while pending:
+            command, sub = pending.pop(0)
+            title = f'``{command} --help``'
             lines += [
                 title,
                 '~' * len(title),
@@ -108,6 +110,13 @@ def write_cli_reference() -> None:
                 _indent(sub.format_help()),
                 '',
             ]
+            nested = [
+                a for a in sub._actions if isinstance(a, argparse._SubParsersAction)
+            ]
+            for action in nested:  # sdt index create, ...
+                pending[:0] = [
+                    (f'{command} {name}', p) for name, p in action.choices.items()
+                ]
     finally:
         if old is None:
             del os.environ['COLUMNS']

@@ -56,7 +56,7 @@ def test_predict_topk_of_some_nodes(model, grown):
 
 def test_sdt_update_without_tolerance_equals_a_full_computation(model, grown):
     x, old, new, changed = grown
-    linker = SDTLinker(model, topk_tolerance=0.0)
+    linker = SDTLinker(model, tolerance=0.0)
     before = linker.compute(x[:700], old)
     after = linker.update(x, new, old, before, changed)
     ref = SDTLinker(model, scale=linker.scale).compute(x, new)
@@ -70,11 +70,11 @@ def test_sdt_update_without_tolerance_equals_a_full_computation(model, grown):
 
 def test_sdt_update_with_tolerance_asks_fewer_nodes(model, grown):
     x, old, new, changed = grown
-    exact = SDTLinker(model, topk_tolerance=0.0)
+    exact = SDTLinker(model, tolerance=0.0)
     before = exact.compute(x[:700], old)
     asked = {}
     for tol in (0.0, 0.02):
-        linker = SDTLinker(model, scale=exact.scale, topk_tolerance=tol)
+        linker = SDTLinker(model, scale=exact.scale, tolerance=tol)
         spy = linker.model.predict_topk
 
         def count(ctx, nodes=None, _spy=spy, _tol=tol, **kw):

@@ -17,6 +17,7 @@ from torch_geometric_sdt.baselines import DEFAULT_THRESHOLDS
 from torch_geometric_sdt.defaults import DEFAULT_K, METHODS
 from torch_geometric_sdt.index.graph import offer_reverse, refill, search_both_ways
 from torch_geometric_sdt.index.links import (
+    TOLERANCE,
     EarlyStopLinker,
     Linker,
     SDTLinker,
@@ -107,6 +108,7 @@ class ClusterIndex:
         k: int | None = None,
         backend: str = 'auto',
         seed: int = 123,
+        tolerance: float = TOLERANCE,
         progress: bool = False,
     ) -> ClusterIndex:
         r"""Clusters :obj:`x` and stores the result as a new index at
@@ -130,6 +132,11 @@ class ClusterIndex:
             backend (str, optional): kNN backend of this first clustering;
                 updates search exactly. (default: :obj:`'auto'`)
             seed (int, optional): Infomap's seed. (default: :obj:`123`)
+            tolerance (float, optional): SDT only: how far an input must move
+                before what depends on it is computed again
+                (:data:`~torch_geometric_sdt.index.links.TOLERANCE`; :obj:`0`:
+                every update equals computing everything again).
+                (default: :obj:`0.02`)
             progress (bool, optional): Progress bars. (default: :obj:`False`)
         """
         check_choice('method', method, METHODS)
@@ -143,7 +150,9 @@ class ClusterIndex:
             if k is not None and k != sdt_model.k:
                 raise ValueError(f'the SDT model needs k = {sdt_model.k} (got {k})')
             k = sdt_model.k
-            linker = SDTLinker(sdt_model, eta=threshold)
+            if not 0.0 <= float(tolerance) <= 1.0:
+                raise ValueError(f'tolerance must lie in [0, 1] (got {tolerance})')
+            linker = SDTLinker(sdt_model, eta=threshold, tolerance=tolerance)
         else:
             if model is not None:
                 raise ValueError(f'method {method!r} takes no model')
@@ -211,7 +220,7 @@ class ClusterIndex:
                     model,
                     settings['eta'],
                     SimilarityScale(center, scale),
-                    settings['topk_tolerance'],
+                    settings['tolerance'],
                 )
             else:
                 linker = EarlyStopLinker(

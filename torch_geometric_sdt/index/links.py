@@ -38,11 +38,11 @@ from torch_geometric_sdt.utils.topk_jaccard import topk_jaccard
 
 State = dict[str, Tensor]
 
-#: How far the set Jaccard of a pair the links reach must move before a
-#: node's :math:`K_i` is predicted again (see :meth:`SDTLinker.update`). On
-#: synthetic faces (20K, 1% added) this asks 21% of the nodes instead of
-#: 97% and misses 5% of the :math:`K_i` that would change (0.3% of nodes).
-TOPK_TOLERANCE = 0.02
+#: How far an input of the SDT pipeline (a similarity, a set or Top-K
+#: Jaccard score) must move before what is computed from it is computed
+#: again (see :meth:`SDTLinker.update`); with :obj:`0` every change counts
+#: and an update equals computing everything again.
+TOLERANCE = 0.02
 
 
 class Linker:
@@ -103,10 +103,10 @@ class SDTLinker(Linker):
         model: SDTClusterer,
         eta: float | None = None,
         scale: SimilarityScale | None = None,
-        topk_tolerance: float = TOPK_TOLERANCE,
+        tolerance: float = TOLERANCE,
     ) -> None:
         self.model = model
-        self.topk_tolerance = float(topk_tolerance)
+        self.tolerance = float(tolerance)
         self.eta = model.config['eta'] if eta is None else float(eta)
         self.scale = scale
 
@@ -115,7 +115,7 @@ class SDTLinker(Linker):
         return dict(
             eta=self.eta,
             scale=[float(self.scale.center), float(self.scale.scale)],
-            topk_tolerance=self.topk_tolerance,
+            tolerance=self.tolerance,
         )
 
     def context(
@@ -147,35 +147,43 @@ class SDTLinker(Linker):
         self, x: Tensor, graph: KNN, old_graph: KNN, old: State, changed: Tensor
     ) -> State:
         model, k = self.model, graph.k
-        old_index = old_graph.index
         n, n_old = graph.num_nodes, old['topk'].numel()
         ctx = self.context(x, graph)
-        shared_old = _pad(old['shared'], n)
-        shared_diff = (ctx.shared != shared_old).any(dim=1) | changed
-        # 2. K_i where the predictor's input changed materially.
-        topk = torch.cat([old['topk'], old['topk'].new_zeros(n - n_old)])
-        ask = self._ask_topk(graph, old_index, topk, ctx.shared, shared_old, changed)
-        topk_old = topk.clone()
+        # What moved, entry by entry (rows past the old ones: everything).
+        listed = torch.ones(n, k, dtype=torch.bool)
+        listed[:n_old] = graph.index[:n_old] != old_graph.index
+        sim = self._moved(graph.sim, old_graph.sim)
+        shared = self._moved(ctx.shared, old['shared'])
+        # 2. K_i where the predictor's input moved.
+        topk_old = torch.cat([old['topk'], old['topk'].new_zeros(n - n_old)])
+        topk = topk_old.clone()
+        scope = self._scope(topk_old, model.band[1])
+        ask = ((listed | shared) & scope).any(dim=1)
+        if self.tolerance == 0:
+            ask |= sim.any(dim=1)
+        ask = ask.nonzero().view(-1)
         if ask.numel():
             topk[ask] = model.predict_topk(ctx, nodes=ask)
         topk_diff = topk != topk_old
         # 3. Top-K Jaccard (all rows).
         jac = model.jaccard(ctx, topk)
-        jac_diff = jac != _pad(old['jaccard'], n)
-        # 4. Encoder inputs: node features (similarities, K_i) and the
-        # features of the Top-K in-edges.
-        reach = torch.arange(k) < torch.maximum(topk, topk_old).unsqueeze(1)
-        pair_diff = (jac_diff | (ctx.shared != shared_old)) & reach
-        dirty = changed | topk_diff | pair_diff.any(dim=1)
+        pair = listed | sim | shared | self._moved(jac, old['jaccard'])
+        # 4. Node states: nodes whose features (similarity profile, K_i) or
+        # Top-K in-edges moved, and the nodes that read them.
+        inside = torch.arange(k) < torch.maximum(topk, topk_old).unsqueeze(1)
+        dirty = topk_diff | sim.any(dim=1) | (pair & inside).any(dim=1)
         dirty = self._downstream(ctx, topk, dirty)
         h = torch.cat([old['h'], old['h'].new_zeros(n - n_old, old['h'].size(1))])
         rows = dirty.nonzero().view(-1)
         if rows.numel():
             h[rows] = model.node_states(ctx, topk, jac, nodes=rows)
-        # 5. Band pairs whose inputs changed.
+        # 5. Rows with a scored pair whose inputs moved (its neighbour, the
+        # pair's features, either end's state), or whose K_i changed.
         band = _pad(old['band'], n)
-        rescore = shared_diff | topk_diff | jac_diff.any(dim=1) | dirty
-        rescore |= dirty[graph.index].any(dim=1)
+        scored = torch.zeros(n * k, dtype=torch.bool)
+        scored[model.scored_positions(topk)] = True
+        pair |= dirty[graph.index]
+        rescore = topk_diff | dirty | (pair & scored.view(n, k)).any(dim=1)
         rows = rescore.nonzero().view(-1)
         if rows.numel():
             band[rows] = float('nan')
@@ -185,31 +193,22 @@ class SDTLinker(Linker):
             band.view(-1)[pos] = prob
         return self._finish(ctx, topk, jac, h, band)
 
-    def _ask_topk(
-        self,
-        graph: KNN,
-        old_index: Tensor,
-        topk: Tensor,
-        shared: Tensor,
-        shared_old: Tensor,
-        changed: Tensor,
-    ) -> Tensor:
-        r"""Rows whose :math:`K_i` is predicted again: new rows, rows whose
-        list changed at a rank the links reach (:math:`r < K_i + b_+`), and
-        rows whose set Jaccard at those ranks moved by more than
-        :attr:`topk_tolerance` (all rows whose input changed at all when it
-        is :obj:`0`)."""
-        n_old = old_index.size(0)
-        reach = torch.arange(graph.k) < (topk + self.model.band[1]).unsqueeze(1)
-        moved = (shared - shared_old).abs()
-        if self.topk_tolerance == 0:
-            ask = (moved > 0).any(dim=1) | changed
-        else:
-            ask = ((moved > self.topk_tolerance) & reach).any(dim=1)
-            head = (graph.index[:n_old] != old_index) & reach[:n_old]
-            ask[:n_old] |= head.any(dim=1)
-        ask[n_old:] = True
-        return ask.nonzero().view(-1)
+    def _moved(self, new: Tensor, old: Tensor) -> Tensor:
+        r"""Entries of :obj:`new` that differ from :obj:`old` by more than
+        :attr:`tolerance` (rows past :obj:`old`'s: all)."""
+        out = torch.ones(new.shape, dtype=torch.bool)
+        n_old = old.size(0)
+        out[:n_old] = (new[:n_old] - old).abs() > self.tolerance
+        return out
+
+    def _scope(self, topk: Tensor, above: int) -> Tensor:
+        r"""Ranks whose change asks for a new :math:`K_i`: those the links
+        reach, :math:`r < K_i + b_+` (every rank when :attr:`tolerance` is
+        :obj:`0`)."""
+        k = self.model.k
+        if self.tolerance == 0:
+            return torch.ones(topk.numel(), k, dtype=torch.bool)
+        return torch.arange(k) < (topk + above).unsqueeze(1)
 
     def _downstream(self, ctx: KNNContext, topk: Tensor, dirty: Tensor) -> Tensor:
         r"""Nodes whose state reads a node of :obj:`dirty` within :math:`L`
@@ -253,4 +252,11 @@ def to_numpy(state: State) -> dict[str, np.ndarray]:
     return {name: value.numpy() for name, value in state.items()}
 
 
-__all__ = ['EarlyStopLinker', 'Linker', 'SDTLinker', 'State', 'set_jaccard']
+__all__ = [
+    'TOLERANCE',
+    'EarlyStopLinker',
+    'Linker',
+    'SDTLinker',
+    'State',
+    'set_jaccard',
+]
