@@ -45,6 +45,7 @@ SUITES: dict[str, tuple[str, ...]] = {
         'topk_jaccard',
         'sparse_diff_attention',
         'chunk_sizes',
+        'incremental',
     ),
     'scale': ('scale',),
 }
@@ -63,6 +64,7 @@ DESCRIPTIONS = {
     'topk_jaccard': 'Top-K Jaccard speed and memory at 100K and 1M',
     'sparse_diff_attention': 'SparseDiffAttention against TransformerConv',
     'chunk_sizes': 'model inference chunk sizes now against version 0.1',
+    'incremental': 'ClusterIndex: 1% additions and removals against clustering at once',
     'scale': 'time and memory of every SDT stage at 10K, 100K, 1M',
 }
 

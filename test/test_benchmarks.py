@@ -519,3 +519,21 @@ def test_chunk_sizes_times_both_settings_with_the_same_output():
         assert r['speedup'] == r['previous_s'] / r['current_s'] > 0
     md = '\n'.join(markdown(res))
     assert '| topk | 4,096 | 256 |' in md
+
+
+def test_incremental_scores_rounds_removal_and_references(tmp_path):
+    from benchmarks.incremental import markdown, plot, run
+
+    res = run(600, 2, ['infomap-knn'])
+    assert res['step'] == 6
+    m = res['methods'][0]
+    assert [r['round'] for r in m['rounds']] == [1, 2]
+    for r in m['rounds']:
+        assert r['ratio'] == r['add_s'] / m['create_s'] > 0
+        assert 0 < r['region_size'] <= r['faces']
+        assert r['kept_id_untouched'] in (None, 1.0)
+    for key in ('incremental', 'at_once', 'after_remove', 'never_added'):
+        assert 0 < m[key]['pairwise_fscore'] <= 1
+    md = '\n'.join(markdown(res))
+    assert '| infomap-knn | 1 | 606 |' in md and 'add / create' in md
+    assert [p.name for p in plot(res, tmp_path)] == ['incremental_rounds.png']

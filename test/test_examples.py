@@ -1,6 +1,6 @@
 """Runs every example in examples/ with --fast and checks what it prints.
 
-The four examples start together, each in its own interpreter, so that their
+The five examples start together, each in its own interpreter, so that their
 imports overlap; each is limited to one intra-op thread so that they do not
 oversubscribe the CPU.
 """
@@ -32,6 +32,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple]:
         'train_sdt': ['--fast', '--output', str(tmp / 'sdt.safetensors')],
         'graph_clustering': ['--fast'],
         'node_classification': ['--fast'],
+        'incremental_index': ['--fast'],
     }
     env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONWARNINGS='ignore')
     env['PYTHONPATH'] = os.pathsep.join(
@@ -133,3 +134,14 @@ def test_node_classification(runs):
     # Same width; SparseDiffAttention adds the lambda vectors and the norm.
     assert rows['SparseDiffAttention'][0] > rows['TransformerConv'][0]
     assert np.isfinite(list(rows['SparseDiffAttention'])).all()
+
+
+def test_incremental_index(runs):
+    stdout = _result(runs, 'incremental_index')
+    assert re.search(r'Created library.sdtindex: 1800 faces in \d+ clusters', stdout)
+    days = re.findall(r'Day \d: added 100 faces', stdout)
+    assert len(days) == 2
+    assert re.search(r'Removed \d+ faces of person \d+; 0 of them left', stdout)
+    maintained = _row(stdout, 'maintained')
+    at_once = _row(stdout, 'at once')
+    assert abs(maintained[0] - at_once[0]) < 0.02  # pairwise F

@@ -620,11 +620,11 @@ def _cmd_index(args: argparse.Namespace, rep: _Reporter) -> int:
             x = io.load_features(args.features, dim=args.dim)
             ids = None if args.ids is None else io.load_ids(args.ids, len(x))
         with ClusterIndex.open(args.dir) as index, rep.stage('add'):
-            index.add(x, ids)
+            index.add(x, ids, progress=not args.quiet)
     elif action == 'remove':
         ids = io.load_ids(args.ids)
         with ClusterIndex.open(args.dir) as index, rep.stage('remove'):
-            index.remove(ids)
+            index.remove(ids, progress=not args.quiet)
     elif action == 'export':
         io.check_writable(args.output, overwrite=args.overwrite)
         with ClusterIndex.open(args.dir, writable=False) as index:

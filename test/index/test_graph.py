@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from torch_geometric_sdt.datasets import synthetic_faces
@@ -42,14 +43,15 @@ def test_merge_candidates_dedupes_and_keeps_self_first():
     assert torch.allclose(out_sim, torch.tensor([[1.0, 0.9, 0.7]]))
 
 
-def test_additions_keep_the_graph_exact():
+@pytest.mark.parametrize('block_size', [16, 64])  # Several query chunks, or one.
+def test_additions_keep_the_graph_exact(block_size):
     x = _data(500)
     k = 10
     old = knn(x[:450], k, backend='exact')
     new_rows = torch.arange(450, 500)
     alive = torch.ones(500, dtype=torch.bool)
     new_index, new_sim, cand, cand_sim = search_both_ways(
-        x, torch.arange(500), new_rows, k, block_size=64
+        x, torch.arange(500), new_rows, k, block_size=block_size
     )
     index = torch.cat([old.index, new_index])
     sim = torch.cat([old.sim, new_sim])

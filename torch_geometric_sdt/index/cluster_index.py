@@ -166,7 +166,7 @@ class ClusterIndex:
             )
         names = _check_ids(ids, xt.size(0), 0)
         graph = knn(xt, k, backend=backend, progress=progress)
-        state = linker.compute(xt, graph)
+        state = linker.compute(xt, graph, progress)
         labels = _cluster_all(graph, state['links'], seed, progress)
 
         # Built beside the final path and renamed into place: a create that
@@ -286,13 +286,20 @@ class ClusterIndex:
     # ------------------------------------------------------------------
     # Updating
     # ------------------------------------------------------------------
-    def add(self, x: Tensor | np.ndarray, ids: Sequence[Any] | None = None) -> Tensor:
+    def add(
+        self,
+        x: Tensor | np.ndarray,
+        ids: Sequence[Any] | None = None,
+        *,
+        progress: bool = False,
+    ) -> Tensor:
         """Adds faces; returns their cluster ids, :obj:`LongTensor[Q]`.
 
         Args:
             x (torch.Tensor or numpy.ndarray): Embeddings :obj:`[Q, D]`.
             ids (sequence, optional): One new distinct id per row (default:
                 the next row numbers as text).
+            progress (bool, optional): Progress bars. (default: :obj:`False`)
         """
         self._check_writable()
         meta = self._store.meta()
@@ -332,13 +339,15 @@ class ClusterIndex:
             labels,
             xq.numpy(),
             names,
+            progress,
         )
         return torch.from_numpy(labels[n_old:])
 
-    def remove(self, ids: Sequence[Any]) -> None:
+    def remove(self, ids: Sequence[Any], *, progress: bool = False) -> None:
         """Removes faces by id; the rest are clustered as if they had never
         been added (up to the locality of the update). Unknown or repeated
-        ids raise :class:`ValueError` and change nothing."""
+        ids raise :class:`ValueError` and change nothing. :obj:`progress`
+        shows progress bars."""
         self._check_writable()
         names = [str(i) for i in ids]
         if len(set(names)) != len(names):
@@ -371,6 +380,7 @@ class ClusterIndex:
             labels,
             None,
             [],
+            progress,
         )
 
     # ------------------------------------------------------------------
@@ -387,8 +397,11 @@ class ClusterIndex:
         labels: np.ndarray,
         new_x: np.ndarray | None,
         names: list[str],
+        progress: bool,
     ) -> np.ndarray:
-        state = self._linker.update(x_all, graph, old_graph, old_state, changed)
+        state = self._linker.update(
+            x_all, graph, old_graph, old_state, changed, progress=progress
+        )
         links = state['links']
         links[~alive] = float('nan')
         links.masked_fill_(~alive[graph.index], float('nan'))
@@ -404,6 +417,7 @@ class ClusterIndex:
             link_changed | (~alive & torch.from_numpy(labels >= 0)),
             ~alive,
             seed=int(meta['seed']),
+            progress=progress,
         )
         n_old = int(meta['num_rows'])
         moved = np.flatnonzero(relabel.labels[:n_old] != labels[:n_old])

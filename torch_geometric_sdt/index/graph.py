@@ -94,9 +94,12 @@ def search_both_ways(
                 val, idx = torch.topk(
                     block[:, : old.numel()].t(), min(m, rows.numel()), 1
                 )
-                cand_sim[old], cand[old] = merge(
-                    (cand_sim[old], cand[old]), order(val, rows[idx]), m
-                )
+                if q0 == 0:  # Unordered: merge_candidates orders them.
+                    cand_sim[old], cand[old] = val, rows[idx]
+                else:
+                    cand_sim[old], cand[old] = merge(
+                        (cand_sim[old], cand[old]), (val, rows[idx]), m
+                    )
             # The new rows' own lists: self first, merged across blocks.
             block.masked_fill_(cols.unsqueeze(0) == rows.unsqueeze(1), torch.inf)
             val, idx = torch.topk(block, min(k, cols.numel()), dim=1)

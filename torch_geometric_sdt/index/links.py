@@ -55,18 +55,24 @@ class Linker:
         """What the index records to rebuild this linker."""
         raise NotImplementedError
 
-    def compute(self, x: Tensor, graph: KNN) -> State:
+    def compute(self, x: Tensor, graph: KNN, progress: bool = False) -> State:
         """The state of every row, with :obj:`'links'` :obj:`[N, k]`."""
         raise NotImplementedError
 
     def update(
-        self, x: Tensor, graph: KNN, old_graph: KNN, old: State, changed: Tensor
+        self,
+        x: Tensor,
+        graph: KNN,
+        old_graph: KNN,
+        old: State,
+        changed: Tensor,
+        progress: bool = False,
     ) -> State:
         r"""The state after the lists of the rows :obj:`changed`
         (:obj:`BoolTensor[N]`) changed from :obj:`old_graph` to :obj:`graph`;
         :obj:`old` and :obj:`old_graph` hold the previous rows, possibly fewer
         than :math:`N` (new rows at the end)."""
-        return self.compute(x, graph)
+        return self.compute(x, graph, progress)
 
 
 class EarlyStopLinker(Linker):
@@ -82,10 +88,10 @@ class EarlyStopLinker(Linker):
     def settings(self) -> dict[str, Any]:
         return dict(threshold=self.threshold, sigma=self.sigma)
 
-    def compute(self, x: Tensor, graph: KNN) -> State:
+    def compute(self, x: Tensor, graph: KNN, progress: bool = False) -> State:
         score = graph.sim
         if self.method == 'fc-es':
-            score = nep_scores(graph.index, graph.sim, self.sigma)
+            score = nep_scores(graph.index, graph.sim, self.sigma, progress)
         nodes = torch.arange(graph.num_nodes)
         mask = early_stop_mask(graph.index, score, self.threshold, nodes)
         links = score.float().masked_fill(~mask, float('nan'))
@@ -132,11 +138,11 @@ class SDTLinker(Linker):
             shared = set_jaccard(graph)
         return KNNContext(graph, self.scale, shared, None, 'random_pairs')
 
-    def compute(self, x: Tensor, graph: KNN) -> State:
+    def compute(self, x: Tensor, graph: KNN, progress: bool = False) -> State:
         model = self.model
         ctx = self.context(x, graph)
-        topk = model.predict_topk(ctx)
-        jac = model.jaccard(ctx, topk)
+        topk = model.predict_topk(ctx, progress=progress)
+        jac = model.jaccard(ctx, topk, progress=progress)
         h = model.node_states(ctx, topk, jac)
         pos, prob = model.score_band(ctx, topk, jac, h)
         band = torch.full((graph.num_nodes, graph.k), float('nan'))
@@ -144,7 +150,13 @@ class SDTLinker(Linker):
         return self._finish(ctx, topk, jac, h, band)
 
     def update(
-        self, x: Tensor, graph: KNN, old_graph: KNN, old: State, changed: Tensor
+        self,
+        x: Tensor,
+        graph: KNN,
+        old_graph: KNN,
+        old: State,
+        changed: Tensor,
+        progress: bool = False,
     ) -> State:
         model, k = self.model, graph.k
         n, n_old = graph.num_nodes, old['topk'].numel()
@@ -163,10 +175,10 @@ class SDTLinker(Linker):
             ask |= sim.any(dim=1)
         ask = ask.nonzero().view(-1)
         if ask.numel():
-            topk[ask] = model.predict_topk(ctx, nodes=ask)
+            topk[ask] = model.predict_topk(ctx, nodes=ask, progress=progress)
         topk_diff = topk != topk_old
         # 3. Top-K Jaccard (all rows).
-        jac = model.jaccard(ctx, topk)
+        jac = model.jaccard(ctx, topk, progress=progress)
         pair = listed | sim | shared | self._moved(jac, old['jaccard'])
         # 4. Node states: nodes whose features (similarity profile, K_i) or
         # Top-K in-edges moved, and the nodes that read them.

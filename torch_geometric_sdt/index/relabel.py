@@ -75,6 +75,7 @@ def recluster(
     dead: Tensor,
     *,
     seed: int = 123,
+    progress: bool = False,
 ) -> Relabeling:
     r"""Re-clusters the region an update touched (see the module docstring).
 
@@ -90,6 +91,7 @@ def recluster(
         changed (torch.Tensor): Rows whose links changed, :obj:`BoolTensor[N]`.
         dead (torch.Tensor): Removed rows, :obj:`BoolTensor[N]`.
         seed (int, optional): Infomap's seed. (default: :obj:`123`)
+        progress (bool, optional): Progress bars. (default: :obj:`False`)
     """
     n = index.size(0)
     labels = labels.copy()
@@ -117,7 +119,9 @@ def recluster(
     keep[keep.clone()] = local[dst[keep]] >= 0
     edge_index = torch.stack([local[src[keep]], local[dst[keep]]])
     weight = links[region][keep]
-    modules = cluster_links(edge_index, weight, region.numel(), seed=seed).numpy()
+    modules = cluster_links(
+        edge_index, weight, region.numel(), seed=seed, progress=progress
+    ).numpy()
 
     old = labels[region.numpy()]
     new, next_id, events = _stable_ids(old, modules, next_id)
@@ -154,18 +158,23 @@ def _stable_ids(
 
     events: list[Event] = []
     sizes = np.bincount(modules, minlength=num_modules)
-    # (module, old id) pairs are distinct: counting them counts sources.
-    num_sources = np.bincount(pairs[0], minlength=num_modules)
-    for m in np.flatnonzero(num_sources >= 2):
-        sources = pairs[1, pairs[0] == m]
+    # (module, old id) pairs are distinct and sorted by module: each module's
+    # old ids are one contiguous run.
+    starts = np.searchsorted(pairs[0], np.arange(num_modules + 1))
+    for m in np.flatnonzero(np.diff(starts) >= 2):
+        sources = pairs[1, starts[m] : starts[m + 1]]
         events.append(('merge', sources.tolist(), [int(module_id[m])], int(sizes[m])))
-    for m in np.flatnonzero(num_sources == 0):
+    for m in np.flatnonzero(np.diff(starts) == 0):
         events.append(('new', [], [int(module_id[m])], int(sizes[m])))
-    olds, num_dest = np.unique(pairs[1], return_counts=True)
-    for c in olds[num_dest >= 2]:
-        at = pairs[1] == c
-        dest = np.unique(module_id[pairs[0, at]])
-        events.append(('split', [int(c)], dest.tolist(), int(count[at].sum())))
+    by_old = np.lexsort((pairs[0], pairs[1]))
+    olds, first, num_dest = np.unique(
+        pairs[1, by_old], return_index=True, return_counts=True
+    )
+    for c, lo, num in zip(olds, first, num_dest):
+        if num >= 2:
+            at = by_old[lo : lo + num]
+            dest = np.sort(module_id[pairs[0, at]])
+            events.append(('split', [int(c)], dest.tolist(), int(count[at].sum())))
     return module_id[modules], next_id, events
 
 
