@@ -26,7 +26,7 @@ from torch_geometric_sdt.nn.knn.common import merge, order
 #: Rows per side of a similarity block in :func:`search_both_ways`.
 SEARCH_BLOCK_SIZE = 8192
 #: Query rows per block of the candidate similarity products in :func:`refill`.
-REFILL_CHUNK_SIZE = 64
+REFILL_CHUNK_SIZE = 256
 #: How many of a list's first neighbours lend their lists in :func:`refill`.
 REFILL_NEIGHBOURS = 10
 
@@ -207,6 +207,7 @@ def refill(
     k = index.size(1)
     holds = dead[index].any(dim=1) & ~dead
     rows = holds.nonzero().view(-1)
+    slot = torch.zeros(index.size(0), dtype=torch.long)
     for lo in range(0, rows.numel(), chunk_size):
         r = rows[lo : lo + chunk_size]
         own = index[r].masked_fill(dead[index[r]], -1)
@@ -218,11 +219,29 @@ def refill(
         lent = index[lenders.clamp(min=0)].masked_fill(lenders.unsqueeze(2) < 0, -1)
         cand = lent.reshape(r.numel(), -1)
         cand = cand.masked_fill((cand >= 0) & dead[cand.clamp(min=0)], -1)
-        # One product against the chunk's distinct candidates.
-        uniq, inverse = torch.unique(cand.clamp(min=0), return_inverse=True)
-        cand_sim = (x[r] @ x[uniq].t()).gather(1, inverse).clamp(-1.0, 1.0)
-        cand_sim = cand_sim.masked_fill(cand < 0, -torch.inf)
-        index[r], sim[r] = merge_candidates(own, own_sim, r, cand, cand_sim)
+        # Only points the list lacks, once each.
+        listed, _ = torch.sort(own, dim=1)
+        at = torch.searchsorted(listed, cand).clamp(max=listed.size(1) - 1)
+        cand = cand.masked_fill(listed.gather(1, at) == cand, -1)
+        cand, _ = torch.sort(cand, dim=1)
+        cand[:, 1:] = cand[:, 1:].masked_fill(cand[:, 1:] == cand[:, :-1], -1)
+        # One product against the chunk's distinct candidates, numbered
+        # through a lookup table (no sort).
+        valid = cand[cand >= 0]
+        slot[valid] = torch.arange(valid.numel())
+        uniq = valid[slot[valid] == torch.arange(valid.numel())]
+        slot[uniq] = torch.arange(uniq.numel())
+        if uniq.numel():
+            cand_sim = (x[r] @ x[uniq].t()).gather(1, slot[cand.clamp(min=0)])
+        else:
+            cand_sim = torch.zeros(cand.shape, dtype=x.dtype)
+        slot[uniq] = 0
+        cand_sim = cand_sim.clamp(-1.0, 1.0).masked_fill(cand < 0, -torch.inf)
+        # A list that lost d entries needs at most the d best candidates.
+        lost = int((own < 0).sum(dim=1).max())
+        best, at = torch.topk(cand_sim, min(lost, cand.size(1)), dim=1)
+        cand = cand.gather(1, at).masked_fill(best == -torch.inf, -1)
+        index[r], sim[r] = merge_candidates(own, own_sim, r, cand, best)
     # Lists the neighbours could not fill (a closed group): exact search.
     short = rows[(index[rows] < 0).any(dim=1)]
     if short.numel():
