@@ -207,15 +207,21 @@ def refill(
     k = index.size(1)
     holds = dead[index].any(dim=1) & ~dead
     rows = holds.nonzero().view(-1)
+    # Rows that held the same removed point are close: chunked together,
+    # they share most candidates, so that one product per chunk serves all.
+    first = dead[index[rows]].int().argmax(dim=1)
+    rows = rows[torch.argsort(index[rows, first], stable=True)]
     slot = torch.zeros(index.size(0), dtype=torch.long)
     for lo in range(0, rows.numel(), chunk_size):
         r = rows[lo : lo + chunk_size]
         own = index[r].masked_fill(dead[index[r]], -1)
         own_sim = sim[r].masked_fill(own < 0, -torch.inf)
         # The first live neighbours (rank >= 1) lend their lists.
-        lenders = own[:, 1:].clone()
-        alive_rank = torch.cumsum((lenders >= 0).long(), dim=1)
-        lenders[(alive_rank > neighbours) | (lenders < 0)] = -1
+        rank = torch.arange(1, k).expand(r.numel(), -1)
+        key = rank.masked_fill(own[:, 1:] < 0, k)  # Removed entries last.
+        first = torch.topk(key, min(neighbours, k - 1), dim=1, largest=False)[0]
+        lenders = own.gather(1, first.clamp(max=k - 1))
+        lenders = lenders.masked_fill(first >= k, -1)
         lent = index[lenders.clamp(min=0)].masked_fill(lenders.unsqueeze(2) < 0, -1)
         cand = lent.reshape(r.numel(), -1)
         cand = cand.masked_fill((cand >= 0) & dead[cand.clamp(min=0)], -1)
@@ -246,7 +252,7 @@ def refill(
     short = rows[(index[rows] < 0).any(dim=1)]
     if short.numel():
         index[short], sim[short] = search(x, (~dead).nonzero().view(-1), short, k)
-    return rows
+    return torch.sort(rows).values
 
 
 __all__ = [
