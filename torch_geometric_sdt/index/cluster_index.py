@@ -159,6 +159,9 @@ class ClusterIndex:
             k = DEFAULT_K if k is None else k
             value = DEFAULT_THRESHOLDS[method] if threshold is None else threshold
             linker = EarlyStopLinker(method, value)
+        final = Path(path)
+        if final.exists() and (not final.is_dir() or any(final.iterdir())):
+            raise ValueError(f'{final} exists and is not an empty directory')
         xt = _unit_rows(x)
         if xt.size(0) < k:
             raise ValueError(
@@ -171,9 +174,6 @@ class ClusterIndex:
 
         # Built beside the final path and renamed into place: a create that
         # is killed leaves no index behind, only a hidden folder.
-        final = Path(path)
-        if final.exists() and (not final.is_dir() or any(final.iterdir())):
-            raise ValueError(f'{final} exists and is not an empty directory')
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = final.parent / f'.{final.name}.{os.getpid()}.tmp'
         shutil.rmtree(tmp, ignore_errors=True)
@@ -402,9 +402,9 @@ class ClusterIndex:
         state = self._linker.update(
             x_all, graph, old_graph, old_state, changed, progress=progress
         )
+        # Removed rows link nowhere (no live list holds them: see refill).
         links = state['links']
         links[~alive] = float('nan')
-        links.masked_fill_(~alive[graph.index], float('nan'))
         link_changed = changed_rows(
             old_graph.index, old_state['links'], graph.index, links
         )

@@ -25,16 +25,18 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from torch_geometric_sdt.baselines import early_stop_mask, nep_scores
 from torch_geometric_sdt.nn.knn import KNN
 from torch_geometric_sdt.nn.models import SDTClusterer
-from torch_geometric_sdt.nn.models.knn_context import KNNContext
+from torch_geometric_sdt.nn.models.knn_context import (
+    KNNContext,
+    set_jaccard,
+    topk_positions,
+)
 from torch_geometric_sdt.utils.knn_features import SimilarityScale, noise_scale
-from torch_geometric_sdt.utils.topk_jaccard import topk_jaccard
 
 State = dict[str, Tensor]
 
@@ -92,8 +94,7 @@ class EarlyStopLinker(Linker):
         score = graph.sim
         if self.method == 'fc-es':
             score = nep_scores(graph.index, graph.sim, self.sigma, progress)
-        nodes = torch.arange(graph.num_nodes)
-        mask = early_stop_mask(graph.index, score, self.threshold, nodes)
+        mask = early_stop_mask(graph.index, score, self.threshold)
         links = score.float().masked_fill(~mask, float('nan'))
         return {'links': links}
 
@@ -124,9 +125,7 @@ class SDTLinker(Linker):
             tolerance=self.tolerance,
         )
 
-    def context(
-        self, x: Tensor, graph: KNN, shared: Tensor | None = None
-    ) -> KNNContext:
+    def context(self, x: Tensor, graph: KNN) -> KNNContext:
         """The model's context with the similarity scale frozen at creation
         (so that rows nobody touched keep their inputs)."""
         if self.scale is None:
@@ -134,9 +133,7 @@ class SDTLinker(Linker):
             self.scale = SimilarityScale(
                 float(self.scale.center), float(self.scale.scale)
             )
-        if shared is None:
-            shared = set_jaccard(graph)
-        return KNNContext(graph, self.scale, shared, None, 'random_pairs')
+        return KNNContext(graph, self.scale, set_jaccard(graph), None, 'random_pairs')
 
     def compute(self, x: Tensor, graph: KNN, progress: bool = False) -> State:
         model = self.model
@@ -226,8 +223,7 @@ class SDTLinker(Linker):
         r"""Nodes whose state reads a node of :obj:`dirty` within :math:`L`
         Top-K hops (:obj:`dirty` included)."""
         k = self.model.k
-        pos = torch.arange(ctx.num_nodes * k).view(-1, k)
-        pos = pos[torch.arange(k) < topk.unsqueeze(1)]
+        pos = topk_positions(torch.arange(ctx.num_nodes), topk, k)
         target, source = pos // k, ctx.knn.index.view(-1)[pos]
         out = dirty.clone()
         for _ in range(self.model.config['num_layers']):
@@ -249,19 +245,10 @@ class SDTLinker(Linker):
         )
 
 
-def set_jaccard(graph: KNN) -> Tensor:
-    """Set Jaccard index of the full lists of every kNN edge, :obj:`[N, k]`."""
-    return topk_jaccard(graph, topk=graph.k, mode='set').float()
-
-
 def _pad(value: Tensor, num_rows: int) -> Tensor:
     """:obj:`value` with :obj:`NaN` rows appended up to :obj:`num_rows`."""
     extra = value.new_full((num_rows - value.size(0), *value.shape[1:]), float('nan'))
     return torch.cat([value, extra])
-
-
-def to_numpy(state: State) -> dict[str, np.ndarray]:
-    return {name: value.numpy() for name, value in state.items()}
 
 
 __all__ = [
@@ -270,5 +257,4 @@ __all__ = [
     'Linker',
     'SDTLinker',
     'State',
-    'set_jaccard',
 ]

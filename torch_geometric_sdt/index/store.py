@@ -94,11 +94,9 @@ class IndexStore:
     # ------------------------------------------------------------------
     @classmethod
     def create(cls, path: str | os.PathLike[str], meta: dict[str, Any]) -> IndexStore:
-        """Creates an empty index directory (which must not exist or be empty)."""
+        """Creates an index directory at :obj:`path`, which must not exist."""
         path = Path(path)
-        if path.exists() and (not path.is_dir() or any(path.iterdir())):
-            raise ValueError(f'{path} exists and is not an empty directory')
-        path.mkdir(parents=True, exist_ok=True)
+        path.mkdir()
         (path / 'state').mkdir()
         (path / 'vectors.f32').touch()
         store = cls(path, writable=True)

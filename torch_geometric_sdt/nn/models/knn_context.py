@@ -89,7 +89,7 @@ class KNNContext:
             raise ValueError(
                 f'x has {x.shape[0]} rows but the kNN graph {graph.num_nodes} nodes'
             )
-        shared = topk_jaccard(graph, topk=k, mode='set', progress=progress)
+        shared = set_jaccard(graph, progress)
         xx = None
         if keep_x:
             if x is None:
@@ -100,7 +100,7 @@ class KNNContext:
         else:
             reference = 'knn'
             scale = similarity_scale(graph.sim)
-        return cls(graph, scale, shared.float(), xx, reference)
+        return cls(graph, scale, shared, xx, reference)
 
     @classmethod
     def concat(cls, contexts: list[KNNContext]) -> KNNContext:
@@ -141,6 +141,12 @@ class KNNContext:
         )
 
 
+def set_jaccard(graph: KNN, progress: bool = False) -> Tensor:
+    r"""Set Jaccard index of the full lists of every kNN edge, :obj:`[N, k]`
+    (:attr:`KNNContext.shared`)."""
+    return topk_jaccard(graph, topk=graph.k, mode='set', progress=progress).float()
+
+
 def band_positions(topk: Tensor, k: int, band: tuple[int, int]) -> Tensor:
     r"""Flat positions :math:`i k + r` of the candidate pairs near each node's
     Top-K boundary: ranks :math:`\max(1, K_i - b_-) \le r <
@@ -165,4 +171,4 @@ def topk_positions(nodes: Tensor, topk: Tensor, k: int) -> Tensor:
     return nodes[row] * k + col
 
 
-__all__ = ['KNNContext', 'band_positions', 'topk_positions']
+__all__ = ['KNNContext', 'band_positions', 'set_jaccard', 'topk_positions']
