@@ -24,8 +24,9 @@ from torch import Tensor
 from torch_geometric_sdt.defaults import BASELINE_METHODS
 from torch_geometric_sdt.metrics import choose_threshold, threshold_sweep
 from torch_geometric_sdt.nn.knn import KNN
+from torch_geometric_sdt.utils.distributed import check_engine
 from torch_geometric_sdt.utils.infomap import cluster_links
-from torch_geometric_sdt.utils.topk_jaccard import topk_jaccard
+from torch_geometric_sdt.utils.topk_jaccard import topk_jaccard, topk_jaccard_ray
 
 #: The reference thresholds of the baselines (see :func:`infomap_knn` and
 #: :func:`fc_es`).
@@ -142,6 +143,8 @@ def infomap_knn(
     seed: int = 123,
     num_trials: int = 1,
     progress: bool = False,
+    engine: str = 'local',
+    address: str | None = None,
 ) -> Tensor:
     r"""Face clustering by Infomap on an early-stopped kNN graph
     (face-cluster-by-infomap).
@@ -163,11 +166,22 @@ def infomap_knn(
         num_trials (int, optional): Infomap trials. (default: :obj:`1`)
         progress (bool, optional): Show progress bars.
             (default: :obj:`False`)
+        engine (str, optional): :obj:`'local'` or :obj:`'ray'`. Beyond the
+            kNN search (:func:`~torch_geometric_sdt.nn.knn.knn`, which the
+            Ray engine distributes) this method has nothing to distribute:
+            its links are one vectorised pass over the lists and Infomap
+            runs on the driver, so both engines run it here.
+            (default: :obj:`'local'`)
+        address (str, optional): Accepted with :obj:`engine='ray'` for a
+            uniform call; unused. (default: :obj:`None`)
 
     Returns:
         torch.Tensor: Cluster ids :obj:`LongTensor[N]`, consecutive from 0.
     """
     threshold = _check_unit('threshold', threshold)
+    check_engine(engine)
+    if address is not None and engine != 'ray':
+        raise ValueError("address is an option of engine='ray'")
     index, sim = _check_knn(knn)
     edge_index, weight = early_stop_links(index, sim, threshold)
     return cluster_links(
@@ -188,6 +202,8 @@ def fc_es(
     seed: int = 123,
     num_trials: int = 1,
     progress: bool = False,
+    engine: str = 'local',
+    address: str | None = None,
 ) -> Tensor:
     r"""FC-ES: face clustering via early stopping on neighbour-based edge
     probabilities (`"Face Clustering via Early Stopping and Edge Recall"
@@ -229,6 +245,13 @@ def fc_es(
         num_trials (int, optional): Infomap trials. (default: :obj:`1`)
         progress (bool, optional): Show progress bars.
             (default: :obj:`False`)
+        engine (str, optional): :obj:`'ray'` scores the edges
+            (:func:`nep_scores`) as tasks on a Ray cluster; the links and
+            Infomap run here. Same result as :obj:`'local'`.
+            (default: :obj:`'local'`)
+        address (str, optional): The Ray cluster to join
+            (:func:`~torch_geometric_sdt.utils.distributed.connect`).
+            (default: :obj:`None`)
 
     Returns:
         torch.Tensor: Cluster ids :obj:`LongTensor[N]`, consecutive from 0.
@@ -237,7 +260,9 @@ def fc_es(
     if not sigma > 0:
         raise ValueError(f"'sigma' must be positive (got {sigma})")
     index, sim = _check_knn(knn)
-    score = nep_scores(index, sim, sigma, progress=progress)
+    score = nep_scores(
+        index, sim, sigma, progress=progress, engine=engine, address=address
+    )
     edge_index, weight = early_stop_links(index, score, threshold)
     return cluster_links(
         edge_index,
@@ -250,19 +275,37 @@ def fc_es(
 
 
 def nep_scores(
-    index: Tensor, sim: Tensor, sigma: float = 0.5, progress: bool = False
+    index: Tensor,
+    sim: Tensor,
+    sigma: float = 0.5,
+    progress: bool = False,
+    *,
+    engine: str = 'local',
+    address: str | None = None,
 ) -> Tensor:
     r"""FC-ES's neighbour-based edge probability :math:`J_{ij}` of every
-    kNN edge, clipped to :math:`[0, 1]`, :obj:`[N, k]` (see :func:`fc_es`)."""
-    return topk_jaccard(
-        index,
-        sim.clamp(0.0, 1.0),
-        transform='exp',
-        distance='sqeuclidean',
-        normalize='knn',
-        sigma=sigma,
-        progress=progress,
-    ).clamp(0.0, 1.0)
+    kNN edge, clipped to :math:`[0, 1]`, :obj:`[N, k]` (see :func:`fc_es`);
+    with :obj:`engine='ray'` as a map stage over blocks of rows
+    (:func:`~torch_geometric_sdt.utils.topk_jaccard_ray`), with the same
+    result."""
+    check_engine(engine)
+    if address is not None and engine != 'ray':
+        raise ValueError("address is an option of engine='ray'")
+    options = dict(
+        transform='exp', distance='sqeuclidean', normalize='knn', sigma=sigma
+    )
+    if engine == 'ray':
+        score = topk_jaccard_ray(
+            index,
+            sim.clamp(0.0, 1.0),
+            address=address,
+            name='fc-es scores',
+            progress=progress,
+            **options,
+        )
+    else:
+        score = topk_jaccard(index, sim.clamp(0.0, 1.0), progress=progress, **options)
+    return score.clamp(0.0, 1.0)
 
 
 _DISPATCH = {'infomap-knn': infomap_knn, 'fc-es': fc_es}
@@ -277,7 +320,14 @@ def _baseline(method: str) -> Callable[..., Tensor]:
     return _DISPATCH[method]
 
 
-def cluster_knn(knn: KNN, method: str = 'infomap-knn', **params: Any) -> Tensor:
+def cluster_knn(
+    knn: KNN,
+    method: str = 'infomap-knn',
+    *,
+    engine: str = 'local',
+    address: str | None = None,
+    **params: Any,
+) -> Tensor:
     r"""Clusters a kNN graph with the training-free baseline :obj:`method`.
 
     Args:
@@ -286,6 +336,10 @@ def cluster_knn(knn: KNN, method: str = 'infomap-knn', **params: Any) -> Tensor:
             :obj:`~torch_geometric_sdt.defaults.BASELINE_METHODS`:
             :obj:`'infomap-knn'` (:func:`infomap_knn`) or :obj:`'fc-es'`
             (:func:`fc_es`). (default: :obj:`'infomap-knn'`)
+        engine (str, optional): :obj:`'local'` or :obj:`'ray'` (see the
+            method). (default: :obj:`'local'`)
+        address (str, optional): The Ray cluster to join.
+            (default: :obj:`None`)
         **params (optional): Keyword arguments of that method; both take
             :obj:`threshold` (a cosine for :obj:`'infomap-knn'`, the edge
             probability :math:`\theta` for :obj:`'fc-es'`).
@@ -293,7 +347,7 @@ def cluster_knn(knn: KNN, method: str = 'infomap-knn', **params: Any) -> Tensor:
     Returns:
         torch.Tensor: Cluster ids :obj:`LongTensor[N]`, consecutive from 0.
     """
-    return _baseline(method)(knn, **params)
+    return _baseline(method)(knn, engine=engine, address=address, **params)
 
 
 #: Threshold grids searched by :func:`tune_threshold`.

@@ -30,6 +30,7 @@ import threading
 import time
 import warnings
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -44,6 +45,7 @@ from torch_geometric_sdt.memory import check_memory, estimate_memory
 from torch_geometric_sdt.metrics import evaluate
 from torch_geometric_sdt.nn.knn import BACKENDS, KNN, knn
 from torch_geometric_sdt.pretrained import default_model_path
+from torch_geometric_sdt.utils.distributed import DEFAULT_BLOCK_ROWS, ENGINES, connect
 from torch_geometric_sdt.utils.infomap import check_infomap_options
 
 _USER_ERRORS = (
@@ -142,8 +144,36 @@ def _parser() -> argparse.ArgumentParser:
     _add_common(p)
 
     p = sub.add_parser('cluster', help='cluster features; write one label per item')
-    p.add_argument('features', help='.npy, .npz or .bin features')
+    p.add_argument(
+        'features',
+        help='.npy, .npz or .bin features; with --engine ray also .parquet or a '
+        'folder of .npy/.bin/.parquet parts',
+    )
     p.add_argument('-o', '--output', required=True, help='.meta, .txt or .npy labels')
+    p.add_argument(
+        '--engine',
+        default='local',
+        choices=ENGINES,
+        help='where the stages run: this process, or tasks on a Ray cluster '
+        "(pip install 'torch_geometric_sdt[ray]')",
+    )
+    p.add_argument(
+        '--address',
+        default=None,
+        help="--engine ray: the cluster to join (e.g. 'auto'; default: "
+        'RAY_ADDRESS or a new local cluster)',
+    )
+    p.add_argument(
+        '--column',
+        default=None,
+        help=f'the embedding column of Parquet features (default: {io.PARQUET_COLUMN})',
+    )
+    p.add_argument(
+        '--shard-labels',
+        default=None,
+        metavar='DIR',
+        help='--engine ray: also write one labels file per part into DIR',
+    )
     p.add_argument('--method', default='infomap-knn', choices=METHODS)
     p.add_argument(
         '--model',
@@ -398,6 +428,13 @@ def _cmd_knn(args: argparse.Namespace, rep: _Reporter) -> int:
 
 
 def _cmd_cluster(args: argparse.Namespace, rep: _Reporter) -> int:
+    if args.engine == 'ray':
+        return _cluster_ray(args, rep)
+    for option in ('address', 'column', 'shard_labels'):
+        if getattr(args, option) is not None:
+            raise ValueError(
+                f'--{option.replace("_", "-")} is an option of --engine ray'
+            )
     _check_output(args, args.features, args.labels, args.knn, args.model)
     if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
         raise ValueError(f'--threshold must lie in [0, 1] (got {args.threshold})')
@@ -436,6 +473,86 @@ def _cmd_cluster(args: argparse.Namespace, rep: _Reporter) -> int:
     metrics = None if true is None else evaluate(pred, true)
     with rep.stage('write'):
         io.save_labels(args.output, pred.cpu().numpy(), overwrite=args.overwrite)
+    if metrics is not None:
+        _print_metrics(metrics, as_json=False)
+    return 0
+
+
+def _cluster_ray(args: argparse.Namespace, rep: _Reporter) -> int:
+    """``sdt cluster --engine ray``: the features stay in their files (parts
+    read by the tasks); the driver writes the labels."""
+    _check_output(args, args.features, args.labels, args.knn, args.model)
+    if args.shard_labels is not None and os.path.exists(args.shard_labels):
+        if not args.overwrite:
+            raise ValueError(f'{args.shard_labels} exists (pass --overwrite)')
+    if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
+        raise ValueError(f'--threshold must lie in [0, 1] (got {args.threshold})')
+    check_infomap_options(args.infomap_seed, 1)
+    if args.metric != 'cosine':
+        raise ValueError(
+            f'--metric {args.metric}: every method thresholds cosine '
+            'similarities; cluster with --metric cosine (the default)'
+        )
+    if args.backend not in ('auto', 'exact'):
+        raise ValueError(
+            f'--engine ray searches exactly: --backend must be auto or exact '
+            f'(got {args.backend})'
+        )
+    model = _load_model(args) if args.method == 'sdt' else None
+    if model is not None and args.k is not None and args.k != model.k:
+        raise ValueError(f'the SDT model needs k = {model.k} (got -k {args.k})')
+    true = None
+    if args.labels is not None:
+        with rep.stage('load labels'):
+            true = io.load_labels(args.labels)
+    with rep.stage('read part headers'):
+        shards = io.feature_shards(
+            args.features,
+            dim=args.dim,
+            column=args.column,
+            rows_per_part=DEFAULT_BLOCK_ROWS,
+        )
+    if true is not None and len(true) != shards.num_rows:
+        raise ValueError(
+            f'{args.labels} has {len(true)} labels but {args.features} has '
+            f'{shards.num_rows} rows'
+        )
+    k = model.k if model is not None and args.k is None else _k(args)
+    with rep.stage('connect to Ray'):
+        connect(args.address)
+    graph: KNN
+    if args.knn is not None:
+        with rep.stage('read kNN cache'):
+            graph = io.read_knn(args.knn, num_nodes=shards.num_rows, k=args.k)
+    else:
+        with rep.stage(f'kNN (k={k}, sharded exact search on Ray)'):
+            graph = knn(shards, k, engine='ray', progress=not args.quiet)
+    with rep.stage(f'cluster ({args.method}, Ray)'):
+        if model is None:
+            params: dict[str, Any] = {'seed': args.infomap_seed}
+            if args.threshold is not None:
+                params['threshold'] = args.threshold
+            pred = cluster_knn(graph, method=args.method, engine='ray', **params)
+        else:
+            pred = model.cluster(
+                shards,
+                graph=graph,
+                eta=args.threshold,
+                seed=args.infomap_seed,
+                engine='ray',
+                progress=not args.quiet,
+            )
+    metrics = None if true is None else evaluate(pred, true)
+    with rep.stage('write'):
+        io.save_labels(args.output, pred.cpu().numpy(), overwrite=args.overwrite)
+        if args.shard_labels is not None:
+            io.save_shard_labels(
+                args.shard_labels,
+                pred.cpu().numpy(),
+                shards,
+                suffix=Path(args.output).suffix,
+                overwrite=args.overwrite,
+            )
     if metrics is not None:
         _print_metrics(metrics, as_json=False)
     return 0

@@ -36,8 +36,12 @@ reads every row.
 from __future__ import annotations
 
 import csv
+import os
+import shutil
+import tempfile
 import zipfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
@@ -46,6 +50,7 @@ import torch
 from torch import Tensor
 
 from torch_geometric_sdt.utils.atomic import PathLike, atomic_write, check_writable
+from torch_geometric_sdt.utils.distributed import FeatureShards
 
 if TYPE_CHECKING:
     from torch_geometric_sdt.nn.knn import KNN
@@ -273,6 +278,202 @@ def _load_bin(path: Path, dim: int | None, mmap: bool) -> np.ndarray:
     if mmap:
         return np.memmap(path, dtype='<f4', mode='r', shape=(num, dim))
     return np.fromfile(path, dtype='<f4').reshape(num, dim)
+
+
+# Sharded features ############################################################
+
+#: Part files :func:`feature_shards` reads from a folder.
+SHARD_SUFFIXES = ('.npy', '.bin', '.parquet')
+#: The embedding column of a Parquet part when none is named.
+PARQUET_COLUMN = 'embedding'
+
+
+@dataclass(frozen=True)
+class FilePart:
+    r"""Rows :math:`[r_0, r_1)` of one features file, read when called (a
+    part of :class:`~torch_geometric_sdt.utils.distributed.FeatureShards`):
+    ``.npy`` and ``.bin`` are memory-mapped, so a part reads its rows alone;
+    a Parquet part reads its embedding column (a list of floats per row)."""
+
+    path: str
+    dim: int
+    start: int
+    stop: int
+    column: str | None = None
+
+    def __call__(self) -> np.ndarray:
+        path = Path(self.path)
+        if path.suffix == '.parquet':
+            x = _read_parquet(path, self.column)
+        else:
+            x = load_features(path, dim=self.dim if path.suffix == '.bin' else None)
+        return np.asarray(x[self.start : self.stop])
+
+
+def _parquet_rows_dim(path: Path, column: str | None) -> tuple[int, int]:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError as exc:
+        raise ImportError(
+            f"reading {path} needs pyarrow: pip install 'torch_geometric_sdt[ray]'"
+        ) from exc
+    try:
+        f = pq.ParquetFile(path)
+    except Exception as exc:  # pyarrow raises its own error types.
+        raise ValueError(f'{path} is not a valid Parquet file ({exc})') from None
+    name = column or PARQUET_COLUMN
+    if name not in f.schema_arrow.names:
+        raise ValueError(
+            f'{path} has no column {name!r} (columns: {f.schema_arrow.names}); '
+            'name the embedding column'
+        )
+    num = f.metadata.num_rows
+    if num == 0:
+        raise ValueError(f'{path} has no rows')
+    first = f.read_row_group(0, columns=[name]).column(0)[0].as_py()
+    if not isinstance(first, list) or not first:
+        raise ValueError(f'column {name!r} of {path} must hold lists of floats')
+    return num, len(first)
+
+
+def _read_parquet(path: Path, column: str | None) -> np.ndarray:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    name = column or PARQUET_COLUMN
+    col = pq.read_table(path, columns=[name]).column(0).combine_chunks()
+    if isinstance(col, pa.ChunkedArray):  # pragma: no cover (old pyarrow)
+        col = col.chunk(0)
+    lengths = col.value_lengths().to_numpy(zero_copy_only=False)
+    if lengths.size and (lengths != lengths[0]).any():
+        raise ValueError(f'column {name!r} of {path} holds lists of different lengths')
+    values = col.flatten().to_numpy(zero_copy_only=False)
+    if not np.issubdtype(values.dtype, np.floating):
+        raise ValueError(f'column {name!r} of {path} must hold floats')
+    return values.reshape(len(col), -1)
+
+
+def _part_rows_dim(path: Path, dim: int | None, column: str | None) -> tuple[int, int]:
+    if path.suffix == '.parquet':
+        return _parquet_rows_dim(path, column)
+    x = load_features(path, dim=dim)
+    return int(x.shape[0]), int(x.shape[1])
+
+
+def feature_shards(
+    path: PathLike,
+    *,
+    dim: int | None = None,
+    column: str | None = None,
+    rows_per_part: int | None = None,
+) -> FeatureShards:
+    r"""Embeddings stored as row blocks for the Ray engine
+    (:class:`~torch_geometric_sdt.utils.distributed.FeatureShards`), without
+    reading them.
+
+    * A **folder** of parts: every ``.npy``, ``.bin`` or ``.parquet`` file in
+      it, in name order (name them ``part-00000.npy``, ...); the rows of the
+      whole set are those of the parts one after the other.
+    * A **single file** (``.npy``, ``.bin``, ``.parquet``): one part, or
+      parts of :obj:`rows_per_part` rows of a memory-mapped ``.npy`` or
+      ``.bin`` file, so that every task reads its own rows.
+
+    Only the headers (``.npy``), sizes (``.bin``) and metadata (Parquet) are
+    read here; each part is read by the task that needs it, so the files
+    must be readable where the tasks run (a shared file system).
+
+    Args:
+        path (str or os.PathLike): A folder of parts or one features file.
+        dim (int, optional): The dimension of ``.bin`` parts (else from a
+            ``.meta`` labels file beside each). (default: :obj:`None`)
+        column (str, optional): The embedding column of Parquet parts, a
+            list of floats per row. (default: :obj:`'embedding'`)
+        rows_per_part (int, optional): Rows per part of a single ``.npy`` or
+            ``.bin`` file. (default: :obj:`None`: one part)
+
+    Raises:
+        ValueError: On a missing path, a folder without parts, parts of
+            mixed kinds or dimensions, or an unreadable part.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        path = _existing(path)
+    else:
+        files = sorted(
+            p for p in path.iterdir() if p.suffix in SHARD_SUFFIXES and p.is_file()
+        )
+        if not files:
+            raise ValueError(
+                f'{path} holds no feature parts ({", ".join(SHARD_SUFFIXES)} files)'
+            )
+        if len({p.suffix for p in files}) > 1:
+            raise ValueError(
+                f'{path} mixes part formats ({sorted({p.suffix for p in files})}); '
+                'keep one kind per folder'
+            )
+    if not path.is_dir():
+        _suffix(path, SHARD_SUFFIXES, 'feature parts')
+        files = [path]
+    parts, sizes, names = [], [], []
+    dims = set()
+    for f in files:
+        num, d = _part_rows_dim(f, dim, column)
+        dims.add(d)
+        step = num
+        if rows_per_part is not None and len(files) == 1 and f.suffix != '.parquet':
+            if rows_per_part <= 0:
+                raise ValueError(
+                    f'rows_per_part must be positive (got {rows_per_part})'
+                )
+            step = rows_per_part
+        for lo in range(0, num, step):
+            hi = min(lo + step, num)
+            parts.append(FilePart(str(f), d, lo, hi, column))
+            sizes.append(hi - lo)
+            names.append(f.name if step == num else f'{f.name}[{lo}:{hi}]')
+    if len(dims) > 1:
+        raise ValueError(
+            f'the parts in {path} have different dimensions {sorted(dims)}'
+        )
+    return FeatureShards(parts, sizes, dims.pop(), names)
+
+
+def save_shard_labels(
+    directory: PathLike,
+    y: ArrayLike,
+    shards: FeatureShards,
+    suffix: str = '.meta',
+    overwrite: bool = False,
+) -> Path:
+    r"""Writes one labels file per part of :obj:`shards` into
+    :obj:`directory` (``<part file stem><suffix>``, in the format of
+    :func:`save_labels`), atomically as a whole: the files are written into a
+    temporary folder beside it that is then renamed into place, so a crash
+    leaves no partial set. Parts of a single file are numbered
+    (``<stem>-00000<suffix>``).
+    """
+    directory = Path(directory)
+    y = _to_numpy(y, 'y')
+    if y.shape != (shards.num_rows,):
+        raise ValueError(f'y has shape {tuple(y.shape)}, expected ({shards.num_rows},)')
+    _suffix(Path('labels' + suffix), ('.meta', '.txt', '.npy'), 'labels')
+    if directory.exists() and not overwrite:
+        raise ValueError(f'{directory} exists (pass overwrite=True to replace it)')
+    stems = [Path(name.split('[')[0]).stem for name in shards.names]
+    if len(set(stems)) < len(stems):
+        stems = [f'{s}-{i:05d}' for i, s in enumerate(stems)]
+    tmp = Path(tempfile.mkdtemp(prefix=f'.{directory.name}.', dir=directory.parent))
+    try:
+        for p, stem in enumerate(stems):
+            lo, hi = int(shards.offsets[p]), int(shards.offsets[p + 1])
+            save_labels(tmp / f'{stem}{suffix}', y[lo:hi])
+        if directory.exists():
+            shutil.rmtree(directory)
+        os.replace(tmp, directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return directory
 
 
 def save_features(
@@ -693,4 +894,8 @@ __all__ = [
     'save_id_labels',
     'read_knn',
     'write_knn',
+    'FilePart',
+    'SHARD_SUFFIXES',
+    'feature_shards',
+    'save_shard_labels',
 ]

@@ -3,11 +3,12 @@ from .knn_features import SimilarityScale, noise_scale, similarity_scale
 from .rank import edge_rank, position_in_target
 from .similarity import edge_similarity
 from .softmax import masked_softmax
-from .topk_jaccard import topk_jaccard, topk_target
+from .topk_jaccard import topk_jaccard, topk_jaccard_ray, topk_target
 
 __all__ = [
     'infomap',
     'topk_jaccard',
+    'topk_jaccard_ray',
     'topk_target',
     'edge_rank',
     'position_in_target',

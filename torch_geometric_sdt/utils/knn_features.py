@@ -115,8 +115,7 @@ def noise_scale(
     if num_rows < 2:
         raise ValueError(f'num_rows must be >= 2 (got {num_rows})')
     if n > num_rows:
-        g = torch.Generator().manual_seed(seed)
-        rows = torch.randperm(n, generator=g)[:num_rows].sort().values
+        rows = noise_sample_rows(n, num_rows, seed)
         sample = x[rows] if isinstance(x, Tensor) else x[rows.numpy()]
     else:
         sample = x
@@ -133,6 +132,16 @@ def noise_scale(
     if not scale > 1e-12:
         scale = 1.0
     return SimilarityScale(float(q[1]), scale)
+
+
+def noise_sample_rows(num_nodes: int, num_rows: int = 2048, seed: int = 0) -> Tensor:
+    r"""The sorted rows :func:`noise_scale` samples from :obj:`num_nodes`
+    (all of them when :math:`N \le` :obj:`num_rows`): a sharded data set
+    reads these rows alone and passes them to :func:`noise_scale`."""
+    if num_nodes <= num_rows:
+        return torch.arange(num_nodes)
+    g = torch.Generator().manual_seed(seed)
+    return torch.randperm(num_nodes, generator=g)[:num_rows].sort().values
 
 
 def similarity_scale(sim: Tensor, *, max_samples: int = 1_000_000) -> SimilarityScale:

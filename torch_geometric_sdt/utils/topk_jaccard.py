@@ -18,6 +18,8 @@ call after installation pays the compile time.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numba
 import numpy as np
 import torch
@@ -26,6 +28,17 @@ from torch_geometric.utils.num_nodes import maybe_num_nodes
 from tqdm.auto import tqdm
 
 from torch_geometric_sdt.utils import _topk_jaccard_kernels as kernels
+from torch_geometric_sdt.utils.distributed import (
+    DEFAULT_BLOCK_ROWS,
+    EngineStats,
+    blocks,
+    connect,
+    limit_threads,
+    map_stage,
+    nbytes,
+    share,
+    shared_tensors,
+)
 from torch_geometric_sdt.utils.interrupt import deferred_interrupts, interruption_point
 from torch_geometric_sdt.utils.rank import edge_rank
 from torch_geometric_sdt.utils.validation import check_choice, check_flow, check_topk
@@ -211,6 +224,7 @@ def topk_jaccard(
     delta: float = 7.5,
     eps: float = -5.0,
     sigma: float = 0.5,
+    rows: tuple[int, int] | None = None,
     progress: bool = False,
 ) -> Tensor:
     r"""Scores every edge :math:`(i, j)` of a neighbour graph with the Top-K
@@ -312,6 +326,12 @@ def topk_jaccard(
             (default: :obj:`-5.0`)
         sigma (float, optional): Scale :math:`\sigma` of the exp transform.
             (default: :obj:`0.5`)
+        rows (tuple, optional): kNN form only: score the lists of rows
+            :math:`[r_0, r_1)` alone and return :obj:`[r_1 - r_0, k]`. A
+            row's scores read only its own list and its neighbours' lists,
+            so they equal the same rows of the full result (the map stages
+            of the Ray engine split the work this way). (default:
+            :obj:`None`)
         progress (bool, optional): Show a progress bar. (default: :obj:`False`)
 
     Returns:
@@ -369,11 +389,14 @@ def topk_jaccard(
         rowptr = torch.arange(n + 1, dtype=torch.int64) * k
         pos = None
         out_shape: tuple[int, ...] = (n, k)
+    elif rows is not None:
+        raise ValueError('rows needs the kNN form [N, k]')
     else:
         n, rowptr, col, sim_flat, pos = _edge_to_csr(index, sim, rank, num_nodes, flow)
         out_shape = (col.numel(),)
     deg = rowptr[1:] - rowptr[:-1]
     topk_t = _resolve_topk(topk, deg, out_shape[1] if dense else None)
+    row_lo, row_hi = _check_rows(rows, n)
 
     rowptr_np = rowptr.numpy()
     # int32 ids halve the memory traffic of the kernel.
@@ -425,11 +448,17 @@ def topk_jaccard(
 
         # Rows are visited in breadth-first order for cache locality; each row's
         # scores depend on nothing else, so the order leaves the result unchanged.
-        order = kernels.bfs_order(rowptr_np, col_np) if n > 0 else np.empty(0, np.int64)
+        if rows is not None:
+            order = np.arange(row_lo, row_hi, dtype=np.int64)
+        elif n > 0:
+            order = kernels.bfs_order(rowptr_np, col_np)
+        else:
+            order = np.empty(0, np.int64)
         # Blocks of rows (never one long kernel call): a held-back stop request
         # takes effect between two blocks.
-        num_blocks = min(n, 100)
-        bounds = np.linspace(0, n, num_blocks + 1).astype(np.int64)
+        num_rows = order.size
+        num_blocks = min(num_rows, 100)
+        bounds = np.linspace(0, num_rows, num_blocks + 1).astype(np.int64)
         chunks = max(1, 8 * num_threads)
         for b in tqdm(range(num_blocks), disable=not progress, desc='topk_jaccard'):
             interruption_point()
@@ -451,7 +480,25 @@ def topk_jaccard(
     result = torch.from_numpy(out)
     if pos is not None:
         result = result[pos]
+    if rows is not None:
+        return result.view(out_shape)[row_lo:row_hi].clone().to(device)
     return result.view(out_shape).to(device)
+
+
+def _check_rows(rows: tuple[int, int] | None, num_nodes: int) -> tuple[int, int]:
+    if rows is None:
+        return 0, num_nodes
+    if (
+        not isinstance(rows, (tuple, list))
+        or len(rows) != 2
+        or not all(isinstance(r, (int, np.integer)) for r in rows)
+        or not 0 <= rows[0] <= rows[1] <= num_nodes
+    ):
+        raise ValueError(
+            f'rows must be a pair (r0, r1) with 0 <= r0 <= r1 <= N = {num_nodes} '
+            f'(got {rows!r})'
+        )
+    return int(rows[0]), int(rows[1])
 
 
 def topk_target(
@@ -531,3 +578,59 @@ def topk_target(
         q = c / (b2 * cap[lo:hi, None] + t)
         out[lo:hi] = q.argmax(dim=1) + 1
     return out
+
+
+def _rows_task(
+    graph: dict[str, np.ndarray],
+    topk: int | dict[str, np.ndarray] | None,
+    lo: int,
+    hi: int,
+    options: dict[str, Any],
+) -> np.ndarray:
+    # Ray task: rows [lo, hi) of the shared graph.
+    limit_threads()
+    t = shared_tensors(graph)
+    k = shared_tensors(topk)['topk'] if isinstance(topk, dict) else topk
+    out = topk_jaccard(t['index'], t['sim'], topk=k, rows=(lo, hi), **options)
+    return out.numpy()
+
+
+def topk_jaccard_ray(
+    index: Tensor,
+    sim: Tensor,
+    topk: int | Tensor | None = None,
+    *,
+    address: str | None = None,
+    block_rows: int = DEFAULT_BLOCK_ROWS,
+    stats: EngineStats | None = None,
+    name: str = 'topk_jaccard',
+    progress: bool = False,
+    graph_ref: Any = None,
+    **options: Any,
+) -> Tensor:
+    r""":func:`topk_jaccard` of a kNN graph :obj:`[N, k]` as a map stage on
+    a Ray cluster: one task per block of :obj:`block_rows` rows
+    (:obj:`rows=`), every task reading the graph the driver put into the
+    object store once (or :obj:`graph_ref`, a reference from
+    :func:`~torch_geometric_sdt.utils.distributed.share` with :obj:`index`
+    and :obj:`sim`). Equal to :func:`topk_jaccard` of the whole graph; the
+    other arguments are its own (:obj:`options`) and those of
+    :func:`~torch_geometric_sdt.utils.distributed.map_stage`.
+    """
+    connect(address)
+    if graph_ref is None:
+        graph_ref = share(index=index, sim=sim)
+    if isinstance(topk, Tensor):
+        topk = share(topk=topk)
+    parts = map_stage(
+        _rows_task,
+        [
+            (graph_ref, topk, lo, hi, options)
+            for lo, hi in blocks(index.size(0), block_rows)
+        ],
+        name=name,
+        stats=stats,
+        shared_bytes=nbytes([index, sim]),
+        progress=progress,
+    )
+    return torch.from_numpy(np.concatenate(parts))

@@ -3,31 +3,34 @@ r"""The front end of the kNN search: :class:`KNN`, :func:`knn`,
 
 from __future__ import annotations
 
-import math
 from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from torch_geometric_sdt.utils.distributed import (
+    DEFAULT_BLOCK_ROWS,
+    FeatureShards,
+    check_engine,
+)
 from torch_geometric_sdt.utils.validation import check_flow
 
 from .candidates import finalize_candidates
 from .common import (
-    SAFE_MAX_EXPONENT,
-    SAFE_MIN_EXPONENT,
+    METRICS,
     check_no_options,
     check_positive_int,
+    l2_exponent,
     max_abs_rows,
+    prepare,
     scale_pow2,
-    scale_rows_pow2,
 )
-from .exact import exact_knn, exact_knn_symmetric
+from .exact import DEFAULT_COL_CHUNK_SIZE, exact_knn, exact_knn_symmetric
 from .faiss_search import FAISS_BACKENDS, faiss_search
 from .nndescent import nndescent_search
 
 #: The similarity measures of :func:`knn`.
-METRICS = ('cosine', 'l2')
 # BACKENDS and AUTO_EXACT_MAX_NODES are documented where the package
 # re-exports them.
 BACKENDS = ('auto', 'exact', *FAISS_BACKENDS, 'pynndescent')
@@ -96,6 +99,8 @@ def knn(
     backend: str = 'auto',
     chunk_size: int | None = None,
     progress: bool = False,
+    engine: str = 'local',
+    address: str | None = None,
     **backend_kwargs: Any,
 ) -> KNN:
     r"""Computes the :math:`k` nearest neighbours of every row of :obj:`x`
@@ -197,6 +202,18 @@ def knn(
             (default: :obj:`None`)
         progress (bool, optional): Shows a progress bar. (default:
             :obj:`False`)
+        engine (str, optional): :obj:`'local'` (this process) or
+            :obj:`'ray'`: the exact search sharded over a Ray cluster
+            (:func:`~torch_geometric_sdt.nn.knn.sharded.sharded_knn`; needs
+            ``pip install torch_geometric_sdt[ray]``). The Ray engine
+            searches exactly whatever :obj:`backend` says (:obj:`'auto'` or
+            :obj:`'exact'`; the approximate backends raise), gives the ids of
+            the local query-chunk path and returns the result on the CPU.
+            (default: :obj:`'local'`)
+        address (str, optional): The Ray cluster to join
+            (:func:`~torch_geometric_sdt.utils.distributed.connect`;
+            :obj:`None`: the running session, ``RAY_ADDRESS`` or a new local
+            one). (default: :obj:`None`)
         **backend_kwargs (optional): Backend options.
             :obj:`'exact'`: :obj:`symmetric` (default :obj:`True` unless
             :obj:`col_chunk_size` is given) and :obj:`col_chunk_size`
@@ -224,6 +241,15 @@ def knn(
         ImportError: If a faiss backend is requested and faiss is not
             installed.
     """
+    check_engine(engine)
+    if engine == 'ray':
+        return _knn_ray(
+            x, k, metric, backend, chunk_size, progress, address, backend_kwargs
+        )
+    if address is not None:
+        raise ValueError("address is an option of engine='ray'")
+    if isinstance(x, FeatureShards):
+        x = np.concatenate([x.read(p) for p in range(len(x))])
     x, device = prepare(x, metric)
     num_nodes = x.size(0)
     if num_nodes == 0:
@@ -241,6 +267,62 @@ def knn(
     if exponent != 0:
         sim = scale_pow2(sim, -2 * exponent)
     return KNN(index.to(device), sim.to(device))
+
+
+def _knn_ray(
+    x: Tensor | np.ndarray | FeatureShards,
+    k: int,
+    metric: str,
+    backend: str,
+    chunk_size: int | None,
+    progress: bool,
+    address: str | None,
+    options: dict[str, Any],
+) -> KNN:
+    # knn(engine='ray'): the sharded exact search.
+    from .sharded import sharded_knn
+
+    if metric not in METRICS:
+        raise ValueError(f'unknown metric {metric!r} (expected one of {METRICS})')
+    if backend not in ('auto', 'exact'):
+        raise ValueError(
+            f"engine='ray' searches exactly: backend must be 'auto' or 'exact' "
+            f'(got {backend!r})'
+        )
+    options = dict(options)
+    col_chunk_size = options.pop('col_chunk_size', DEFAULT_COL_CHUNK_SIZE)
+    block_rows = options.pop('block_rows', DEFAULT_BLOCK_ROWS)
+    options.pop('symmetric', None)
+    check_no_options("engine='ray'", options)
+    for name, value in (('col_chunk_size', col_chunk_size), ('block_rows', block_rows)):
+        check_positive_int(name, value)
+    if chunk_size is not None:
+        check_positive_int('chunk_size', chunk_size)
+    if not isinstance(x, FeatureShards):
+        if not isinstance(x, (Tensor, np.ndarray)):
+            raise ValueError(
+                'x must be a torch.Tensor, numpy.ndarray or FeatureShards '
+                f'(got {type(x).__name__})'
+            )
+        if x.ndim != 2:
+            raise ValueError(
+                f'x must be 2-D [num_points, dim] (got shape {tuple(x.shape)})'
+            )
+        if x.shape[0] == 0:
+            raise ValueError('x has no rows (N = 0): there are no points to search')
+        x = FeatureShards.from_array(x, block_rows)
+    check_k(k, x.num_rows)
+    index, sim = sharded_knn(
+        x,
+        int(k),
+        metric,
+        address=address,
+        block_rows=block_rows,
+        chunk_size=chunk_size,
+        col_chunk_size=col_chunk_size,
+        progress=progress,
+    )
+    return KNN(index, sim)
 
 
 def knn_graph(
@@ -356,74 +438,6 @@ def knn_graph(
 # Input handling and dispatch #################################################
 
 
-def prepare(x: Tensor | np.ndarray, metric: str) -> tuple[Tensor, torch.device]:
-    r"""Validates :obj:`x` and returns it as a float32/float64 tensor (rows
-    normalised for cosine), together with the device of the result."""
-    if metric not in METRICS:
-        raise ValueError(f'unknown metric {metric!r} (expected one of {METRICS})')
-    if isinstance(x, np.ndarray):
-        if x.dtype.kind != 'f':
-            raise ValueError(f'x must be a floating-point array (got dtype {x.dtype})')
-        x = torch.from_numpy(np.ascontiguousarray(x))
-    elif not isinstance(x, Tensor):
-        raise ValueError(
-            f'x must be a torch.Tensor or numpy.ndarray (got {type(x).__name__})'
-        )
-    if not x.dtype.is_floating_point:
-        raise ValueError(f'x must be a floating-point tensor (got dtype {x.dtype})')
-    if x.dim() != 2:
-        raise ValueError(
-            f'x must be 2-D [num_points, dim] (got shape {tuple(x.shape)})'
-        )
-    if x.size(1) == 0:
-        raise ValueError('x must have at least one feature column')
-    device = x.device
-    if x.dtype != torch.float64:
-        x = x.to(torch.float32)
-
-    # The largest magnitude of every row (NaN propagates): one pass, no
-    # [N, D] temporary.
-    row_max = max_abs_rows(x)
-    finite = torch.isfinite(row_max)
-    if not bool(finite.all()):
-        bad = (~finite).nonzero().view(-1)
-        raise ValueError(
-            f'x has {bad.numel()} row(s) with NaN or Inf values '
-            f'(first: row {int(bad[0])})'
-        )
-    if metric == 'cosine':
-        zero = row_max == 0
-        if bool(zero.any()):
-            bad = zero.nonzero().view(-1)
-            raise ValueError(
-                f'x has {bad.numel()} zero row(s), which have no direction '
-                f"for metric='cosine' (first: row {int(bad[0])})"
-            )
-        # Rows of huge or tiny values first become rows of largest magnitude
-        # in [0.5, 1) (an exact power-of-two scaling), so that their squared
-        # norm can neither overflow nor underflow.
-        _, exponent = torch.frexp(row_max)
-        odd = (exponent < SAFE_MIN_EXPONENT) | (exponent > SAFE_MAX_EXPONENT)
-        if bool(odd.any()):
-            rows = odd.nonzero().view(-1)
-            x = x.clone()
-            x[rows] = scale_rows_pow2(x[rows], -exponent[rows])
-        norm = torch.linalg.vector_norm(x, dim=1)
-        x = x / norm.unsqueeze(1)
-    elif x.numel() > 0:
-        # Squared distances reach 4 D max|x|^2: refuse what overflows.
-        largest = float(row_max.max())
-        limit = math.sqrt(torch.finfo(x.dtype).max / (4 * x.size(1)))
-        if largest > limit:
-            raise ValueError(
-                f"x has values up to {largest:.3g}, too large for metric='l2' "
-                f'in {str(x.dtype).removeprefix("torch.")}: with {x.size(1)} '
-                f'features their squared distances overflow above {limit:.3g} '
-                '(scale the features down, or pass float64)'
-            )
-    return x.contiguous(), device
-
-
 def scale_for_l2(x: Tensor) -> tuple[Tensor, int]:
     r"""For :obj:`metric='l2'`: :obj:`x` times :math:`2^e` and :math:`e`,
     where :math:`e` brings the largest magnitude of :obj:`x` into
@@ -433,13 +447,10 @@ def scale_for_l2(x: Tensor) -> tuple[Tensor, int]:
     :obj:`x`; the similarities found are scaled back by :math:`4^{-e}`."""
     if x.numel() == 0:
         return x, 0
-    largest = float(max_abs_rows(x).max())
-    if largest == 0:
+    exponent = l2_exponent(float(max_abs_rows(x).max()))
+    if exponent == 0:
         return x, 0
-    _, exponent = math.frexp(largest)
-    if SAFE_MIN_EXPONENT <= exponent <= SAFE_MAX_EXPONENT:
-        return x, 0
-    return scale_pow2(x, -exponent).contiguous(), -exponent
+    return scale_pow2(x, exponent).contiguous(), exponent
 
 
 def check_k(k: Any, num_nodes: int) -> None:

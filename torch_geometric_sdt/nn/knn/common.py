@@ -16,6 +16,9 @@ from torch import Tensor
 SAFE_MIN_EXPONENT = -40
 SAFE_MAX_EXPONENT = 40
 
+#: The similarity measures of the kNN search.
+METRICS = ('cosine', 'l2')
+
 
 def order(val: Tensor, idx: Tensor) -> tuple[Tensor, Tensor]:
     r"""Sorts each row by (value descending, id ascending)."""
@@ -33,6 +36,19 @@ def merge(
     r"""Merges two top-k lists over disjoint ids into one."""
     val, idx = order(torch.cat([a[0], b[0]], dim=1), torch.cat([a[1], b[1]], 1))
     return val[:, :k], idx[:, :k]
+
+
+def l2_exponent(largest: float) -> int:
+    r"""The exponent :math:`e` that brings the largest magnitude
+    :obj:`largest` of a data set into :math:`[0.5, 1)` when it lies outside
+    about :math:`[2^{-40}, 2^{40}]`, else :math:`0` (see
+    :func:`~torch_geometric_sdt.nn.knn.api.scale_for_l2`)."""
+    if largest == 0:
+        return 0
+    _, exponent = math.frexp(largest)
+    if SAFE_MIN_EXPONENT <= exponent <= SAFE_MAX_EXPONENT:
+        return 0
+    return -exponent
 
 
 def clamp_similarity(sim: Tensor, metric: str) -> Tensor:
@@ -93,3 +109,71 @@ def max_abs_rows(x: Tensor) -> Tensor:
     r"""The largest magnitude in every row of :obj:`x` (NaN for a row with a
     NaN), without an :math:`N \times D` temporary."""
     return torch.maximum(x.amax(dim=1), x.amin(dim=1).neg())
+
+
+def prepare(x: Tensor | np.ndarray, metric: str) -> tuple[Tensor, torch.device]:
+    r"""Validates :obj:`x` and returns it as a float32/float64 tensor (rows
+    normalised for cosine), together with the device of the result."""
+    if metric not in METRICS:
+        raise ValueError(f'unknown metric {metric!r} (expected one of {METRICS})')
+    if isinstance(x, np.ndarray):
+        if x.dtype.kind != 'f':
+            raise ValueError(f'x must be a floating-point array (got dtype {x.dtype})')
+        x = torch.from_numpy(np.ascontiguousarray(x))
+    elif not isinstance(x, Tensor):
+        raise ValueError(
+            f'x must be a torch.Tensor or numpy.ndarray (got {type(x).__name__})'
+        )
+    if not x.dtype.is_floating_point:
+        raise ValueError(f'x must be a floating-point tensor (got dtype {x.dtype})')
+    if x.dim() != 2:
+        raise ValueError(
+            f'x must be 2-D [num_points, dim] (got shape {tuple(x.shape)})'
+        )
+    if x.size(1) == 0:
+        raise ValueError('x must have at least one feature column')
+    device = x.device
+    if x.dtype != torch.float64:
+        x = x.to(torch.float32)
+
+    # The largest magnitude of every row (NaN propagates): one pass, no
+    # [N, D] temporary.
+    row_max = max_abs_rows(x)
+    finite = torch.isfinite(row_max)
+    if not bool(finite.all()):
+        bad = (~finite).nonzero().view(-1)
+        raise ValueError(
+            f'x has {bad.numel()} row(s) with NaN or Inf values '
+            f'(first: row {int(bad[0])})'
+        )
+    if metric == 'cosine':
+        zero = row_max == 0
+        if bool(zero.any()):
+            bad = zero.nonzero().view(-1)
+            raise ValueError(
+                f'x has {bad.numel()} zero row(s), which have no direction '
+                f"for metric='cosine' (first: row {int(bad[0])})"
+            )
+        # Rows of huge or tiny values first become rows of largest magnitude
+        # in [0.5, 1) (an exact power-of-two scaling), so that their squared
+        # norm can neither overflow nor underflow.
+        _, exponent = torch.frexp(row_max)
+        odd = (exponent < SAFE_MIN_EXPONENT) | (exponent > SAFE_MAX_EXPONENT)
+        if bool(odd.any()):
+            rows = odd.nonzero().view(-1)
+            x = x.clone()
+            x[rows] = scale_rows_pow2(x[rows], -exponent[rows])
+        norm = torch.linalg.vector_norm(x, dim=1)
+        x = x / norm.unsqueeze(1)
+    elif x.numel() > 0:
+        # Squared distances reach 4 D max|x|^2: refuse what overflows.
+        largest = float(row_max.max())
+        limit = math.sqrt(torch.finfo(x.dtype).max / (4 * x.size(1)))
+        if largest > limit:
+            raise ValueError(
+                f"x has values up to {largest:.3g}, too large for metric='l2' "
+                f'in {str(x.dtype).removeprefix("torch.")}: with {x.size(1)} '
+                f'features their squared distances overflow above {limit:.3g} '
+                '(scale the features down, or pass float64)'
+            )
+    return x.contiguous(), device

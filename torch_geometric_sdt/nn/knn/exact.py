@@ -83,21 +83,13 @@ def exact_knn(
         else:
             qid = query[r0:r1]
             xq = x[qid]
-        rows = torch.arange(r1 - r0, device=device)
         best: tuple[Tensor, Tensor] | None = None
         for c0 in range(0, num_nodes, width):
             c1 = min(c0 + width, num_nodes)
-            xb = x[c0:c1]
-            if sq is None:
-                block = torch.mm(xq, xb.t())
-            else:
-                block = torch.addmm(sq[c0:c1].neg().unsqueeze(0), xq, xb.t(), alpha=2)
-            local = qid - c0
-            mask = (local >= 0) & (local < c1 - c0)
-            block[rows[mask], local[mask]] = math.inf
-            val, idx = _topk_ordered(block, min(k, c1 - c0))
-            idx += c0
-            best = (val, idx) if best is None else merge(best, (val, idx), k)
+            part = block_topk(
+                xq, qid, x[c0:c1], c0, k, None if sq is None else sq[c0:c1]
+            )
+            best = part if best is None else merge(best, part, k)
         assert best is not None
         val, idx = best
         if sq is not None:
@@ -105,6 +97,38 @@ def exact_knn(
         out_index[r0:r1] = idx
         out_sim[r0:r1] = clamp_similarity(val, metric)  # Self (+inf): 1 or 0.
     return out_index, out_sim
+
+
+def block_topk(
+    xq: Tensor,
+    qid: Tensor,
+    xb: Tensor,
+    offset: int,
+    k: int,
+    sq: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
+    r"""The top-:math:`k` of query rows :obj:`xq` (global ids :obj:`qid`)
+    among one block of database rows :obj:`xb` (global ids :obj:`offset`,
+    :obj:`offset + 1`, ...), by (key descending, id ascending), with a
+    query's own column set to :math:`+\infty`. The key is the cosine
+    :math:`\mathbf{q}^{\top} \mathbf{x}_j` or, given the squared norms
+    :obj:`sq` of the block's rows (l2), :math:`2 \mathbf{q}^{\top}
+    \mathbf{x}_j - \|\mathbf{x}_j\|^2`. Partial lists over disjoint blocks
+    combine exactly with :func:`~torch_geometric_sdt.nn.knn.common.merge`.
+
+    Returns:
+        (key, index): :obj:`[Q, min(k, B)]` each, :obj:`index` global.
+    """
+    if sq is None:
+        block = torch.mm(xq, xb.t())
+    else:
+        block = torch.addmm(sq.neg().unsqueeze(0), xq, xb.t(), alpha=2)
+    local = qid - offset
+    mask = (local >= 0) & (local < xb.size(0))
+    rows = torch.arange(xq.size(0), device=xq.device)
+    block[rows[mask], local[mask]] = math.inf
+    val, idx = _topk_ordered(block, min(k, xb.size(0)))
+    return val, idx + offset
 
 
 def exact_knn_symmetric(

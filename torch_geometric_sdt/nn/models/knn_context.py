@@ -15,9 +15,11 @@ import torch
 from torch import Tensor
 
 from torch_geometric_sdt.nn.knn import KNN, knn
+from torch_geometric_sdt.utils.distributed import FeatureShards
 from torch_geometric_sdt.utils.knn_features import (
     REFERENCES,
     SimilarityScale,
+    noise_sample_rows,
     noise_scale,
     similarity_scale,
 )
@@ -95,11 +97,7 @@ class KNNContext:
             if x is None:
                 raise ValueError('embedding mode needs the embeddings x')
             xx = torch.nn.functional.normalize(torch.as_tensor(x).float(), dim=-1)
-        if reference == 'random_pairs' and x is not None:
-            scale = noise_scale(x)  # type: ignore[arg-type]
-        else:
-            reference = 'knn'
-            scale = similarity_scale(graph.sim)
+        scale, reference = reference_scale(x, graph, reference)
         return cls(graph, scale, shared, xx, reference)
 
     @classmethod
@@ -141,6 +139,21 @@ class KNNContext:
         )
 
 
+def reference_scale(
+    x: Tensor | np.ndarray | FeatureShards | None, graph: KNN, reference: str
+) -> tuple[SimilarityScale, str]:
+    r"""The similarity scale of a data set for :obj:`reference` and the
+    reference it used: :obj:`'random_pairs'` reads the rows
+    :func:`~torch_geometric_sdt.utils.knn_features.noise_sample_rows` picks
+    (of sharded embeddings too); without embeddings it falls back to
+    :obj:`'knn'`, the scale of :obj:`graph.sim`."""
+    if reference == 'random_pairs' and x is not None:
+        if isinstance(x, FeatureShards):
+            x = x.take(noise_sample_rows(x.num_rows).numpy())
+        return noise_scale(x), reference  # type: ignore[arg-type]
+    return similarity_scale(graph.sim), 'knn'
+
+
 def set_jaccard(graph: KNN, progress: bool = False) -> Tensor:
     r"""Set Jaccard index of the full lists of every kNN edge, :obj:`[N, k]`
     (:attr:`KNNContext.shared`)."""
@@ -171,4 +184,10 @@ def topk_positions(nodes: Tensor, topk: Tensor, k: int) -> Tensor:
     return nodes[row] * k + col
 
 
-__all__ = ['KNNContext', 'band_positions', 'set_jaccard', 'topk_positions']
+__all__ = [
+    'KNNContext',
+    'band_positions',
+    'reference_scale',
+    'set_jaccard',
+    'topk_positions',
+]

@@ -315,21 +315,45 @@ class SDTEncoder(torch.nn.Module):
             if num_nodes
             else self.lin_in(x)
         )
-        for block in self.blocks:
+        for layer in range(len(self.blocks)):
             out = torch.empty_like(h)
             for c, lo in enumerate(range(0, num_nodes, chunk_size)):
                 hi = min(num_nodes, lo + chunk_size)
                 e0, e1 = bounds[c], bounds[c + 1]
-                # Only the sources this chunk's edges read: projecting all
-                # of h for every chunk would cost O(N) per chunk.
-                src, sub_src = torch.unique(edge_index[0, e0:e1], return_inverse=True)
-                sub = torch.stack([sub_src, edge_index[1, e0:e1] - lo])
-                out[lo:hi] = block(
-                    (h[src], h[lo:hi]),
-                    sub,
+                out[lo:hi] = self.layer_chunk(
+                    layer,
+                    h,
+                    lo,
+                    hi,
+                    edge_index[:, e0:e1],
                     None if edge_attr is None else edge_attr[e0:e1],
                     topk[lo:hi] if per_target else topk,
                     None if edge_rank is None else edge_rank[e0:e1],
-                )[0]
+                )
             h = out
         return self.norm(h)
+
+    def layer_chunk(
+        self,
+        layer: int,
+        h: Tensor,
+        lo: int,
+        hi: int,
+        edge_index: Tensor,
+        edge_attr: Tensor | None = None,
+        topk: int | Tensor | None = None,
+        edge_rank: Tensor | None = None,
+    ) -> Tensor:
+        r"""One block of :meth:`inference`: the states after block
+        :obj:`layer` of the target nodes :math:`[lo, hi)`, from the states
+        :obj:`h` before it (all nodes, :obj:`[N, H]`) and the edges into those
+        targets (global ids; :obj:`topk` per target of the chunk or one
+        value). Reads only the rows of :obj:`h` the edges' sources and the
+        targets need: projecting all of :obj:`h` for every chunk would cost
+        :math:`O(N)` per chunk.
+        """
+        src, sub_src = torch.unique(edge_index[0], return_inverse=True)
+        sub = torch.stack([sub_src, edge_index[1] - lo])
+        return self.blocks[layer]((h[src], h[lo:hi]), sub, edge_attr, topk, edge_rank)[
+            0
+        ]

@@ -25,8 +25,10 @@ from torch_geometric_sdt.nn.models.knn_context import (
 )
 from torch_geometric_sdt.nn.models.sdt import EdgeHead, SDTEncoder
 from torch_geometric_sdt.nn.models.sdt_config import check_config
+from torch_geometric_sdt.nn.models.sdt_distributed import cluster_ray
 from torch_geometric_sdt.nn.models.topk_predictor import TopKPredictor
 from torch_geometric_sdt.utils.checkpoint import load_tensors, save_tensors
+from torch_geometric_sdt.utils.distributed import check_engine
 from torch_geometric_sdt.utils.infomap import cluster_links
 from torch_geometric_sdt.utils.knn_features import (
     NUM_EDGE_FEATURES,
@@ -552,12 +554,16 @@ class SDTClusterer(torch.nn.Module):
         backend: str = 'auto',
         progress: bool = False,
         return_details: bool = False,
+        engine: str = 'local',
+        address: str | None = None,
     ) -> Tensor | tuple[Tensor, dict[str, Any]]:
         r"""Clusters embeddings :obj:`x` (or a precomputed kNN :obj:`graph`).
 
         Args:
-            x (torch.Tensor or numpy.ndarray, optional): Embeddings
-                :obj:`[N, D]`. (default: :obj:`None`)
+            x (torch.Tensor or numpy.ndarray or FeatureShards, optional):
+                Embeddings :obj:`[N, D]`; sharded embeddings
+                (:class:`~torch_geometric_sdt.utils.distributed.FeatureShards`)
+                with :obj:`engine='ray'`. (default: :obj:`None`)
             graph (KNN, optional): A precomputed kNN graph with this model's
                 :math:`k`. (default: :obj:`None`)
             topk (torch.Tensor, optional): A per-node Top-K to use instead of
@@ -574,7 +580,19 @@ class SDTClusterer(torch.nn.Module):
                 :obj:`band_pos`, :obj:`band_prob`, :obj:`ctx`, and
                 :obj:`diagnostics`: the self-diagnosis statistics of
                 :mod:`~torch_geometric_sdt.nn.models.diagnostics` with the
-                :obj:`warnings` they raised). (default: :obj:`False`)
+                :obj:`warnings` they raised; with :obj:`engine='ray'` also
+                :obj:`engine`: per-stage tasks, seconds and bytes).
+                (default: :obj:`False`)
+            engine (str, optional): :obj:`'local'` or :obj:`'ray'`: every
+                stage but Infomap as tasks on a Ray cluster
+                (:mod:`~torch_geometric_sdt.nn.models.sdt_distributed`; the
+                kNN search is the exact sharded one, so :obj:`backend` must
+                be :obj:`'auto'` or :obj:`'exact'`). With the exact backend
+                both engines give the same partition.
+                (default: :obj:`'local'`)
+            address (str, optional): The Ray cluster to join
+                (:func:`~torch_geometric_sdt.utils.distributed.connect`).
+                (default: :obj:`None`)
 
         Returns:
             torch.Tensor: Cluster ids :obj:`LongTensor[N]`, consecutive from 0.
@@ -585,18 +603,37 @@ class SDTClusterer(torch.nn.Module):
         """
         if eta is not None and not 0.0 <= float(eta) <= 1.0:
             raise ValueError(f'eta must lie in [0, 1] (got {eta})')
-        ctx = self.context(x, graph=graph, backend=backend, progress=progress)
-        if topk is None:
-            topk = self.predict_topk(ctx, progress=progress)
+        check_engine(engine)
+        stats = None
+        if engine == 'ray':
+            ctx, topk, jac, band_pos, band_prob, stats = cluster_ray(
+                self,
+                x,
+                graph=graph,
+                topk=topk,
+                backend=backend,
+                address=address,
+                chunks=dict(
+                    topk=TOPK_BATCH_SIZE, nodes=NODE_CHUNK_SIZE, band=BAND_CHUNK_SIZE
+                ),
+                progress=progress,
+            )
+        else:
+            if address is not None:
+                raise ValueError("address is an option of engine='ray'")
+            ctx = self.context(x, graph=graph, backend=backend, progress=progress)
+            if topk is None:
+                topk = self.predict_topk(ctx, progress=progress)
         diagnostics = data_statistics(ctx, topk)
         diagnostics['warnings'] = diagnose(
             diagnostics, self.k, self.config['reference'], self.train_range
         )
         if diagnostics['warnings']:
             warnings.warn('; '.join(diagnostics['warnings']), stacklevel=3)
-        jac = self.jaccard(ctx, topk, progress=progress)
-        h = self.node_states(ctx, topk, jac)
-        band_pos, band_prob = self.score_band(ctx, topk, jac, h)
+        if engine == 'local':
+            jac = self.jaccard(ctx, topk, progress=progress)
+            h = self.node_states(ctx, topk, jac)
+            band_pos, band_prob = self.score_band(ctx, topk, jac, h)
         edge_index, weight = self.final_links(ctx, topk, jac, band_pos, band_prob, eta)
         labels = cluster_links(
             edge_index,
@@ -615,6 +652,8 @@ class SDTClusterer(torch.nn.Module):
                 ctx=ctx,
                 diagnostics=diagnostics,
             )
+            if stats is not None:
+                details['engine'] = stats.as_dict()
             return labels, details
         return labels
 
