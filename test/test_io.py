@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from torch_geometric_sdt import io
 from torch_geometric_sdt.io import (
     atomic_write,
     count_lines,
@@ -548,3 +549,128 @@ def test_read_knn_refuses_rows_without_self_first(tmp_path):
     with pytest.raises(ValueError, match='row 1 does not list node 1 first'):
         read_knn(path)
     assert read_knn(path, with_self=False).index.tolist() == [[0, 0, 1], [1, 0, 1]]
+
+
+# Sharded features ############################################################
+
+
+def _parts(tmp_path, x, sizes, suffix):
+    folder = tmp_path / 'parts'
+    folder.mkdir()
+    lo = 0
+    for i, size in enumerate(sizes):
+        part = x[lo : lo + size]
+        if suffix == '.npy':
+            np.save(folder / f'part-{i:05d}.npy', part)
+        elif suffix == '.bin':
+            part.astype('<f4').tofile(folder / f'part-{i:05d}.bin')
+        else:
+            pa = pytest.importorskip('pyarrow')
+            pq = pytest.importorskip('pyarrow.parquet')
+            table = pa.table({'id': np.arange(lo, lo + size), 'emb': list(part)})
+            pq.write_table(table, folder / f'part-{i:05d}.parquet')
+        lo += size
+    return folder
+
+
+@pytest.mark.parametrize('suffix', ['.npy', '.bin', '.parquet'])
+def test_feature_shards_of_a_folder(tmp_path, suffix):
+    x = np.random.default_rng(0).standard_normal((23, 5)).astype(np.float32)
+    folder = _parts(tmp_path, x, [10, 3, 10], suffix)
+    (folder / 'README.txt').write_text('not a part')
+    shards = io.feature_shards(
+        folder, dim=5 if suffix == '.bin' else None, column='emb'
+    )
+    assert shards.sizes == [10, 3, 10] and shards.dim == 5
+    assert shards.names == [f'part-{i:05d}{suffix}' for i in range(3)]
+    got = np.concatenate([shards.read(p) for p in range(len(shards))])
+    np.testing.assert_array_equal(got, x)
+    np.testing.assert_array_equal(shards.take(np.array([2, 12, 22])), x[[2, 12, 22]])
+
+
+def test_feature_shards_split_one_file_into_row_ranges(tmp_path):
+    x = np.random.default_rng(1).standard_normal((25, 4)).astype(np.float32)
+    path = tmp_path / 'x.npy'
+    np.save(path, x)
+    shards = io.feature_shards(path, rows_per_part=10)
+    assert shards.sizes == [10, 10, 5]
+    assert shards.names == ['x.npy[0:10]', 'x.npy[10:20]', 'x.npy[20:25]']
+    np.testing.assert_array_equal(shards.read(2), x[20:])
+    assert io.feature_shards(path).sizes == [25]
+
+
+def test_feature_shards_refuse_bad_folders(tmp_path):
+    x = np.zeros((4, 3), np.float32)
+    with pytest.raises(FileNotFoundError):
+        io.feature_shards(tmp_path / 'missing')
+    empty = tmp_path / 'empty'
+    empty.mkdir()
+    with pytest.raises(ValueError, match='holds no feature parts'):
+        io.feature_shards(empty)
+    mixed = tmp_path / 'mixed'
+    mixed.mkdir()
+    np.save(mixed / 'a.npy', x)
+    x.tofile(mixed / 'b.bin')
+    with pytest.raises(ValueError, match='mixes part formats'):
+        io.feature_shards(mixed)
+    dims = tmp_path / 'dims'
+    dims.mkdir()
+    np.save(dims / 'a.npy', x)
+    np.save(dims / 'b.npy', np.zeros((4, 2), np.float32))
+    with pytest.raises(ValueError, match='different dimensions'):
+        io.feature_shards(dims)
+    with pytest.raises(ValueError, match='pass dim='):
+        io.feature_shards(_parts(tmp_path, x, [4], '.bin'))
+    npz = tmp_path / 'x.npz'
+    np.savez(npz, x=x)
+    with pytest.raises(ValueError, match='extension'):
+        io.feature_shards(npz)
+    with pytest.raises(ValueError, match='rows_per_part'):
+        io.feature_shards(dims / 'a.npy', rows_per_part=0)
+
+
+def test_feature_shards_refuse_bad_parquet(tmp_path):
+    pa = pytest.importorskip('pyarrow')
+    pq = pytest.importorskip('pyarrow.parquet')
+    path = tmp_path / 'x.parquet'
+    pq.write_table(pa.table({'emb': [[1.0, 2.0], [3.0, 4.0]]}), path)
+    with pytest.raises(ValueError, match="no column 'embedding'"):
+        io.feature_shards(path)
+    pq.write_table(pa.table({'embedding': [1.0, 2.0]}), path)
+    with pytest.raises(ValueError, match='lists of floats'):
+        io.feature_shards(path)
+    pq.write_table(pa.table({'embedding': [[1.0, 2.0], [3.0]]}), path)
+    shards = io.feature_shards(path)
+    with pytest.raises(ValueError, match='different lengths'):
+        shards.read(0)
+    path.write_bytes(b'not parquet at all')
+    with pytest.raises(ValueError, match='not a valid Parquet file'):
+        io.feature_shards(path)
+
+
+def test_save_shard_labels_writes_one_file_per_part_atomically(tmp_path):
+    x = np.zeros((7, 2), np.float32)
+    folder = _parts(tmp_path, x, [3, 4], '.npy')
+    shards = io.feature_shards(folder)
+    y = np.arange(7)
+    out = tmp_path / 'labels'
+    io.save_shard_labels(out, y, shards)
+    assert sorted(p.name for p in out.iterdir()) == [
+        'part-00000.meta',
+        'part-00001.meta',
+    ]
+    np.testing.assert_array_equal(io.load_labels(out / 'part-00001.meta'), y[3:])
+    with pytest.raises(ValueError, match='exists'):
+        io.save_shard_labels(out, y, shards)
+    io.save_shard_labels(out, y[::-1].copy(), shards, suffix='.npy', overwrite=True)
+    assert sorted(p.name for p in out.iterdir()) == ['part-00000.npy', 'part-00001.npy']
+    with pytest.raises(ValueError, match='shape'):
+        io.save_shard_labels(tmp_path / 'other', y[:3], shards)
+    # Parts of one file are numbered; nothing is left beside the folder.
+    single = io.feature_shards(folder / 'part-00001.npy', rows_per_part=2)
+    io.save_shard_labels(tmp_path / 'single', y[:4], single)
+    assert sorted(p.name for p in (tmp_path / 'single').iterdir()) == [
+        'part-00001-00000.meta',
+        'part-00001-00001.meta',
+    ]
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith('.')] == []

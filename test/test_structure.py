@@ -63,7 +63,7 @@ def test_import_graph_script_exits_zero():
 _DISTRIBUTION = {'faiss': 'faiss-cpu', 'torch_geometric': 'torch-geometric'}
 # Optional packages: imported only where a `typing.WITH_*` flag (or the
 # caller's choice of backend) says they are there.
-_OPTIONAL = {'faiss', 'torch_scatter', 'torch_sparse'}
+_OPTIONAL = {'faiss', 'torch_scatter', 'torch_sparse', 'ray', 'pyarrow'}
 
 
 def _third_party_imports() -> dict[str, set[str]]:
@@ -109,4 +109,9 @@ def test_optional_flags_name_only_optional_packages():
     import torch_geometric_sdt.typing as sdt_typing
 
     flags = {n for n in sdt_typing.__all__ if n.startswith('WITH_')}
-    assert flags == {'WITH_FAISS', 'WITH_TORCH_SCATTER', 'WITH_TORCH_SPARSE'}
+    assert flags == {
+        'WITH_FAISS',
+        'WITH_RAY',
+        'WITH_TORCH_SCATTER',
+        'WITH_TORCH_SPARSE',
+    }

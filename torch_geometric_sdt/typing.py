@@ -21,8 +21,13 @@ def _has(name: str) -> bool:
 #: ``faiss-hnsw`` and ``faiss-ivf`` kNN backends.
 WITH_FAISS: bool = _has('faiss')
 
+#: Ray (``pip install torch_geometric_sdt[ray]``): :obj:`engine='ray'`, the
+#: pipeline's stages as tasks on a Ray cluster.
+WITH_RAY: bool = _has('ray')
+
 __all__ = [
     'WITH_FAISS',
+    'WITH_RAY',
     'WITH_TORCH_SCATTER',
     'WITH_TORCH_SPARSE',
 ]

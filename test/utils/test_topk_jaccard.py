@@ -508,3 +508,37 @@ BAD_INPUT = [
 )
 def test_bad_input_is_refused(tmp_path, good, call, exc, match):
     assert_api_refuses(call, exc, match, tmp_path, good)
+
+
+@pytest.mark.parametrize(
+    'options',
+    [
+        dict(),
+        dict(mode='set'),
+        dict(transform='exp', normalize='knn'),
+    ],
+)
+def test_rows_equal_the_rows_of_the_full_result(options):
+    from torch_geometric_sdt.nn.knn import knn as build_knn
+
+    x = torch.randn(300, 16, generator=torch.Generator().manual_seed(0))
+    graph = build_knn(x, 12)
+    topk = torch.randint(1, 13, (300,), generator=torch.Generator().manual_seed(1))
+    full = topk_jaccard(graph, topk=topk, **options)
+    parts = [
+        topk_jaccard(graph, topk=topk, rows=(lo, min(lo + 70, 300)), **options)
+        for lo in range(0, 300, 70)
+    ]
+    assert torch.equal(torch.cat(parts), full)
+    assert topk_jaccard(graph, topk=topk, rows=(5, 5), **options).shape == (0, 12)
+
+
+def test_rows_are_checked():
+    index = torch.tensor([[0, 1], [1, 0]])
+    sim = torch.tensor([[1.0, 0.5], [1.0, 0.5]])
+    for rows in [(1, 0), (0, 3), (-1, 1), (0,), 'ab', (0.5, 1)]:
+        with pytest.raises(ValueError, match='rows must be a pair'):
+            topk_jaccard(index, sim, topk=1, rows=rows)
+    edge_index = torch.tensor([[0, 1], [1, 0]])
+    with pytest.raises(ValueError, match='kNN form'):
+        topk_jaccard(edge_index, torch.tensor([0.5, 0.5]), rows=(0, 1), num_nodes=2)

@@ -1,0 +1,280 @@
+"""The Ray engine on a local Ray cluster (``ray.init(num_cpus=2)``): the same
+kNN lists, scores and partitions as the local engine, Ray's retries after a
+killed worker, and the CLI. One Ray session per module (a few seconds); the
+tests of every Ray module share one pytest-xdist worker (``xdist_group``)."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from torch_geometric_sdt import io
+from torch_geometric_sdt.baselines import cluster_knn
+from torch_geometric_sdt.datasets import synthetic_faces
+from torch_geometric_sdt.nn.knn import knn
+from torch_geometric_sdt.nn.models import SDTClusterer
+from torch_geometric_sdt.nn.models.sdt_distributed import cluster_ray
+from torch_geometric_sdt.pretrained import default_model_path
+from torch_geometric_sdt.testing import run_cli
+from torch_geometric_sdt.utils.distributed import FeatureShards, connect
+
+ray = pytest.importorskip('ray', reason="the Ray engine needs the 'ray' extra")
+
+pytestmark = pytest.mark.xdist_group('ray')
+
+
+@pytest.fixture(scope='module', autouse=True)
+def ray_session():
+    if ray.is_initialized():
+        ray.shutdown()
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        object_store_memory=300 * 2**20,
+    )
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope='module')
+def faces() -> tuple[torch.Tensor, torch.Tensor]:
+    return synthetic_faces(3000, dim=64, seed=3)
+
+
+@pytest.fixture(scope='module')
+def model() -> SDTClusterer:
+    return SDTClusterer.load(default_model_path())
+
+
+def kill_once(task: str, timeout: float = 60.0) -> dict:
+    """Starts a thread that SIGKILLs the first worker process running the Ray
+    task function :obj:`task` (its process title is ``ray::<task>``);
+    ``state['killed']`` holds the pid it killed."""
+    state: dict = {'killed': None, 'stop': False}
+
+    def run() -> None:
+        end = time.monotonic() + timeout
+        while not state['stop'] and time.monotonic() < end:
+            for pid in os.listdir('/proc'):
+                if not pid.isdigit():
+                    continue
+                try:
+                    title = Path(f'/proc/{pid}/cmdline').read_bytes()
+                except OSError:
+                    continue
+                if title.split(b'\0')[0] == f'ray::{task}'.encode():
+                    os.kill(int(pid), 9)
+                    state['killed'] = int(pid)
+                    return
+            time.sleep(0.005)
+
+    state['thread'] = threading.Thread(target=run, daemon=True)
+    state['thread'].start()
+    return state
+
+
+# kNN ##########################################################################
+
+
+@pytest.mark.parametrize('metric', ['cosine', 'l2'])
+def test_sharded_knn_equals_the_local_exact_search(faces, metric):
+    x = faces[0][:700]
+    if metric == 'l2':
+        x = x.double() * 1e-30  # float64, scaled by a power of two inside
+    local = knn(x, 15, metric=metric, backend='exact', col_chunk_size=200)
+    shards = FeatureShards.from_array(x, rows_per_part=300)
+    dist = knn(shards, 15, metric=metric, engine='ray', block_rows=110)
+    assert dist.sim.dtype == local.sim.dtype
+    assert torch.equal(dist.index, local.index)
+    torch.testing.assert_close(dist.sim, local.sim, rtol=1e-6, atol=0)
+    # The default (symmetric) local search: the same ids.
+    assert torch.equal(knn(x, 15, metric=metric).index, dist.index)
+
+
+def test_sharded_knn_reads_parts_from_files(tmp_path, faces):
+    x = faces[0][:500].numpy()
+    for i, lo in enumerate(range(0, 500, 200)):
+        np.save(tmp_path / f'part-{i}.npy', x[lo : lo + 200])
+    shards = io.feature_shards(tmp_path)
+    assert shards.sizes == [200, 200, 100]
+    assert torch.equal(knn(shards, 10, engine='ray').index, knn(x, 10).index)
+
+
+def test_sharded_knn_refuses_bad_input(faces):
+    x = faces[0][:100].clone()
+    with pytest.raises(ValueError, match='searches exactly'):
+        knn(x, 5, engine='ray', backend='pynndescent')
+    with pytest.raises(ValueError, match='smaller than the number of points'):
+        knn(x, 100, engine='ray')
+    with pytest.raises(ValueError, match='unknown option'):
+        knn(x, 5, engine='ray', nprobe=3)
+    with pytest.raises(ValueError, match='metric'):
+        knn(x, 5, engine='ray', metric='dot')
+    x[70] = float('nan')
+    # The error raised in the task that read the part, naming it.
+    with pytest.raises(ValueError, match=r'part 1: x has 1 row\(s\) with NaN'):
+        knn(FeatureShards.from_array(x, rows_per_part=50), 5, engine='ray')
+    with pytest.raises(ValueError, match='already initialised'):
+        connect('auto')
+
+
+# SDT and baselines ###########################################################
+
+
+def test_sdt_on_ray_gives_the_local_partition(faces, model):
+    x, _ = faces
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')  # self-diagnosis of synthetic data
+        local, ld = model.cluster(x, backend='exact', return_details=True)
+        dist, dd = model.cluster(x, engine='ray', return_details=True)
+    assert torch.equal(dist, local)
+    for key in ('topk', 'jaccard', 'band_pos'):
+        assert torch.equal(dd[key], ld[key]), key
+    assert torch.equal(dd['ctx'].shared, ld['ctx'].shared)
+    torch.testing.assert_close(dd['band_prob'], ld['band_prob'], rtol=0, atol=1e-6)
+    stages = dd['engine']
+    assert {'knn', 'set jaccard', 'Top-K', 'topk jaccard', 'SDT band'} <= set(stages)
+    assert all(s['tasks'] >= 1 and s['seconds'] >= 0 for s in stages.values())
+    assert stages['knn']['bytes_in'] >= x.numel() * 4
+    assert 'engine' not in ld
+
+
+@pytest.mark.parametrize('mode', ['relational', 'embedding'])
+def test_sdt_stages_on_many_blocks_equal_the_local_chunks(faces, mode):
+    x = faces[0][:1500]
+    torch.manual_seed(0)
+    model = SDTClusterer(
+        k=12,
+        mode=mode,
+        embedding_channels=64 if mode == 'embedding' else None,
+        hidden_channels=8,
+        predictor_channels=8,
+        heads=2,
+    )
+    chunks = dict(topk=64, nodes=128, band=256)
+    ctx, topk, jac, band_pos, band_prob, stats = cluster_ray(
+        model,
+        x,
+        graph=None,
+        topk=None,
+        backend='auto',
+        address=None,
+        chunks=chunks,
+        block_rows=300,  # rounded down to 256 nodes: 6 node blocks
+    )
+    assert stats.as_dict()['Top-K']['tasks'] == 6
+    assert stats.as_dict()['knn']['tasks'] == 5  # parts of 300 rows
+    local = model.context(x, backend='exact')
+    assert torch.equal(ctx.knn.index, local.knn.index)
+    assert torch.equal(ctx.shared, local.shared)
+    assert torch.equal(topk, model.predict_topk(local, batch_size=64))
+    assert torch.equal(jac, model.jaccard(local, topk))
+    h = model.node_states(local, topk, jac, chunk_size=128)
+    pos, prob = model.score_band(local, topk, jac, h, chunk_size=256)
+    assert torch.equal(band_pos, pos)
+    torch.testing.assert_close(band_prob, prob, rtol=0, atol=1e-6)
+
+
+def test_sdt_on_ray_refuses_bad_input(faces, model):
+    x = faces[0][:200]
+    with pytest.raises(ValueError, match='searches exactly'):
+        model.cluster(x, engine='ray', backend='faiss')
+    with pytest.raises(ValueError, match='engine'):
+        model.cluster(x, engine='dask')
+    with pytest.raises(ValueError, match='address'):
+        model.cluster(x, address='auto')
+    with pytest.raises(ValueError, match='smaller than the number of points'):
+        model.cluster(x[:50], engine='ray')
+    graph = knn(x, 20)
+    with pytest.raises(ValueError, match='k = 20'):
+        model.cluster(x, graph=graph, engine='ray')
+
+
+@pytest.mark.parametrize('method', ['infomap-knn', 'fc-es'])
+def test_baselines_on_ray_give_the_local_partition(faces, method):
+    graph = knn(faces[0], 40)
+    assert torch.equal(
+        cluster_knn(graph, method, engine='ray'), cluster_knn(graph, method)
+    )
+
+
+# Faults #######################################################################
+
+
+def test_a_killed_worker_changes_nothing(faces, model):
+    x, _ = faces
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        local = model.cluster(x, backend='exact')
+        state = kill_once('_topk_block')
+        dist = model.cluster(x, engine='ray')
+    state['stop'] = True
+    assert state['killed'] is not None, 'no Top-K task was caught running'
+    assert torch.equal(dist, local)
+
+
+def test_cli_with_a_killed_worker_writes_the_local_labels(tmp_path, faces, capsys):
+    x, y = faces
+    np.save(tmp_path / 'x.npy', x.numpy())
+    parts = tmp_path / 'parts'
+    parts.mkdir()
+    for i, lo in enumerate(range(0, 3000, 1000)):
+        np.save(parts / f'part-{i:05d}.npy', x[lo : lo + 1000].numpy())
+    io.save_labels(tmp_path / 'y.meta', y.numpy())
+    local = tmp_path / 'local.meta'
+    out = tmp_path / 'out' / 'labels.meta'
+    out.parent.mkdir()
+    rc, err = run_cli(
+        ['cluster', str(tmp_path / 'x.npy'), '-o', str(local), '--method', 'sdt', '-q'],
+        capsys,
+    )
+    assert rc == 0, err
+    state = kill_once('_search_block')
+    rc, err = run_cli(
+        ['cluster', str(parts), '-o', str(out), '--method', 'sdt', '--engine', 'ray']
+        + ['--shard-labels', str(tmp_path / 'per-part'), '-q'],
+        capsys,
+    )
+    state['stop'] = True
+    assert rc == 0, err
+    assert state['killed'] is not None, 'no kNN task was caught running'
+    assert out.read_bytes() == local.read_bytes()
+    assert [p.name for p in out.parent.iterdir()] == ['labels.meta']
+    per_part = sorted((tmp_path / 'per-part').iterdir())
+    assert [p.name for p in per_part] == [f'part-{i:05d}.meta' for i in range(3)]
+    joined = np.concatenate([io.load_labels(p) for p in per_part])
+    np.testing.assert_array_equal(joined, io.load_labels(out))
+
+
+def test_cli_ray_refuses_bad_input(tmp_path, faces, capsys):
+    np.save(tmp_path / 'x.npy', faces[0][:300].numpy())
+    x = str(tmp_path / 'x.npy')
+    out = tmp_path / 'labels.meta'
+    for extra, match in [
+        (['--backend', 'pynndescent'], 'searches exactly'),
+        (['--metric', 'l2'], 'cosine'),
+        (['--threshold', '2'], 'threshold'),
+    ]:
+        rc, err = run_cli(
+            ['cluster', x, '-o', str(out), '--engine', 'ray'] + extra, capsys
+        )
+        assert rc == 2 and match in err and err.count('\n') == 1, err
+    for extra in (['--address', 'auto'], ['--column', 'e'], ['--shard-labels', 'd']):
+        rc, err = run_cli(['cluster', x, '-o', str(out)] + extra, capsys)
+        assert rc == 2 and 'is an option of --engine ray' in err, err
+    (tmp_path / 'taken').mkdir()
+    rc, err = run_cli(
+        ['cluster', x, '-o', str(out), '--engine', 'ray']
+        + ['--shard-labels', str(tmp_path / 'taken')],
+        capsys,
+    )
+    assert rc == 2 and 'exists' in err, err
+    assert not out.exists()
