@@ -47,7 +47,7 @@ SUITES: dict[str, tuple[str, ...]] = {
         'chunk_sizes',
         'incremental',
     ),
-    'scale': ('scale',),
+    'scale': ('scale', 'ray_engine'),
 }
 #: What each script measures (for ``list``).
 DESCRIPTIONS = {
@@ -66,6 +66,7 @@ DESCRIPTIONS = {
     'chunk_sizes': 'model inference chunk sizes now against version 0.1',
     'incremental': 'ClusterIndex: 1% additions and removals against clustering at once',
     'scale': 'time and memory of every SDT stage at 10K, 100K, 1M',
+    'ray_engine': 'the Ray engine: local engine against one and two Ray workers',
 }
 
 

@@ -29,7 +29,7 @@ def test_list_runs_and_names_every_suite():
         for name in names:
             assert name in res.stdout
     assert set(SUITES) == {'quality', 'speed', 'scale'}
-    assert SUITES['scale'] == ('scale',)
+    assert SUITES['scale'] == ('scale', 'ray_engine')
 
 
 def test_run_skips_a_missing_script(capsys):

@@ -133,6 +133,7 @@ _CHILD = """
 import importlib.util, sys, time
 spec = importlib.util.spec_from_file_location('sdt_io', sys.argv[2])
 io = importlib.util.module_from_spec(spec)
+sys.modules['sdt_io'] = io  # as an import would (dataclasses look it up)
 spec.loader.exec_module(io)
 with io.atomic_write(sys.argv[1]) as tmp:
     with open(tmp, 'wb') as f:

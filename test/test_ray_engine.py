@@ -35,6 +35,7 @@ def ray_session():
     if ray.is_initialized():
         ray.shutdown()
     ray.init(
+        address='local',  # a new cluster, whatever RAY_ADDRESS says
         num_cpus=2,
         include_dashboard=False,
         log_to_driver=False,
@@ -278,3 +279,22 @@ def test_cli_ray_refuses_bad_input(tmp_path, faces, capsys):
     )
     assert rc == 2 and 'exists' in err, err
     assert not out.exists()
+
+
+# The benchmark ################################################################
+
+
+@pytest.mark.parametrize('graph', ['sharded', 'given'])
+def test_benchmark_compares_the_engines(graph):
+    from benchmarks.ray_engine import markdown, run
+
+    res = run(1200, [None], graph, dim=32)
+    local, dist = res['configs']['local'], res['configs']['ray']
+    assert dist['equals_local'] is True
+    assert dist['pairwise_fscore'] == local['pairwise_fscore']
+    assert ('knn' in dist['stages']) == (graph == 'sharded')
+    assert ('knn' in local['stages']) == (graph == 'sharded')
+    assert dist['bytes_in'] > 0 and dist['total_s'] > 0
+    text = '\n'.join(markdown(res))
+    assert '| labels equal local | - | yes |' in text
+    assert '| **total** |' in text

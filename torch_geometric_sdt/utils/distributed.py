@@ -71,9 +71,11 @@ def import_ray() -> Any:
 
 
 def connect(address: str | None = None) -> Any:
-    r"""Joins the Ray cluster at :obj:`address` (*e.g.* ``'auto'`` or
-    ``'ray://head:10001'``), or, without one, the cluster of
-    ``RAY_ADDRESS`` or a new local one. When Ray is already initialised in
+    r"""Joins the Ray cluster at :obj:`address` (*e.g.* ``'auto'``,
+    ``'ray://head:10001'``, or ``'local'`` for a new local cluster), or,
+    without one, what :func:`ray.init` picks: the cluster of
+    ``RAY_ADDRESS``, else one started on this machine by ``ray start``, else a
+    new local cluster of all its CPUs. When Ray is already initialised in
     this process, that session is used as it is and :obj:`address` must be
     :obj:`None`. The session stays up for later calls (end it with
     :func:`ray.shutdown`).

@@ -1,0 +1,304 @@
+r"""The Ray engine against the local engine, and one Ray worker against two,
+on this machine.
+
+Every configuration clusters the same synthetic faces
+(:func:`~torch_geometric_sdt.datasets.synthetic_faces`, 256-d, seed 0,
+saved as one ``.npy`` file and read as parts of 65,536 rows by the tasks)
+with the shipped SDT model, one after the other in this process:
+
+* ``local``: the local engine, stage by stage (two threads);
+* ``ray-W``: a fresh local Ray cluster of :math:`W` CPUs
+  (``ray.init(num_cpus=W)``): :math:`W` worker processes, one task per CPU,
+  one thread per task; :meth:`SDTClusterer.cluster(..., engine='ray')`.
+
+``--graph sharded`` (default) includes the kNN search: the local engine's
+exact search (symmetric blocks, half the products) against the Ray
+engine's sharded exact search (query blocks against every part, every
+product). ``--graph given`` computes one kNN graph beforehand
+(``backend='auto'``) and gives it to every configuration, which then runs
+the stages after the search only: the exact search of :math:`10^6` faces
+takes hours on two cores.
+
+Reported per configuration: seconds per stage, the time of the driver's own
+work (diagnostics, final links, Infomap) as the rest, bytes the tasks read
+from and wrote to the object store (arguments counted once per task that
+reads them: an upper bound on what moved between nodes; on one machine the
+object store is shared memory and nothing moves), pairwise and BCubed F,
+and whether the labels equal the local engine's. The speed-up of two
+workers over one is the ratio of two runs in the same process.
+
+Writes benchmarks/results/ray_engine_<N>.{md,json} (``--quick``: 3K faces, a
+temporary folder).
+
+.. code-block:: none
+
+    python -m benchmarks.ray_engine [--nodes 200000] [--workers 1 2]
+        [--graph sharded|given]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from benchmarks.common import Measure, results_dir, write_results
+
+MB = 2**20
+
+
+def _scores(pred: torch.Tensor, y: torch.Tensor) -> dict[str, Any]:
+    from torch_geometric_sdt.metrics import evaluate
+
+    m = evaluate(pred, y)
+    return {
+        'pairwise_fscore': m['pairwise_fscore'],
+        'bcubed_fscore': m['bcubed_fscore'],
+        'num_clusters': m['num_clusters'],
+    }
+
+
+def run_local(model: Any, x: torch.Tensor, graph: Any) -> tuple[torch.Tensor, dict]:
+    r"""The local engine stage by stage (the stages of
+    :meth:`SDTClusterer.cluster`)."""
+    from torch_geometric_sdt.nn.knn import knn
+    from torch_geometric_sdt.utils.infomap import cluster_links
+
+    stages: dict[str, float] = {}
+    start = time.perf_counter()
+    with torch.no_grad():
+        if graph is None:
+            with Measure() as m:
+                graph = knn(x, model.k, backend='exact')
+            stages['knn'] = m.seconds
+        with Measure() as m:
+            ctx = model.context(x, graph=graph)
+        stages['set jaccard + scale'] = m.seconds
+        with Measure() as m:
+            topk = model.predict_topk(ctx)
+        stages['Top-K'] = m.seconds
+        with Measure() as m:
+            jac = model.jaccard(ctx, topk)
+        stages['topk jaccard'] = m.seconds
+        with Measure() as m:
+            h = model.node_states(ctx, topk, jac)
+        stages['SDT states'] = m.seconds
+        with Measure() as m:
+            band_pos, band_prob = model.score_band(ctx, topk, jac, h)
+        stages['SDT band'] = m.seconds
+        with Measure() as m:
+            edge_index, weight = model.final_links(ctx, topk, jac, band_pos, band_prob)
+            pred = cluster_links(edge_index, weight, ctx.num_nodes)
+        stages['links + Infomap'] = m.seconds
+    return pred, {'stages': stages, 'total_s': time.perf_counter() - start}
+
+
+def run_ray(
+    model: Any, shards: Any, graph: Any, workers: int | None
+) -> tuple[torch.Tensor, dict]:
+    r"""The Ray engine on a fresh local cluster of :obj:`workers` CPUs
+    (:obj:`None`: the Ray session already running)."""
+    import ray
+
+    if workers is not None:
+        ray.init(
+            address='local',
+            num_cpus=workers,
+            include_dashboard=False,
+            log_to_driver=False,
+            object_store_memory=8 * 2**30,
+        )
+    try:
+        start = time.perf_counter()
+        pred, details = model.cluster(
+            shards, graph=graph, engine='ray', return_details=True
+        )
+        total = time.perf_counter() - start
+    finally:
+        if workers is not None:
+            ray.shutdown()
+    stages = {name: s['seconds'] for name, s in details['engine'].items()}
+    stages['driver (diagnostics, links, Infomap)'] = total - sum(stages.values())
+    return pred, {
+        'stages': stages,
+        'total_s': total,
+        'bytes_in': sum(s['bytes_in'] for s in details['engine'].values()),
+        'bytes_out': sum(s['bytes_out'] for s in details['engine'].values()),
+        'engine': details['engine'],
+    }
+
+
+def run(
+    num_nodes: int,
+    workers: list[int | None],
+    graph_mode: str = 'sharded',
+    dim: int = 256,
+) -> dict[str, Any]:
+    r"""Runs the local engine and the Ray engine with every worker count."""
+    from torch_geometric_sdt import io
+    from torch_geometric_sdt.datasets import synthetic_faces
+    from torch_geometric_sdt.nn.knn import knn
+    from torch_geometric_sdt.nn.models import SDTClusterer
+    from torch_geometric_sdt.pretrained import default_model_path
+    from torch_geometric_sdt.utils.distributed import DEFAULT_BLOCK_ROWS
+
+    model = SDTClusterer.load(default_model_path())
+    x, y = synthetic_faces(num_nodes, dim, seed=0)
+    out: dict[str, Any] = {
+        'num_nodes': num_nodes,
+        'dim': dim,
+        'k': model.k,
+        'graph': graph_mode,
+        'rows_per_part': DEFAULT_BLOCK_ROWS,
+        'configs': {},
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / 'x.npy'
+        np.save(path, x.numpy())
+        shards = io.feature_shards(path, rows_per_part=DEFAULT_BLOCK_ROWS)
+        graph = None
+        if graph_mode == 'given':
+            t = time.perf_counter()
+            graph = knn(x, model.k, backend='auto')
+            out['given_graph_s'] = time.perf_counter() - t
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')  # self-diagnosis of synthetic data
+            local, res = run_local(model, x, graph)
+            res.update(_scores(local, y))
+            out['configs']['local'] = res
+            _log('local', res)
+            for w in workers:
+                name = 'ray' if w is None else f'ray-{w}'
+                pred, res = run_ray(model, shards, graph, w)
+                res.update(_scores(pred, y))
+                res['equals_local'] = bool(torch.equal(pred, local))
+                out['configs'][name] = res
+                _log(name, res)
+    configs = out['configs']
+    if 'ray-1' in configs and 'ray-2' in configs:
+        out['speedup_2_over_1'] = (
+            configs['ray-1']['total_s'] / configs['ray-2']['total_s']
+        )
+    return out
+
+
+def _log(name: str, res: dict[str, Any]) -> None:
+    print(
+        f'{name}: {res["total_s"]:.1f} s, pairwise F {res["pairwise_fscore"]:.4f}',
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def markdown(res: dict[str, Any]) -> list[str]:
+    r"""The results as markdown lines."""
+    configs = res['configs']
+    names = list(configs)
+    stages: list[str] = []
+    for c in configs.values():
+        stages += [s for s in c['stages'] if s not in stages]
+    lines = [
+        f'{res["num_nodes"]:,} synthetic faces, {res["dim"]}-d, k = {res["k"]}, the '
+        f'shipped SDT model; kNN graph: **{res["graph"]}**'
+        + (
+            f' (computed once beforehand with backend auto in '
+            f'{res["given_graph_s"]:.0f} s, not counted below)'
+            if res['graph'] == 'given'
+            else ' (local: exact symmetric search; Ray: sharded exact search)'
+        )
+        + '. `ray-W`: a local Ray cluster of W CPUs, one single-threaded task '
+        'per CPU; `local`: this process, two threads.',
+        '',
+        '| stage (seconds) | ' + ' | '.join(names) + ' |',
+        '|---|' + '---:|' * len(names),
+    ]
+    for s in stages:
+        cells = [
+            f'{c["stages"][s]:.1f}' if s in c['stages'] else '-'
+            for c in configs.values()
+        ]
+        lines.append(f'| {s} | ' + ' | '.join(cells) + ' |')
+    lines.append(
+        '| **total** | '
+        + ' | '.join(f'**{c["total_s"]:.1f}**' for c in configs.values())
+        + ' |'
+    )
+    lines.append(
+        '| read by tasks (MB) | '
+        + ' | '.join(
+            f'{c["bytes_in"] / MB:,.0f}' if 'bytes_in' in c else '-'
+            for c in configs.values()
+        )
+        + ' |'
+    )
+    lines.append(
+        '| written by tasks (MB) | '
+        + ' | '.join(
+            f'{c["bytes_out"] / MB:,.0f}' if 'bytes_out' in c else '-'
+            for c in configs.values()
+        )
+        + ' |'
+    )
+    lines.append(
+        '| pairwise F | '
+        + ' | '.join(f'{c["pairwise_fscore"]:.4f}' for c in configs.values())
+        + ' |'
+    )
+    lines.append(
+        '| BCubed F | '
+        + ' | '.join(f'{c["bcubed_fscore"]:.4f}' for c in configs.values())
+        + ' |'
+    )
+    lines.append(
+        '| labels equal local | '
+        + ' | '.join(
+            '-' if n == 'local' else ('yes' if c['equals_local'] else '**no**')
+            for n, c in configs.items()
+        )
+        + ' |'
+    )
+    lines.append('')
+    if 'speedup_2_over_1' in res:
+        lines.append(
+            f'Two workers over one: **{res["speedup_2_over_1"]:.2f}x** '
+            f'(ray-1 {configs["ray-1"]["total_s"]:.1f} s, ray-2 '
+            f'{configs["ray-2"]["total_s"]:.1f} s, in one run).'
+        )
+    if 'local' in configs:
+        for n in names:
+            if n != 'local':
+                ratio = configs[n]['total_s'] / configs['local']['total_s']
+                lines.append(f'- {n}: {ratio:.2f}x the time of the local engine.')
+    lines.append('')
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--nodes', type=int, default=200_000)
+    parser.add_argument('--workers', type=int, nargs='+', default=[1, 2])
+    parser.add_argument('--graph', default='sharded', choices=('sharded', 'given'))
+    parser.add_argument('--quick', action='store_true', help='3K faces')
+    parser.add_argument('--out', default=None)
+    args = parser.parse_args()
+    nodes = 3000 if args.quick else args.nodes
+    res = run(nodes, args.workers, args.graph)
+    name = f'ray_engine_{nodes}'
+    write_results(
+        name,
+        'The Ray engine: local engine, one and two workers',
+        res,
+        markdown(res),
+        results_dir(args.quick, args.out),
+    )
+
+
+if __name__ == '__main__':
+    main()
