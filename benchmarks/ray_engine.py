@@ -39,8 +39,10 @@ temporary folder).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -100,6 +102,46 @@ def run_local(model: Any, x: torch.Tensor, graph: Any) -> tuple[torch.Tensor, di
     return pred, {'stages': stages, 'total_s': time.perf_counter() - start}
 
 
+class WorkerMemory:
+    r"""Samples, every :obj:`interval` seconds, the private memory (resident
+    pages not shared with other processes, ``/proc/PID/statm``) of every Ray
+    worker process (title ``ray::...``): :attr:`peak` is the largest seen.
+    Arrays a worker reads from the object store are shared pages and do not
+    count."""
+
+    def __init__(self, interval: float = 0.2) -> None:
+        self.interval = interval
+        self.peak = 0
+        self.stop = threading.Event()
+
+    def _sample(self) -> None:
+        page = os.sysconf('SC_PAGE_SIZE')
+        for pid in os.listdir('/proc'):
+            if not pid.isdigit():
+                continue
+            try:
+                if not Path(f'/proc/{pid}/cmdline').read_bytes().startswith(b'ray::'):
+                    continue
+                fields = Path(f'/proc/{pid}/statm').read_text().split()
+            except OSError:
+                continue
+            self.peak = max(self.peak, (int(fields[1]) - int(fields[2])) * page)
+
+    def __enter__(self) -> WorkerMemory:
+        def run() -> None:
+            while not self.stop.is_set():
+                self._sample()
+                time.sleep(self.interval)
+
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *args: object) -> None:
+        self.stop.set()
+        self.thread.join()
+
+
 def run_ray(
     model: Any, shards: Any, graph: Any, workers: int | None
 ) -> tuple[torch.Tensor, dict]:
@@ -117,9 +159,10 @@ def run_ray(
         )
     try:
         start = time.perf_counter()
-        pred, details = model.cluster(
-            shards, graph=graph, engine='ray', return_details=True
-        )
+        with WorkerMemory() as mem, Measure() as driver:
+            pred, details = model.cluster(
+                shards, graph=graph, engine='ray', return_details=True
+            )
         total = time.perf_counter() - start
     finally:
         if workers is not None:
@@ -132,6 +175,8 @@ def run_ray(
         'bytes_in': sum(s['bytes_in'] for s in details['engine'].values()),
         'bytes_out': sum(s['bytes_out'] for s in details['engine'].values()),
         'engine': details['engine'],
+        'worker_private_peak': mem.peak,
+        'driver_peak_above_start': driver.peak,
     }
 
 
@@ -181,6 +226,9 @@ def run(
                 res['equals_local'] = bool(torch.equal(pred, local))
                 out['configs'][name] = res
                 _log(name, res)
+    from torch_geometric_sdt.memory import estimate_ray_memory
+
+    out['estimate'] = estimate_ray_memory(num_nodes, dim, model.k)
     configs = out['configs']
     if 'ray-1' in configs and 'ray-2' in configs:
         out['speedup_2_over_1'] = (
@@ -247,6 +295,26 @@ def markdown(res: dict[str, Any]) -> list[str]:
         + ' |'
     )
     lines.append(
+        '| largest worker, private (MB) | '
+        + ' | '.join(
+            f'{c["worker_private_peak"] / MB:,.0f}'
+            if 'worker_private_peak' in c
+            else '-'
+            for c in configs.values()
+        )
+        + ' |'
+    )
+    lines.append(
+        '| driver above start (MB) | '
+        + ' | '.join(
+            f'{c["driver_peak_above_start"] / MB:,.0f}'
+            if 'driver_peak_above_start' in c
+            else '-'
+            for c in configs.values()
+        )
+        + ' |'
+    )
+    lines.append(
         '| pairwise F | '
         + ' | '.join(f'{c["pairwise_fscore"]:.4f}' for c in configs.values())
         + ' |'
@@ -263,6 +331,15 @@ def markdown(res: dict[str, Any]) -> list[str]:
             for n, c in configs.items()
         )
         + ' |'
+    )
+    lines.append('')
+    est = res['estimate']
+    tasks = {s: v for s, v in est.items() if s.startswith('worker_')}
+    lines.append(
+        f'Memory model (`estimate_ray_memory`): worker {est["worker"] / MB:,.0f} MB '
+        f'(largest task: {max(tasks, key=tasks.__getitem__)}), '
+        f'object store {est["object_store"] / MB:,.0f} MB, driver '
+        f'{est["driver"] / MB:,.0f} MB.'
     )
     lines.append('')
     if 'speedup_2_over_1' in res:

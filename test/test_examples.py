@@ -1,6 +1,6 @@
 """Runs every example in examples/ with --fast and checks what it prints.
 
-The five examples start together, each in its own interpreter, so that their
+The six examples start together, each in its own interpreter, so that their
 imports overlap; each is limited to one intra-op thread so that they do not
 oversubscribe the CPU.
 """
@@ -33,6 +33,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple]:
         'graph_clustering': ['--fast'],
         'node_classification': ['--fast'],
         'incremental_index': ['--fast'],
+        'ray_cluster': ['--fast'],
     }
     env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONWARNINGS='ignore')
     env['PYTHONPATH'] = os.pathsep.join(
@@ -145,3 +146,15 @@ def test_incremental_index(runs):
     maintained = _row(stdout, 'maintained')
     at_once = _row(stdout, 'at once')
     assert abs(maintained[0] - at_once[0]) < 0.02  # pairwise F
+
+
+def test_ray_cluster(runs):
+    pytest.importorskip('ray', reason="the example needs the 'ray' extra")
+    stdout = _result(runs, 'ray_cluster')
+    assert 'Ray cluster: 2 CPUs' in stdout
+    assert '3,000 faces in 4 parts of [750, 750, 750, 750]' in stdout
+    for stage in ('knn', 'set jaccard', 'Top-K', 'topk jaccard', 'SDT band'):
+        assert re.search(rf'^{stage} +1 +\d+\.\d+', stdout, re.M), stage
+    f = float(re.search(r'pairwise F (\d\.\d+)', stdout).group(1))
+    assert 0.5 < f <= 1.0
+    assert 'same partition as the local engine: True' in stdout

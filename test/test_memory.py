@@ -290,3 +290,33 @@ def test_exact_estimate_counts_the_padded_last_block():
     one = estimate_memory(side + 16, 256, backend='exact')['knn']
     padded = estimate_memory(side + 17, 256, backend='exact')['knn']
     assert padded - one >= 4 * side * 32
+
+
+def test_ray_memory_model():
+    from torch_geometric_sdt.memory import RAY_WORKER_RUNTIME, estimate_ray_memory
+
+    small = estimate_ray_memory(200_000, 256)
+    large = estimate_ray_memory(2_000_000, 256)
+    assert {'worker', 'object_store', 'driver', 'worker_knn', 'worker_jaccard'} <= set(
+        small
+    )
+    assert small['worker'] == max(
+        v for s, v in small.items() if s.startswith('worker_')
+    )
+    assert all(
+        v >= RAY_WORKER_RUNTIME for s, v in small.items() if s.startswith('worker_')
+    )
+    # Bounded per task: only the Jaccard scratch grows with N (8 N k + 12 N).
+    for stage in ('worker_knn', 'worker_topk', 'worker_sdt', 'worker_band'):
+        assert large[stage] == small[stage], stage
+    assert large['worker_jaccard'] - small['worker_jaccard'] == 1_800_000 * (8 * 80 + 12)
+    # The object store holds each shared array once: F + G + 8Nk + 8N + 2*4NH.
+    assert small['object_store'] == 200_000 * (4 * 256 + 12 * 80 + 8 * 80 + 8 + 512)
+    assert small['driver'] < estimate_memory(200_000, 256)['peak'] + 4 * 200_000 * 80
+    # Smaller blocks, smaller kNN tasks.
+    assert (
+        estimate_ray_memory(200_000, 256, block_rows=1024)['worker_knn']
+        < small['worker_knn']
+    )
+    with pytest.raises(ValueError, match='block_rows'):
+        estimate_ray_memory(10, 4, block_rows=0)

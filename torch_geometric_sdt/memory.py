@@ -29,6 +29,7 @@ from torch_geometric_sdt.nn.models import (
     NODE_CHUNK_SIZE,
     TOPK_BATCH_SIZE,
 )
+from torch_geometric_sdt.utils.distributed import DEFAULT_BLOCK_ROWS
 
 # Bytes of one kNN entry: an int64 id and a float32 similarity.
 KNN_ENTRY = 8 + 4
@@ -274,6 +275,80 @@ def estimate_memory(
     return out
 
 
+#: What one Ray worker process holds beyond the data of its task (the
+#: interpreter, torch and Ray's own client).
+RAY_WORKER_RUNTIME = 320 * 2**20
+
+
+def estimate_ray_memory(
+    num_nodes: int,
+    dim: int,
+    k: int = DEFAULT_K,
+    *,
+    block_rows: int = DEFAULT_BLOCK_ROWS,
+    mean_topk: float | None = None,
+) -> dict[str, int]:
+    r"""Estimates the memory of the SDT pipeline on the Ray engine
+    (:mod:`~torch_geometric_sdt.nn.models.sdt_distributed`), in bytes, per
+    place where it lives. With the symbols of :func:`estimate_memory`,
+    :math:`B` = :obj:`block_rows` nodes per task and :math:`H = 64`:
+
+    * ``object_store``: what the driver shares once, on every node whose
+      tasks read it: the parts (:math:`F`), ids and similarities (:math:`G`),
+      the set and Top-K Jaccard (:math:`8 N k`), the Top-K (:math:`8 N`) and
+      two generations of node states (:math:`2 \cdot 4 N H`);
+    * ``worker``: the largest task, plus :math:`R_w` = 320 MiB of runtime
+      per worker process: a kNN task holds its query block, one similarity
+      block and its running lists (:math:`4 B D + 4 \cdot 2^{25} + 3 \cdot
+      12 B k`); a Jaccard task its scratch over the whole graph (:math:`8 N
+      k` for the probabilities and the output, :math:`4 N` per thread: the
+      term that grows with :math:`N`); a Top-K task one batch of 256 nodes;
+      an encoder task one chunk of 8192 nodes' Top-K edges; a band task one
+      chunk of :math:`2^{15}` pairs. Arrays read from the object store are
+      mapped, not copied, and count in ``object_store``;
+    * ``driver``: what the local engine holds after the search (the largest
+      of its ``context``, ``jaccard``, ``sdt`` and ``links_infomap`` stages,
+      :func:`estimate_memory`) plus one gathered stage output while it is
+      concatenated (:math:`4 N k`).
+
+    A node running :math:`W` workers needs ``object_store`` plus :math:`W`
+    times ``worker`` (plus ``driver`` on the driver's node).
+
+    Returns:
+        dict: :obj:`'object_store'`, :obj:`'worker'`, :obj:`'driver'`, and
+        the worker's stages (:obj:`'worker_knn'`, ...).
+    """
+    for name, value in (
+        ('num_nodes', num_nodes),
+        ('dim', dim),
+        ('k', k),
+        ('block_rows', block_rows),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f'{name} must be a positive int (got {value!r})')
+    n, nk, b = num_nodes, num_nodes * k, min(block_rows, num_nodes)
+    kbar = _mean_links(k, mean_topk)
+    store = 4 * n * dim + KNN_ENTRY * nk + 8 * nk + 8 * n + 2 * 4 * HIDDEN * n
+    threads = 1  # one thread per task (one CPU each)
+    tasks = {
+        'worker_knn': 4 * b * dim + 4 * DEFAULT_BLOCK_NUMEL + 3 * KNN_ENTRY * b * k,
+        'worker_jaccard': 8 * nk
+        + n * (JACCARD_NODE + JACCARD_THREAD_NODE * threads)
+        + 4 * b * k,
+        'worker_topk': topk_batch_bytes(min(n, TOPK_BATCH_SIZE), k) + 8 * b,
+        'worker_sdt': ENCODER_EDGE * int(kbar * min(n, NODE_CHUNK_SIZE))
+        + 4 * HIDDEN * b,
+        'worker_band': BAND_CHUNK_PAIR * BAND_CHUNK_SIZE,
+    }
+    local = estimate_memory(n, dim, k, 'sdt', 'exact', mean_topk=mean_topk)
+    driver = max(local[s] for s in ('context', 'jaccard', 'sdt', 'links_infomap'))
+    out = {key: value + RAY_WORKER_RUNTIME for key, value in tasks.items()}
+    out['worker'] = max(out.values())
+    out['object_store'] = store
+    out['driver'] = driver + 4 * nk
+    return out
+
+
 def _read_int(path: Path) -> int | None:
     try:
         text = path.read_text().strip()
@@ -454,4 +529,10 @@ def check_memory(
     )
 
 
-__all__ = ['estimate_memory', 'check_memory', 'available_memory', 'topk_batch_bytes']
+__all__ = [
+    'estimate_memory',
+    'estimate_ray_memory',
+    'check_memory',
+    'available_memory',
+    'topk_batch_bytes',
+]

@@ -60,10 +60,15 @@ from torch_geometric_sdt.utils.topk_jaccard import topk_jaccard_ray
 
 
 def _context(
-    arrays: dict[str, np.ndarray | None], scale: SimilarityScale, reference: str
+    graph: dict[str, np.ndarray],
+    extra: dict[str, np.ndarray | None],
+    scale: SimilarityScale,
+    reference: str,
+    scores: dict[str, np.ndarray] | None = None,
 ) -> tuple[KNNContext, dict[str, Tensor | None]]:
-    # In a task: the KNNContext over the shared arrays (no copies).
-    t = shared_tensors(arrays)
+    # In a task: the KNNContext over the shared arrays (no copies), and the
+    # arrays as tensors.
+    t = shared_tensors({**graph, **extra, **(scores or {})})
     ctx = KNNContext(
         KNN(t['index'], t['sim']),  # type: ignore[arg-type]
         scale,
@@ -76,7 +81,8 @@ def _context(
 
 def _topk_block(
     model: Any,
-    arrays: dict,
+    graph: dict,
+    extra: dict,
     scale: SimilarityScale,
     reference: str,
     lo: int,
@@ -85,7 +91,7 @@ def _topk_block(
 ) -> np.ndarray:
     # Task: the predicted Top-K of nodes [lo, hi).
     limit_threads()
-    ctx, _ = _context(arrays, scale, reference)
+    ctx, _ = _context(graph, extra, scale, reference)
     nodes = torch.arange(lo, hi)
     return model.predict_topk(ctx, batch_size=batch, nodes=nodes).numpy()
 
@@ -93,9 +99,11 @@ def _topk_block(
 @torch.no_grad()
 def _input_states(
     model: Any,
-    arrays: dict,
+    graph: dict,
+    extra: dict,
     scale: SimilarityScale,
     reference: str,
+    scores: dict,
     lo: int,
     hi: int,
     chunk: int,
@@ -103,7 +111,7 @@ def _input_states(
     # Task: the encoder's input projection of nodes [lo, hi), by chunks.
     limit_threads()
     model.eval()
-    ctx, t = _context(arrays, scale, reference)
+    ctx, t = _context(graph, extra, scale, reference, scores)
     out = [
         model.encoder.lin_in(
             model.node_features(ctx, torch.arange(c, min(c + chunk, hi)), t['topk'])
@@ -116,9 +124,11 @@ def _input_states(
 @torch.no_grad()
 def _layer_states(
     model: Any,
-    arrays: dict,
+    graph: dict,
+    extra: dict,
     scale: SimilarityScale,
     reference: str,
+    scores: dict,
     states: dict,
     layer: int,
     lo: int,
@@ -129,7 +139,7 @@ def _layer_states(
     # all nodes' states before it; the last layer adds the final norm.
     limit_threads()
     model.eval()
-    ctx, t = _context(arrays, scale, reference)
+    ctx, t = _context(graph, extra, scale, reference, scores)
     topk, jac = t['topk'], t['jaccard']
     h = shared_tensors(states)['h']
     out = []
@@ -161,16 +171,18 @@ def _layer_states(
 
 def _band_block(
     model: Any,
-    arrays: dict,
+    graph: dict,
+    extra: dict,
     scale: SimilarityScale,
     reference: str,
+    scores: dict,
     states: dict,
     pos: np.ndarray,
     chunk: int,
 ) -> np.ndarray:
     # Task: same-identity probabilities of the scored pairs at `pos`.
     limit_threads()
-    ctx, t = _context(arrays, scale, reference)
+    ctx, t = _context(graph, extra, scale, reference, scores)
     h = shared_tensors(states)['h']
     _, prob = model.score_band(
         ctx,
@@ -276,36 +288,37 @@ def cluster_ray(
 
     shared = rows_stage('set jaccard', k, mode='set')
     ctx = KNNContext(graph, scale, shared, xx, reference)
+    # Every array goes into the object store once; tasks take the references
+    # they need.
     model_ref = share_model(model)
-    arrays: dict[str, Any] = dict(index=graph.index, sim=graph.sim, shared=shared, x=xx)
-    ctx_ref = share(**arrays)
-    ctx_bytes = nbytes(list(arrays.values()))
-    common = (model_ref, ctx_ref, scale, reference)
+    extra_ref = share(shared=shared, x=xx)
+    base_bytes = nbytes([graph.index, graph.sim, shared, xx])
+    common = (model_ref, graph_ref, extra_ref, scale, reference)
     if topk is None:
         parts = map_stage(
             _topk_block,
             [(*common, lo, hi, chunks['topk']) for lo, hi in node_blocks],
             name='Top-K',
             stats=stats,
-            shared_bytes=ctx_bytes,
+            shared_bytes=base_bytes,
             progress=progress,
         )
         topk = torch.from_numpy(np.concatenate(parts))
     jac = rows_stage('topk jaccard', topk, transform=model.config['transform'])
-    arrays.update(topk=topk, jaccard=jac)
-    ctx_ref = share(**arrays)
-    ctx_bytes = nbytes(list(arrays.values()))
-    common = (model_ref, ctx_ref, scale, reference)
+    scores_ref = share(topk=topk, jaccard=jac)
+    base_bytes += nbytes([topk, jac])
+    common = (*common, scores_ref)
     h = map_stage(
         _input_states,
         [(*common, lo, hi, chunks['nodes']) for lo, hi in node_blocks],
         name='SDT input',
         stats=stats,
-        shared_bytes=ctx_bytes,
+        shared_bytes=base_bytes,
         progress=progress,
     )
     for layer in range(model.encoder.num_layers):
         states = np.concatenate(h)
+        del h
         states_ref = share(h=states)
         h = map_stage(
             _layer_states,
@@ -315,10 +328,13 @@ def cluster_ray(
             ],
             name=f'SDT layer {layer + 1}',
             stats=stats,
-            shared_bytes=ctx_bytes + states.nbytes,
+            shared_bytes=base_bytes + states.nbytes,
             progress=progress,
         )
-    states_ref = share(h=np.concatenate(h))
+        del states, states_ref
+    states = np.concatenate(h)
+    del h
+    states_ref = share(h=states)
     band_pos = model.scored_positions(topk)
     step = _aligned(block_rows * 8, chunks['band'])
     band = map_stage(
@@ -329,7 +345,7 @@ def cluster_ray(
         ],
         name='SDT band',
         stats=stats,
-        shared_bytes=ctx_bytes + num * model.encoder.lin_in.out_features * 4,
+        shared_bytes=base_bytes + states.nbytes,
         progress=progress,
     )
     band_prob = torch.from_numpy(np.concatenate(band)) if band else torch.empty(0)
