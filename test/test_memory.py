@@ -312,7 +312,7 @@ def test_ray_memory_model():
     assert large['worker_jaccard'] - small['worker_jaccard'] == 1_800_000 * (8 * 80 + 12)
     # The object store holds each shared array once: F + G + 8Nk + 8N + 2*4NH.
     assert small['object_store'] == 200_000 * (4 * 256 + 12 * 80 + 8 * 80 + 8 + 512)
-    assert small['driver'] < estimate_memory(200_000, 256)['peak'] + 4 * 200_000 * 80
+    assert small['driver'] <= estimate_memory(200_000, 256)['peak'] + 4 * 200_000 * 80
     # Smaller blocks, smaller kNN tasks.
     assert (
         estimate_ray_memory(200_000, 256, block_rows=1024)['worker_knn']
