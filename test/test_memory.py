@@ -309,7 +309,9 @@ def test_ray_memory_model():
     # Bounded per task: only the Jaccard scratch grows with N (8 N k + 12 N).
     for stage in ('worker_knn', 'worker_topk', 'worker_sdt', 'worker_band'):
         assert large[stage] == small[stage], stage
-    assert large['worker_jaccard'] - small['worker_jaccard'] == 1_800_000 * (8 * 80 + 12)
+    assert large['worker_jaccard'] - small['worker_jaccard'] == 1_800_000 * (
+        8 * 80 + 12
+    )
     # The object store holds each shared array once: F + G + 8Nk + 8N + 2*4NH.
     assert small['object_store'] == 200_000 * (4 * 256 + 12 * 80 + 8 * 80 + 8 + 512)
     assert small['driver'] <= estimate_memory(200_000, 256)['peak'] + 4 * 200_000 * 80

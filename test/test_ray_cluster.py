@@ -13,8 +13,8 @@ import torch
 from torch_geometric_sdt.datasets import synthetic_faces
 from torch_geometric_sdt.nn.knn import knn
 from torch_geometric_sdt.nn.models import SDTClusterer
-from torch_geometric_sdt.nn.models.sdt_distributed import cluster_ray
 from torch_geometric_sdt.pretrained import default_model_path
+from torch_geometric_sdt.testing import assert_ray_stages_match_local
 
 ray = pytest.importorskip('ray', reason="the Ray engine needs the 'ray' extra")
 
@@ -58,23 +58,7 @@ def test_blocks_spread_over_two_nodes_equal_the_local_chunks(cluster):
     # shared arrays then cross nodes through the object store.
     x, _ = synthetic_faces(1500, dim=32, seed=5)
     model = SDTClusterer.load(default_model_path())
-    chunks = dict(topk=64, nodes=128, band=256)
-    ctx, topk, jac, band_pos, band_prob, stats = cluster_ray(
-        model,
-        x,
-        graph=None,
-        topk=None,
-        backend='exact',
-        address=None,
-        chunks=chunks,
-        block_rows=256,
+    stats = assert_ray_stages_match_local(
+        model, x, 256, dict(topk=64, nodes=128, band=256)
     )
-    assert stats.as_dict()['Top-K']['tasks'] == 6
-    local = model.context(x, backend='exact')
-    assert torch.equal(ctx.knn.index, local.knn.index)
-    assert torch.equal(topk, model.predict_topk(local, batch_size=64))
-    assert torch.equal(jac, model.jaccard(local, topk))
-    h = model.node_states(local, topk, jac, chunk_size=128)
-    pos, prob = model.score_band(local, topk, jac, h, chunk_size=256)
-    assert torch.equal(band_pos, pos)
-    torch.testing.assert_close(band_prob, prob, rtol=0, atol=1e-6)
+    assert stats['Top-K']['tasks'] == 6

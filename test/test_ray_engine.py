@@ -20,9 +20,8 @@ from torch_geometric_sdt.baselines import cluster_knn
 from torch_geometric_sdt.datasets import synthetic_faces
 from torch_geometric_sdt.nn.knn import knn
 from torch_geometric_sdt.nn.models import SDTClusterer
-from torch_geometric_sdt.nn.models.sdt_distributed import cluster_ray
 from torch_geometric_sdt.pretrained import default_model_path
-from torch_geometric_sdt.testing import run_cli
+from torch_geometric_sdt.testing import assert_ray_stages_match_local, run_cli
 from torch_geometric_sdt.utils.distributed import FeatureShards, connect
 
 ray = pytest.importorskip('ray', reason="the Ray engine needs the 'ray' extra")
@@ -98,6 +97,12 @@ def test_sharded_knn_equals_the_local_exact_search(faces, metric):
     torch.testing.assert_close(dist.sim, local.sim, rtol=1e-6, atol=0)
     # The default (symmetric) local search: the same ids.
     assert torch.equal(knn(x, 15, metric=metric).index, dist.index)
+    # Query chunks and column blocks smaller than the parts (of unequal size).
+    small = knn(
+        shards, 15, metric=metric, engine='ray', chunk_size=40, col_chunk_size=64
+    )
+    assert torch.equal(small.index, local.index)
+    torch.testing.assert_close(small.sim, local.sim, rtol=1e-6, atol=0)
 
 
 def test_sharded_knn_reads_parts_from_files(tmp_path, faces):
@@ -160,28 +165,11 @@ def test_sdt_stages_on_many_blocks_equal_the_local_chunks(faces, mode):
         predictor_channels=8,
         heads=2,
     )
-    chunks = dict(topk=64, nodes=128, band=256)
-    ctx, topk, jac, band_pos, band_prob, stats = cluster_ray(
-        model,
-        x,
-        graph=None,
-        topk=None,
-        backend='auto',
-        address=None,
-        chunks=chunks,
-        block_rows=300,  # rounded down to 256 nodes: 6 node blocks
+    stats = assert_ray_stages_match_local(
+        model, x, 300, dict(topk=64, nodes=128, band=256)
     )
-    assert stats.as_dict()['Top-K']['tasks'] == 6
-    assert stats.as_dict()['knn']['tasks'] == 5  # parts of 300 rows
-    local = model.context(x, backend='exact')
-    assert torch.equal(ctx.knn.index, local.knn.index)
-    assert torch.equal(ctx.shared, local.shared)
-    assert torch.equal(topk, model.predict_topk(local, batch_size=64))
-    assert torch.equal(jac, model.jaccard(local, topk))
-    h = model.node_states(local, topk, jac, chunk_size=128)
-    pos, prob = model.score_band(local, topk, jac, h, chunk_size=256)
-    assert torch.equal(band_pos, pos)
-    torch.testing.assert_close(band_prob, prob, rtol=0, atol=1e-6)
+    assert stats['Top-K']['tasks'] == 6  # 300 rounded down to 256 nodes
+    assert stats['knn']['tasks'] == 5  # parts of 300 rows
 
 
 def test_sdt_on_ray_refuses_bad_input(faces, model):
@@ -298,3 +286,8 @@ def test_benchmark_compares_the_engines(graph):
     text = '\n'.join(markdown(res))
     assert '| labels equal local | - | yes |' in text
     assert '| **total** |' in text
+    comp = local['components']
+    assert 1 <= comp['num_components'] <= 1200
+    assert comp['groups'] == 8 and comp['group_seconds_max'] > 0
+    assert 0.0 < comp['pairwise_f_against_single_call'] <= 1.0
+    assert 'grouped_scores' in comp and 'Infomap per group of whole' in text

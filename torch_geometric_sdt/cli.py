@@ -370,7 +370,9 @@ def _run_method(
         params: dict[str, Any] = {'seed': args.infomap_seed}
         if threshold is not None:
             params['threshold'] = threshold
-        return cluster_knn(graph, method=method, **params)
+        return cluster_knn(
+            graph, method=method, engine=getattr(args, 'engine', 'local'), **params
+        )
     model = _load_model(args) if model is None else model
     if graph.k != model.k:
         raise ValueError(f'the SDT model needs k = {model.k} (got -k {graph.k})')
@@ -382,6 +384,7 @@ def _run_method(
         eta=threshold,
         seed=args.infomap_seed,
         progress=not args.quiet,
+        engine=getattr(args, 'engine', 'local'),
     )
 
 
@@ -427,15 +430,12 @@ def _cmd_knn(args: argparse.Namespace, rep: _Reporter) -> int:
     return 0
 
 
-def _cmd_cluster(args: argparse.Namespace, rep: _Reporter) -> int:
-    if args.engine == 'ray':
-        return _cluster_ray(args, rep)
-    for option in ('address', 'column', 'shard_labels'):
-        if getattr(args, option) is not None:
-            raise ValueError(
-                f'--{option.replace("_", "-")} is an option of --engine ray'
-            )
-    _check_output(args, args.features, args.labels, args.knn, args.model)
+def _cluster_inputs(
+    args: argparse.Namespace, rep: _Reporter
+) -> tuple[Any | None, np.ndarray | None]:
+    """Checks the options of ``sdt cluster`` that both engines share and
+    loads the SDT model (for ``--method sdt``) and the true labels (with
+    ``--labels``)."""
     if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
         raise ValueError(f'--threshold must lie in [0, 1] (got {args.threshold})')
     check_infomap_options(args.infomap_seed, 1)
@@ -451,6 +451,19 @@ def _cmd_cluster(args: argparse.Namespace, rep: _Reporter) -> int:
     if args.labels is not None:
         with rep.stage('load labels'):
             true = io.load_labels(args.labels)
+    return model, true
+
+
+def _cmd_cluster(args: argparse.Namespace, rep: _Reporter) -> int:
+    if args.engine == 'ray':
+        return _cluster_ray(args, rep)
+    for option in ('address', 'column', 'shard_labels'):
+        if getattr(args, option) is not None:
+            raise ValueError(
+                f'--{option.replace("_", "-")} is an option of --engine ray'
+            )
+    _check_output(args, args.features, args.labels, args.knn, args.model)
+    model, true = _cluster_inputs(args, rep)
     with rep.stage('load features'):
         x = _load_features(args)
     if true is not None and len(true) != len(x):
@@ -485,26 +498,12 @@ def _cluster_ray(args: argparse.Namespace, rep: _Reporter) -> int:
     if args.shard_labels is not None and os.path.exists(args.shard_labels):
         if not args.overwrite:
             raise ValueError(f'{args.shard_labels} exists (pass --overwrite)')
-    if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
-        raise ValueError(f'--threshold must lie in [0, 1] (got {args.threshold})')
-    check_infomap_options(args.infomap_seed, 1)
-    if args.metric != 'cosine':
-        raise ValueError(
-            f'--metric {args.metric}: every method thresholds cosine '
-            'similarities; cluster with --metric cosine (the default)'
-        )
     if args.backend not in ('auto', 'exact'):
         raise ValueError(
             f'--engine ray searches exactly: --backend must be auto or exact '
             f'(got {args.backend})'
         )
-    model = _load_model(args) if args.method == 'sdt' else None
-    if model is not None and args.k is not None and args.k != model.k:
-        raise ValueError(f'the SDT model needs k = {model.k} (got -k {args.k})')
-    true = None
-    if args.labels is not None:
-        with rep.stage('load labels'):
-            true = io.load_labels(args.labels)
+    model, true = _cluster_inputs(args, rep)
     with rep.stage('read part headers'):
         shards = io.feature_shards(
             args.features,
@@ -528,20 +527,7 @@ def _cluster_ray(args: argparse.Namespace, rep: _Reporter) -> int:
         with rep.stage(f'kNN (k={k}, sharded exact search on Ray)'):
             graph = knn(shards, k, engine='ray', progress=not args.quiet)
     with rep.stage(f'cluster ({args.method}, Ray)'):
-        if model is None:
-            params: dict[str, Any] = {'seed': args.infomap_seed}
-            if args.threshold is not None:
-                params['threshold'] = args.threshold
-            pred = cluster_knn(graph, method=args.method, engine='ray', **params)
-        else:
-            pred = model.cluster(
-                shards,
-                graph=graph,
-                eta=args.threshold,
-                seed=args.infomap_seed,
-                engine='ray',
-                progress=not args.quiet,
-            )
+        pred = _run_method(args, args.method, args.threshold, graph, shards, model)
     metrics = None if true is None else evaluate(pred, true)
     with rep.stage('write'):
         io.save_labels(args.output, pred.cpu().numpy(), overwrite=args.overwrite)

@@ -44,6 +44,7 @@ __all__ = [
     'assert_nothing_written',
     'assert_cli_refuses',
     'assert_api_refuses',
+    'assert_ray_stages_match_local',
 ]
 
 #: Number of points of the well-formed data set.
@@ -185,3 +186,39 @@ def assert_api_refuses(
         raise AssertionError(f'DID NOT RAISE {exc.__name__}')
     created = {p for p in tmp_path.iterdir() if p not in before}
     assert not any('.tmp' in p.name for p in created)
+
+
+def assert_ray_stages_match_local(
+    model: SDTClusterer, x: Any, block_rows: int, chunks: dict[str, int]
+) -> dict:
+    """Runs the SDT stages on the Ray engine
+    (:func:`~torch_geometric_sdt.nn.models.sdt_distributed.cluster_ray`,
+    :obj:`block_rows` nodes per task and the given chunk sizes) and asserts
+    that they equal the local engine's stages run with the same chunks: the
+    kNN ids, the set Jaccard, the Top-K, the Top-K Jaccard, the scored pairs
+    (equal) and their probabilities (within :math:`10^{-6}`). Returns the
+    engine statistics (:meth:`EngineStats.as_dict`)."""
+    import torch
+
+    from torch_geometric_sdt.nn.models.sdt_distributed import cluster_ray
+
+    ctx, topk, jac, band_pos, band_prob, stats = cluster_ray(
+        model,
+        x,
+        graph=None,
+        topk=None,
+        backend='exact',
+        address=None,
+        chunks=chunks,
+        block_rows=block_rows,
+    )
+    local = model.context(x, backend='exact')
+    assert torch.equal(ctx.knn.index, local.knn.index)
+    assert torch.equal(ctx.shared, local.shared)
+    assert torch.equal(topk, model.predict_topk(local, batch_size=chunks['topk']))
+    assert torch.equal(jac, model.jaccard(local, topk))
+    h = model.node_states(local, topk, jac, chunk_size=chunks['nodes'])
+    pos, prob = model.score_band(local, topk, jac, h, chunk_size=chunks['band'])
+    assert torch.equal(band_pos, pos)
+    torch.testing.assert_close(band_prob, prob, rtol=0, atol=1e-6)
+    return stats.as_dict()

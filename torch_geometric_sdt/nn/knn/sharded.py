@@ -89,11 +89,12 @@ def _search_block(
     xq = scaled(query[lo:hi])
     qid = torch.arange(offset + lo, offset + hi)
     num_query = hi - lo
+    # The same query chunks against every part (their running lists merge).
+    rows = chunk_size or max(1, DEFAULT_BLOCK_NUMEL // col_chunk_size)
     best: list[tuple[torch.Tensor, torch.Tensor] | None] = []
     for part, c_off in zip(parts, offsets):
         xp = ray.get(part)
         width = min(col_chunk_size, xp.shape[0])
-        rows = chunk_size or max(1, DEFAULT_BLOCK_NUMEL // width)
         for c0 in range(0, xp.shape[0], width):
             xb = scaled(xp[c0 : c0 + width])
             sq = (xb * xb).sum(dim=1) if metric == 'l2' else None
