@@ -101,7 +101,12 @@ def run_local(model: Any, x: torch.Tensor, graph: Any) -> tuple[torch.Tensor, di
         stages['links + Infomap'] = m.seconds
     total = time.perf_counter() - start
     parts = components_and_groups(edge_index, weight, ctx.num_nodes, pred)
-    return pred, {'stages': stages, 'total_s': total, 'components': parts}
+    return pred, {
+        'stages': stages,
+        'total_s': total,
+        'components': parts,
+        'graph': graph,
+    }
 
 
 class WorkerMemory:
@@ -242,6 +247,7 @@ def run_ray(
         'bytes_in': sum(s['bytes_in'] for s in details['engine'].values()),
         'bytes_out': sum(s['bytes_out'] for s in details['engine'].values()),
         'engine': details['engine'],
+        'graph': details['ctx'].knn,
         'worker_private_peak': mem.peak,
         'driver_peak_above_start': driver.peak,
     }
@@ -283,6 +289,7 @@ def run(
         with warnings.catch_warnings():
             warnings.simplefilter('ignore')  # self-diagnosis of synthetic data
             local, res = run_local(model, x, graph)
+            local_graph = res.pop('graph')
             res.update(_scores(local, y))
             grouped = res['components'].pop('grouped_labels')
             res['components']['grouped_scores'] = _scores(grouped, y)
@@ -293,6 +300,17 @@ def run(
                 pred, res = run_ray(model, shards, graph, w)
                 res.update(_scores(pred, y))
                 res['equals_local'] = bool(torch.equal(pred, local))
+                res['pairwise_f_against_local'] = _scores(pred, local)[
+                    'pairwise_fscore'
+                ]
+                dist_graph = res.pop('graph')
+                res['knn_ids_equal_local'] = float(
+                    (dist_graph.index == local_graph.index).float().mean()
+                )
+                res['knn_sim_max_abs_diff'] = float(
+                    (dist_graph.sim - local_graph.sim).abs().max()
+                )
+                del dist_graph
                 out['configs'][name] = res
                 _log(name, res)
     from torch_geometric_sdt.memory import estimate_ray_memory
@@ -397,6 +415,30 @@ def markdown(res: dict[str, Any]) -> list[str]:
         '| labels equal local | '
         + ' | '.join(
             '-' if n == 'local' else ('yes' if c['equals_local'] else '**no**')
+            for n, c in configs.items()
+        )
+        + ' |'
+    )
+    lines.append(
+        '| pairwise F against local | '
+        + ' | '.join(
+            f'{c["pairwise_f_against_local"]:.5f}' if n != 'local' else '-'
+            for n, c in configs.items()
+        )
+        + ' |'
+    )
+    lines.append(
+        '| kNN ids equal to local | '
+        + ' | '.join(
+            f'{100 * c["knn_ids_equal_local"]:.4f}%' if n != 'local' else '-'
+            for n, c in configs.items()
+        )
+        + ' |'
+    )
+    lines.append(
+        '| kNN similarities, largest difference | '
+        + ' | '.join(
+            f'{c["knn_sim_max_abs_diff"]:.1e}' if n != 'local' else '-'
             for n, c in configs.items()
         )
         + ' |'

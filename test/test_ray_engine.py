@@ -291,3 +291,17 @@ def test_benchmark_compares_the_engines(graph):
     assert comp['groups'] == 8 and comp['group_seconds_max'] > 0
     assert 0.0 < comp['pairwise_f_against_single_call'] <= 1.0
     assert 'grouped_scores' in comp and 'Infomap per group of whole' in text
+
+
+def test_auto_block_rows_aims_at_four_tasks_per_cpu():
+    from torch_geometric_sdt.utils.distributed import (
+        DEFAULT_BLOCK_ROWS,
+        MIN_BLOCK_ROWS,
+        auto_block_rows,
+    )
+
+    assert ray.cluster_resources()['CPU'] == 2
+    assert auto_block_rows(200_000) == 25_000  # 8 tasks on 2 CPUs
+    assert auto_block_rows(200_000, align=8192) == 32_768
+    assert auto_block_rows(1000) == MIN_BLOCK_ROWS
+    assert auto_block_rows(10**8) == DEFAULT_BLOCK_ROWS

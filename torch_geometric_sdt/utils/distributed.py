@@ -51,6 +51,15 @@ TASK_RETRIES = 3
 #: a task computes exactly the chunks the local engine computes.
 DEFAULT_BLOCK_ROWS = 1 << 16
 
+#: With the block size left to the engine, map stages aim at this many
+#: tasks per CPU of the cluster, so that the last round of tasks is short
+#: (four blocks on two CPUs take two rounds; seven take four, the last
+#: nearly empty).
+TASKS_PER_CPU = 4
+#: The smallest block the engine picks on its own (per-task overhead:
+#: reading the model and the shared arrays, about 10 ms).
+MIN_BLOCK_ROWS = 8192
+
 _INSTALL = "engine='ray' needs Ray: pip install 'torch_geometric_sdt[ray]'"
 
 
@@ -260,6 +269,19 @@ def shared_tensors(arrays: dict[str, np.ndarray | None]) -> dict[str, Tensor | N
     return out
 
 
+def auto_block_rows(num_rows: int, align: int = 1) -> int:
+    r"""The rows per task of a map stage over :obj:`num_rows` rows on the
+    connected cluster: :math:`\lceil N / (4 C) \rceil` for :math:`C` CPUs
+    (:obj:`TASKS_PER_CPU`), within [:obj:`MIN_BLOCK_ROWS`,
+    :obj:`DEFAULT_BLOCK_ROWS`], rounded up to a multiple of :obj:`align`
+    (a chunk size the tasks must respect)."""
+    ray = import_ray()
+    cpus = max(1, int(ray.cluster_resources().get('CPU', 1)))
+    rows = -(-num_rows // (TASKS_PER_CPU * cpus))
+    rows = min(max(rows, MIN_BLOCK_ROWS), DEFAULT_BLOCK_ROWS)
+    return -(-rows // align) * align
+
+
 def blocks(
     num_rows: int, block_rows: int = DEFAULT_BLOCK_ROWS
 ) -> list[tuple[int, int]]:
@@ -411,10 +433,13 @@ __all__ = [
     'ENGINES',
     'TASK_RETRIES',
     'DEFAULT_BLOCK_ROWS',
+    'MIN_BLOCK_ROWS',
+    'TASKS_PER_CPU',
     'ArrayPart',
     'EngineStats',
     'FeatureShards',
     'StageStats',
+    'auto_block_rows',
     'blocks',
     'check_engine',
     'connect',

@@ -29,8 +29,8 @@ from tqdm.auto import tqdm
 
 from torch_geometric_sdt.utils import _topk_jaccard_kernels as kernels
 from torch_geometric_sdt.utils.distributed import (
-    DEFAULT_BLOCK_ROWS,
     EngineStats,
+    auto_block_rows,
     blocks,
     connect,
     limit_threads,
@@ -601,7 +601,7 @@ def topk_jaccard_ray(
     topk: int | Tensor | None = None,
     *,
     address: str | None = None,
-    block_rows: int = DEFAULT_BLOCK_ROWS,
+    block_rows: int | None = None,
     stats: EngineStats | None = None,
     name: str = 'topk_jaccard',
     progress: bool = False,
@@ -609,7 +609,8 @@ def topk_jaccard_ray(
     **options: Any,
 ) -> Tensor:
     r""":func:`topk_jaccard` of a kNN graph :obj:`[N, k]` as a map stage on
-    a Ray cluster: one task per block of :obj:`block_rows` rows
+    a Ray cluster: one task per block of :obj:`block_rows` rows (default:
+    :func:`~torch_geometric_sdt.utils.distributed.auto_block_rows`)
     (:obj:`rows=`), every task reading the graph the driver put into the
     object store once (or :obj:`graph_ref`, a reference from
     :func:`~torch_geometric_sdt.utils.distributed.share` with :obj:`index`
@@ -618,6 +619,8 @@ def topk_jaccard_ray(
     :func:`~torch_geometric_sdt.utils.distributed.map_stage`.
     """
     connect(address)
+    if block_rows is None:
+        block_rows = auto_block_rows(index.size(0))
     if graph_ref is None:
         graph_ref = share(index=index, sim=sim)
     if isinstance(topk, Tensor):

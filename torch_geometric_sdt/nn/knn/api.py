@@ -291,11 +291,12 @@ def _knn_ray(
         )
     options = dict(options)
     col_chunk_size = options.pop('col_chunk_size', DEFAULT_COL_CHUNK_SIZE)
-    block_rows = options.pop('block_rows', DEFAULT_BLOCK_ROWS)
+    block_rows = options.pop('block_rows', None)
     options.pop('symmetric', None)
     check_no_options("engine='ray'", options)
-    for name, value in (('col_chunk_size', col_chunk_size), ('block_rows', block_rows)):
-        check_positive_int(name, value)
+    check_positive_int('col_chunk_size', col_chunk_size)
+    if block_rows is not None:
+        check_positive_int('block_rows', block_rows)
     if chunk_size is not None:
         check_positive_int('chunk_size', chunk_size)
     if not isinstance(x, FeatureShards):
@@ -310,7 +311,7 @@ def _knn_ray(
             )
         if x.shape[0] == 0:
             raise ValueError('x has no rows (N = 0): there are no points to search')
-        x = FeatureShards.from_array(x, block_rows)
+        x = FeatureShards.from_array(x, block_rows or DEFAULT_BLOCK_ROWS)
     check_k(k, x.num_rows)
     index, sim = sharded_knn(
         x,

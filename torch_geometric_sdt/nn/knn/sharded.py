@@ -29,9 +29,9 @@ import numpy as np
 import torch
 
 from torch_geometric_sdt.utils.distributed import (
-    DEFAULT_BLOCK_ROWS,
     EngineStats,
     FeatureShards,
+    auto_block_rows,
     connect,
     import_ray,
     limit_threads,
@@ -120,7 +120,7 @@ def sharded_knn(
     metric: str = 'cosine',
     *,
     address: str | None = None,
-    block_rows: int = DEFAULT_BLOCK_ROWS,
+    block_rows: int | None = None,
     chunk_size: int | None = None,
     col_chunk_size: int = DEFAULT_COL_CHUNK_SIZE,
     progress: bool = False,
@@ -138,7 +138,8 @@ def sharded_knn(
         metric (str, optional): :obj:`'cosine'` or :obj:`'l2'`.
         address (str, optional): The Ray cluster
             (:func:`~torch_geometric_sdt.utils.distributed.connect`).
-        block_rows (int, optional): Query rows per task.
+        block_rows (int, optional): Query rows per task (default:
+            :func:`~torch_geometric_sdt.utils.distributed.auto_block_rows`).
         chunk_size (int, optional): Query rows per similarity block.
         col_chunk_size (int, optional): Database rows per similarity block.
         progress (bool, optional): Progress bars.
@@ -158,6 +159,8 @@ def sharded_knn(
         progress=progress,
     )
     parts = [ref for ref, _ in loaded]
+    if block_rows is None:
+        block_rows = auto_block_rows(shards.num_rows)
     exponent = 0
     if metric == 'l2':
         exponent = l2_exponent(max(ray.get([ref for _, ref in loaded])))

@@ -46,6 +46,7 @@ from torch_geometric_sdt.utils.distributed import (
     DEFAULT_BLOCK_ROWS,
     EngineStats,
     FeatureShards,
+    auto_block_rows,
     blocks,
     connect,
     import_ray,
@@ -209,7 +210,7 @@ def cluster_ray(
     backend: str,
     address: str | None,
     chunks: dict[str, int],
-    block_rows: int = DEFAULT_BLOCK_ROWS,
+    block_rows: int | None = None,
     progress: bool = False,
 ) -> tuple[KNNContext, Tensor, Tensor, Tensor, Tensor, EngineStats]:
     r"""Runs the stages of
@@ -228,8 +229,10 @@ def cluster_ray(
         address (str, optional): The Ray cluster.
         chunks (dict): The local engine's chunk sizes, :obj:`'topk'`,
             :obj:`'nodes'` and :obj:`'band'`: tasks compute the same chunks.
-        block_rows (int, optional): Nodes per task (rounded down to a
-            multiple of the chunk sizes).
+        block_rows (int, optional): Nodes per task, rounded down to a
+            multiple of the encoder chunk (default:
+            :func:`~torch_geometric_sdt.utils.distributed.auto_block_rows`),
+            and the rows per part of in-memory embeddings.
         progress (bool, optional): Progress bars.
 
     Returns:
@@ -244,7 +247,9 @@ def cluster_ray(
     stats = EngineStats()
     k = model.k
     if x is not None and not isinstance(x, FeatureShards):
-        x = FeatureShards.from_array(torch.as_tensor(x), block_rows)
+        x = FeatureShards.from_array(
+            torch.as_tensor(x), block_rows or DEFAULT_BLOCK_ROWS
+        )
     if graph is None:
         if x is None:
             raise ValueError('give embeddings x or a precomputed kNN graph')
@@ -270,6 +275,8 @@ def cluster_ray(
         xx = torch.nn.functional.normalize(torch.from_numpy(full).float(), dim=-1)
 
     graph_ref = share(index=graph.index, sim=graph.sim)
+    if block_rows is None:
+        block_rows = auto_block_rows(num, chunks['nodes'])
     node_rows = _aligned(block_rows, chunks['nodes'])
     node_blocks = blocks(num, node_rows)
 
