@@ -360,88 +360,36 @@ def markdown(res: dict[str, Any]) -> list[str]:
             for c in configs.values()
         ]
         lines.append(f'| {s} | ' + ' | '.join(cells) + ' |')
-    lines.append(
-        '| **total** | '
-        + ' | '.join(f'**{c["total_s"]:.1f}**' for c in configs.values())
-        + ' |'
+
+    def row(label: str, key: str, fmt: Any) -> None:
+        # One table row: fmt(value) per configuration, '-' where absent.
+        cells = [fmt(c[key]) if key in c else '-' for c in configs.values()]
+        lines.append(f'| {label} | ' + ' | '.join(cells) + ' |')
+
+    row('**total**', 'total_s', lambda v: f'**{v:.1f}**')
+    row('read by tasks (MB)', 'bytes_in', lambda v: f'{v / MB:,.0f}')
+    row('written by tasks (MB)', 'bytes_out', lambda v: f'{v / MB:,.0f}')
+    row(
+        'largest worker, private (MB)',
+        'worker_private_peak',
+        lambda v: f'{v / MB:,.0f}',
     )
-    lines.append(
-        '| read by tasks (MB) | '
-        + ' | '.join(
-            f'{c["bytes_in"] / MB:,.0f}' if 'bytes_in' in c else '-'
-            for c in configs.values()
-        )
-        + ' |'
+    row(
+        'driver above start (MB)', 'driver_peak_above_start', lambda v: f'{v / MB:,.0f}'
     )
-    lines.append(
-        '| written by tasks (MB) | '
-        + ' | '.join(
-            f'{c["bytes_out"] / MB:,.0f}' if 'bytes_out' in c else '-'
-            for c in configs.values()
-        )
-        + ' |'
+    row('pairwise F', 'pairwise_fscore', lambda v: f'{v:.4f}')
+    row('BCubed F', 'bcubed_fscore', lambda v: f'{v:.4f}')
+    row('labels equal local', 'equals_local', lambda v: 'yes' if v else '**no**')
+    row('pairwise F against local', 'pairwise_f_against_local', lambda v: f'{v:.5f}')
+    row(
+        'kNN ids equal to local',
+        'knn_ids_equal_local',
+        lambda v: f'{100 * v:.4f}%',
     )
-    lines.append(
-        '| largest worker, private (MB) | '
-        + ' | '.join(
-            f'{c["worker_private_peak"] / MB:,.0f}'
-            if 'worker_private_peak' in c
-            else '-'
-            for c in configs.values()
-        )
-        + ' |'
-    )
-    lines.append(
-        '| driver above start (MB) | '
-        + ' | '.join(
-            f'{c["driver_peak_above_start"] / MB:,.0f}'
-            if 'driver_peak_above_start' in c
-            else '-'
-            for c in configs.values()
-        )
-        + ' |'
-    )
-    lines.append(
-        '| pairwise F | '
-        + ' | '.join(f'{c["pairwise_fscore"]:.4f}' for c in configs.values())
-        + ' |'
-    )
-    lines.append(
-        '| BCubed F | '
-        + ' | '.join(f'{c["bcubed_fscore"]:.4f}' for c in configs.values())
-        + ' |'
-    )
-    lines.append(
-        '| labels equal local | '
-        + ' | '.join(
-            '-' if n == 'local' else ('yes' if c['equals_local'] else '**no**')
-            for n, c in configs.items()
-        )
-        + ' |'
-    )
-    lines.append(
-        '| pairwise F against local | '
-        + ' | '.join(
-            f'{c["pairwise_f_against_local"]:.5f}' if n != 'local' else '-'
-            for n, c in configs.items()
-        )
-        + ' |'
-    )
-    lines.append(
-        '| kNN ids equal to local | '
-        + ' | '.join(
-            f'{100 * c["knn_ids_equal_local"]:.4f}%' if n != 'local' else '-'
-            for n, c in configs.items()
-        )
-        + ' |'
-    )
-    lines.append(
-        '| kNN similarities, largest difference | '
-        + ' | '.join(
-            f'{c["knn_sim_max_abs_diff"]:.1e}' if n != 'local' else '-'
-            for n, c in configs.items()
-        )
-        + ' |'
+    row(
+        'kNN similarities, largest difference',
+        'knn_sim_max_abs_diff',
+        lambda v: f'{v:.1e}',
     )
     lines.append('')
     comp = configs['local'].get('components')
@@ -500,7 +448,7 @@ def main() -> None:
     name = f'ray_engine_{nodes}'
     write_results(
         name,
-        'The Ray engine: local engine, one and two workers',
+        f'The Ray engine at {nodes:,} faces: local engine, one and two workers',
         res,
         markdown(res),
         results_dir(args.quick, args.out),

@@ -72,9 +72,7 @@ def main() -> None:
         with warnings.catch_warnings():
             warnings.simplefilter('ignore')  # self-diagnosis of synthetic data
             start = time.perf_counter()
-            labels, details = model.cluster(
-                shards, engine='ray', return_details=True
-            )
+            labels, details = model.cluster(shards, engine='ray', return_details=True)
             ray_s = time.perf_counter() - start
             start = time.perf_counter()
             local = model.cluster(x, backend='exact')

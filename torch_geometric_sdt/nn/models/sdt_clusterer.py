@@ -587,8 +587,12 @@ class SDTClusterer(torch.nn.Module):
                 stage but Infomap as tasks on a Ray cluster
                 (:mod:`~torch_geometric_sdt.nn.models.sdt_distributed`; the
                 kNN search is the exact sharded one, so :obj:`backend` must
-                be :obj:`'auto'` or :obj:`'exact'`). With the exact backend
-                both engines give the same partition.
+                be :obj:`'auto'` or :obj:`'exact'`). Both engines compute the
+                same chunks; single-threaded tasks round a few sums
+                differently from the local engine's threads, so the
+                partitions agree up to that (equal on the tests' data and at
+                1,000,000 faces, a pairwise F of 0.99999 between them at
+                200,000 faces).
                 (default: :obj:`'local'`)
             address (str, optional): The Ray cluster to join
                 (:func:`~torch_geometric_sdt.utils.distributed.connect`).
