@@ -153,8 +153,11 @@ def test_ray_cluster(runs):
     stdout = _result(runs, 'ray_cluster')
     assert 'Ray cluster: 2 CPUs' in stdout
     assert '3,000 faces in 4 parts of [750, 750, 750, 750]' in stdout
-    for stage in ('knn', 'set jaccard', 'Top-K', 'topk jaccard', 'SDT band'):
+    # One kNN task per part; one block of nodes for the other stages.
+    assert re.search(r'^knn +4 +\d+\.\d+', stdout, re.M)
+    for stage in ('set jaccard', 'Top-K', 'topk jaccard'):
         assert re.search(rf'^{stage} +1 +\d+\.\d+', stdout, re.M), stage
+    assert re.search(r'^SDT band +\d+ +\d+\.\d+', stdout, re.M)  # pairs
     f = float(re.search(r'pairwise F (\d\.\d+)', stdout).group(1))
     assert 0.5 < f <= 1.0
     assert 'same partition as the local engine: True' in stdout
