@@ -142,8 +142,11 @@ def test_sdt_on_ray_gives_the_local_partition(faces, model):
         local, ld = model.cluster(x, backend='exact', return_details=True)
         dist, dd = model.cluster(x, engine='ray', return_details=True)
     assert torch.equal(dist, local)
-    for key in ('topk', 'jaccard', 'band_pos'):
+    for key in ('topk', 'band_pos'):
         assert torch.equal(dd[key], ld[key]), key
+    # The Jaccard kernel's vectorised sums (fastmath) may round differently
+    # in another process.
+    torch.testing.assert_close(dd['jaccard'], ld['jaccard'], rtol=0, atol=1e-6)
     assert torch.equal(dd['ctx'].shared, ld['ctx'].shared)
     torch.testing.assert_close(dd['band_prob'], ld['band_prob'], rtol=0, atol=1e-6)
     stages = dd['engine']

@@ -195,8 +195,8 @@ def assert_ray_stages_match_local(
     (:func:`~torch_geometric_sdt.nn.models.sdt_distributed.cluster_ray`,
     :obj:`block_rows` nodes per task and the given chunk sizes) and asserts
     that they equal the local engine's stages run with the same chunks: the
-    kNN ids, the set Jaccard, the Top-K, the Top-K Jaccard, the scored pairs
-    (equal) and their probabilities (within :math:`10^{-6}`). Returns the
+    kNN ids, the set Jaccard, the Top-K and the scored pairs (equal), the
+    Top-K Jaccard and the pairs' probabilities (within :math:`10^{-6}`). Returns the
     engine statistics (:meth:`EngineStats.as_dict`)."""
     import torch
 
@@ -216,7 +216,9 @@ def assert_ray_stages_match_local(
     assert torch.equal(ctx.knn.index, local.knn.index)
     assert torch.equal(ctx.shared, local.shared)
     assert torch.equal(topk, model.predict_topk(local, batch_size=chunks['topk']))
-    assert torch.equal(jac, model.jaccard(local, topk))
+    # The Jaccard kernel's vectorised sums (compiled with fastmath) may round
+    # differently in another process.
+    torch.testing.assert_close(jac, model.jaccard(local, topk), rtol=0, atol=1e-6)
     h = model.node_states(local, topk, jac, chunk_size=chunks['nodes'])
     pos, prob = model.score_band(local, topk, jac, h, chunk_size=chunks['band'])
     assert torch.equal(band_pos, pos)
