@@ -36,6 +36,7 @@ from torch_geometric_sdt.utils.distributed import (
     import_ray,
     limit_threads,
     map_stage,
+    shared_tensors,
 )
 
 from .common import (
@@ -83,8 +84,10 @@ def _search_block(
     limit_threads()
 
     def scaled(a: np.ndarray) -> torch.Tensor:
-        t = torch.from_numpy(np.array(a))  # A writable copy of the block.
-        return scale_pow2(t, exponent) if exponent else t
+        # A view of the object store's read-only block (the search never
+        # writes to it); scaling makes a new tensor.
+        t = shared_tensors({'x': a})['x']
+        return scale_pow2(t, exponent) if exponent else t  # type: ignore[arg-type]
 
     xq = scaled(query[lo:hi])
     qid = torch.arange(offset + lo, offset + hi)
