@@ -54,6 +54,24 @@ import torch
 from benchmarks.common import Measure, results_dir, write_results
 
 MB = 2**20
+#: The stage outputs compared with the local engine's.
+STAGE_OUTPUTS = ('topk', 'jaccard', 'band_pos', 'band_prob')
+
+
+def compare_outputs(ours: dict[str, Any], local: dict[str, Any]) -> dict[str, Any]:
+    r"""Where the Ray engine's stage outputs first differ from the local
+    engine's: Top-K values that differ, the largest Top-K Jaccard and band
+    probability differences, and how many band probabilities differ."""
+    out: dict[str, Any] = {
+        'topk_differ': int((ours['topk'] != local['topk']).sum()),
+        'jaccard_max_abs_diff': float((ours['jaccard'] - local['jaccard']).abs().max()),
+        'band_pos_equal': bool(torch.equal(ours['band_pos'], local['band_pos'])),
+    }
+    if out['band_pos_equal']:
+        diff = (ours['band_prob'] - local['band_prob']).abs()
+        out['band_prob_max_abs_diff'] = float(diff.max()) if diff.numel() else 0.0
+        out['band_prob_differ'] = int((diff > 0).sum())
+    return out
 
 
 def _scores(pred: torch.Tensor, y: torch.Tensor) -> dict[str, Any]:
@@ -106,6 +124,7 @@ def run_local(model: Any, x: torch.Tensor, graph: Any) -> tuple[torch.Tensor, di
         'total_s': total,
         'components': parts,
         'graph': graph,
+        'outputs': dict(topk=topk, jaccard=jac, band_pos=band_pos, band_prob=band_prob),
     }
 
 
@@ -248,6 +267,7 @@ def run_ray(
         'bytes_out': sum(s['bytes_out'] for s in details['engine'].values()),
         'engine': details['engine'],
         'graph': details['ctx'].knn,
+        'outputs': {key: details[key] for key in STAGE_OUTPUTS},
         'worker_private_peak': mem.peak,
         'driver_peak_above_start': driver.peak,
     }
@@ -270,6 +290,7 @@ def run(
     model = SDTClusterer.load(default_model_path())
     x, y = synthetic_faces(num_nodes, dim, seed=0)
     out: dict[str, Any] = {
+        'mkl_cbwr': os.environ.get('MKL_CBWR'),
         'num_nodes': num_nodes,
         'dim': dim,
         'k': model.k,
@@ -290,6 +311,7 @@ def run(
             warnings.simplefilter('ignore')  # self-diagnosis of synthetic data
             local, res = run_local(model, x, graph)
             local_graph = res.pop('graph')
+            local_outputs = res.pop('outputs')
             res.update(_scores(local, y))
             grouped = res['components'].pop('grouped_labels')
             res['components']['grouped_scores'] = _scores(grouped, y)
@@ -304,6 +326,7 @@ def run(
                     'pairwise_fscore'
                 ]
                 dist_graph = res.pop('graph')
+                res.update(compare_outputs(res.pop('outputs'), local_outputs))
                 res['knn_ids_equal_local'] = float(
                     (dist_graph.index == local_graph.index).float().mean()
                 )
@@ -389,6 +412,18 @@ def markdown(res: dict[str, Any]) -> list[str]:
     row(
         'kNN similarities, largest difference',
         'knn_sim_max_abs_diff',
+        lambda v: f'{v:.1e}',
+    )
+    row('Top-K values that differ', 'topk_differ', lambda v: f'{v:,}')
+    row(
+        'Top-K Jaccard, largest difference',
+        'jaccard_max_abs_diff',
+        lambda v: f'{v:.1e}',
+    )
+    row('band probabilities that differ', 'band_prob_differ', lambda v: f'{v:,}')
+    row(
+        'band probabilities, largest difference',
+        'band_prob_max_abs_diff',
         lambda v: f'{v:.1e}',
     )
     lines.append('')

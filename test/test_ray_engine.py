@@ -286,9 +286,13 @@ def test_benchmark_compares_the_engines(graph):
     assert ('knn' in dist['stages']) == (graph == 'sharded')
     assert ('knn' in local['stages']) == (graph == 'sharded')
     assert dist['bytes_in'] > 0 and dist['total_s'] > 0
+    assert dist['topk_differ'] == 0 and dist['band_pos_equal'] is True
+    assert dist['jaccard_max_abs_diff'] <= 1e-6
+    assert dist['band_prob_max_abs_diff'] <= 1e-4
     text = '\n'.join(markdown(res))
     assert '| labels equal local | - | yes |' in text
     assert '| **total** |' in text
+    assert '| Top-K values that differ | - | 0 |' in text
     comp = local['components']
     assert 1 <= comp['num_components'] <= 1200
     assert comp['groups'] == 8 and comp['group_seconds_max'] > 0
@@ -308,3 +312,11 @@ def test_auto_block_rows_aims_at_four_tasks_per_cpu():
     assert auto_block_rows(200_000, align=8192) == 32_768
     assert auto_block_rows(1000) == MIN_BLOCK_ROWS
     assert auto_block_rows(10**8) == DEFAULT_BLOCK_ROWS
+
+
+def test_tasks_start_with_the_drivers_mkl_reproducibility_setting(monkeypatch):
+    from torch_geometric_sdt.utils.distributed import map_stage
+
+    monkeypatch.setenv('MKL_CBWR', 'AVX2,STRICT')
+    calls = [('MKL_CBWR',)] * 3
+    assert map_stage(os.getenv, calls, name='env') == ['AVX2,STRICT'] * 3
