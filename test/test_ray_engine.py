@@ -320,3 +320,7 @@ def test_tasks_start_with_the_drivers_mkl_reproducibility_setting(monkeypatch):
     monkeypatch.setenv('MKL_CBWR', 'AVX2,STRICT')
     calls = [('MKL_CBWR',)] * 3
     assert map_stage(os.getenv, calls, name='env') == ['AVX2,STRICT'] * 3
+    # With several returns too (the sharded search's tasks).
+    assert map_stage(os.path.split, [('a/b',)], name='pair', num_returns=2) == [
+        ('a', 'b')
+    ]

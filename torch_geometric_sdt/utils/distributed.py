@@ -406,11 +406,14 @@ def map_stage(
     """
     ray = import_ray()
     remote = _remote(fn)
+    options: dict[str, Any] = {}
     if num_returns != 1:
-        remote = remote.options(num_returns=num_returns)
+        options['num_returns'] = num_returns
     env = forwarded_env()
     if env:
-        remote = remote.options(runtime_env={'env_vars': env})
+        options['runtime_env'] = {'env_vars': env}
+    if options:
+        remote = remote.options(**options)
     start = time.perf_counter()
     refs = [remote.remote(*args) for args in calls]
     flat = refs if num_returns == 1 else [r for task in refs for r in task]
