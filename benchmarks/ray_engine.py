@@ -290,7 +290,6 @@ def run(
     model = SDTClusterer.load(default_model_path())
     x, y = synthetic_faces(num_nodes, dim, seed=0)
     out: dict[str, Any] = {
-        'mkl_cbwr': os.environ.get('MKL_CBWR'),
         'num_nodes': num_nodes,
         'dim': dim,
         'k': model.k,

@@ -312,15 +312,3 @@ def test_auto_block_rows_aims_at_four_tasks_per_cpu():
     assert auto_block_rows(200_000, align=8192) == 32_768
     assert auto_block_rows(1000) == MIN_BLOCK_ROWS
     assert auto_block_rows(10**8) == DEFAULT_BLOCK_ROWS
-
-
-def test_tasks_start_with_the_drivers_mkl_reproducibility_setting(monkeypatch):
-    from torch_geometric_sdt.utils.distributed import map_stage
-
-    monkeypatch.setenv('MKL_CBWR', 'AVX2,STRICT')
-    calls = [('MKL_CBWR',)] * 3
-    assert map_stage(os.getenv, calls, name='env') == ['AVX2,STRICT'] * 3
-    # With several returns too (the sharded search's tasks).
-    assert map_stage(os.path.split, [('a/b',)], name='pair', num_returns=2) == [
-        ('a', 'b')
-    ]

@@ -15,7 +15,6 @@ from torch_geometric_sdt.utils.distributed import (
     FeatureShards,
     blocks,
     check_engine,
-    forwarded_env,
     import_ray,
     nbytes,
 )
@@ -26,13 +25,6 @@ def test_check_engine():
     assert check_engine('ray') == 'ray'
     with pytest.raises(ValueError, match='engine'):
         check_engine('spark')
-
-
-def test_forwarded_env_is_the_mkl_setting_when_set(monkeypatch):
-    monkeypatch.delenv('MKL_CBWR', raising=False)
-    assert forwarded_env() == {}
-    monkeypatch.setenv('MKL_CBWR', 'AVX512,STRICT')
-    assert forwarded_env() == {'MKL_CBWR': 'AVX512,STRICT'}
 
 
 def test_missing_ray_names_the_extra(monkeypatch):

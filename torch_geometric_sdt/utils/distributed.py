@@ -23,16 +23,11 @@ imports it only when a Ray engine runs. The stages of the pipeline
   stage.
 
 Tasks run with one thread per CPU Ray gave them (:func:`limit_threads`), so
-that two workers on two cores do not oversubscribe them. A matrix product
-may round its last bit differently with another thread count; Intel MKL's
-``MKL_CBWR`` (for example ``AVX512,STRICT`` or ``AVX2,STRICT``) makes it
-round the same way, and :func:`map_stage` starts its tasks with the driver's
-value of every variable of :obj:`FORWARDED_ENV`.
+that two workers on two cores do not oversubscribe them.
 """
 
 from __future__ import annotations
 
-import os
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -51,12 +46,6 @@ ENGINES = ('local', 'ray')
 #: How often Ray runs a task again when its worker process dies (Ray's
 #: ``max_retries``); an exception raised by our own code is not retried.
 TASK_RETRIES = 3
-#: Environment variables a task starts with when the driver has them set:
-#: the numerical-reproducibility switch of Intel MKL, which PyTorch's CPU
-#: matrix products use (with ``MKL_CBWR=<isa>,STRICT`` a product rounds the
-#: same with any thread count, so single-threaded tasks compute what the
-#: driver's threads compute).
-FORWARDED_ENV = ('MKL_CBWR',)
 #: Nodes per task of the map stages: a multiple of every chunk size the
 #: local stages use (Top-K batches of 256, encoder chunks of 8192), so that
 #: a task computes exactly the chunks the local engine computes.
@@ -348,12 +337,6 @@ def _remote(fn: Callable[..., Any]) -> Any:
     return _REMOTE[fn]
 
 
-def forwarded_env() -> dict[str, str]:
-    r"""The variables of :obj:`FORWARDED_ENV` set in this process, which
-    :func:`map_stage` gives its tasks."""
-    return {name: os.environ[name] for name in FORWARDED_ENV if name in os.environ}
-
-
 def nbytes(value: Any) -> int:
     r"""The bytes of the arrays in :obj:`value` (nested dicts, lists and
     tuples)."""
@@ -406,14 +389,8 @@ def map_stage(
     """
     ray = import_ray()
     remote = _remote(fn)
-    options: dict[str, Any] = {}
     if num_returns != 1:
-        options['num_returns'] = num_returns
-    env = forwarded_env()
-    if env:
-        options['runtime_env'] = {'env_vars': env}
-    if options:
-        remote = remote.options(**options)
+        remote = remote.options(num_returns=num_returns)
     start = time.perf_counter()
     refs = [remote.remote(*args) for args in calls]
     flat = refs if num_returns == 1 else [r for task in refs for r in task]
@@ -455,7 +432,6 @@ def map_stage(
 __all__ = [
     'ENGINES',
     'TASK_RETRIES',
-    'FORWARDED_ENV',
     'DEFAULT_BLOCK_ROWS',
     'MIN_BLOCK_ROWS',
     'TASKS_PER_CPU',
@@ -467,7 +443,6 @@ __all__ = [
     'blocks',
     'check_engine',
     'connect',
-    'forwarded_env',
     'import_ray',
     'limit_threads',
     'map_stage',
