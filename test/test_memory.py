@@ -306,14 +306,18 @@ def test_ray_memory_model():
     assert all(
         v >= RAY_WORKER_RUNTIME for s, v in small.items() if s.startswith('worker_')
     )
-    # Bounded per task: only the Jaccard scratch grows with N (8 N k + 12 N).
+    # Bounded per task: only the Jaccard task's mark array grows with N (4 N).
     for stage in ('worker_knn', 'worker_topk', 'worker_sdt', 'worker_band'):
         assert large[stage] == small[stage], stage
-    assert large['worker_jaccard'] - small['worker_jaccard'] == 1_800_000 * (
-        8 * 80 + 12
+    assert large['worker_jaccard'] - small['worker_jaccard'] == 1_800_000 * 4
+    # The object store holds each shared array once: F + G + 4Nk + 8N and the
+    # larger of the Jaccard stages' lists (8Nk + 24N) and the Top-K Jaccard
+    # with two generations of states (4Nk + 2*4NH).
+    assert small['object_store'] == 200_000 * (4 * 256 + 12 * 80 + 4 * 80 + 8 + 832)
+    small_k = estimate_ray_memory(200_000, 256, k=200)
+    assert small_k['object_store'] == 200_000 * (
+        4 * 256 + 12 * 200 + 4 * 200 + 8 + 8 * 200 + 24
     )
-    # The object store holds each shared array once: F + G + 8Nk + 8N + 2*4NH.
-    assert small['object_store'] == 200_000 * (4 * 256 + 12 * 80 + 8 * 80 + 8 + 512)
     assert small['driver'] <= estimate_memory(200_000, 256)['peak'] + 4 * 200_000 * 80
     # Smaller blocks, smaller kNN tasks.
     assert (

@@ -312,3 +312,34 @@ def test_auto_block_rows_aims_at_four_tasks_per_cpu():
     assert auto_block_rows(200_000, align=8192) == 32_768
     assert auto_block_rows(1000) == MIN_BLOCK_ROWS
     assert auto_block_rows(10**8) == DEFAULT_BLOCK_ROWS
+
+
+@pytest.mark.parametrize('mode', ['weighted', 'set'])
+def test_topk_jaccard_ray_equals_the_local_scores(faces, mode):
+    from torch_geometric_sdt.utils import topk_jaccard, topk_jaccard_ray
+    from torch_geometric_sdt.utils.distributed import EngineStats
+
+    graph = knn(faces[0][:1000], 20, backend='exact')
+    topk = torch.randint(1, 21, (1000,), generator=torch.Generator().manual_seed(0))
+    stats = EngineStats()
+    dist = topk_jaccard_ray(*graph, topk, block_rows=300, stats=stats, mode=mode)
+    assert torch.equal(dist, topk_jaccard(*graph, topk, mode=mode))
+    assert stats.as_dict()['topk_jaccard']['tasks'] == 4  # 300, 300, 300, 100 rows
+
+
+def test_topk_jaccard_ray_checks_lists_before_any_task(faces):
+    from torch_geometric_sdt.utils import topk_jaccard_ray
+    from torch_geometric_sdt.utils.distributed import EngineStats
+
+    index, sim = knn(faces[0][:200], 10, backend='exact')
+    bad = index.clone()
+    bad[5, 3] = 200  # out of range
+    stats = EngineStats()
+    with pytest.raises(ValueError, match='list of node 5'):
+        topk_jaccard_ray(bad, sim, 5, stats=stats)
+    assert stats.stages == []
+    edge_index = torch.stack(
+        [index[:, 1:].reshape(-1), torch.arange(200).repeat_interleave(9)]
+    )
+    with pytest.raises(ValueError, match='kNN form'):
+        topk_jaccard_ray(edge_index, sim[:, 1:].reshape(-1), 5)

@@ -295,14 +295,18 @@ def estimate_ray_memory(
 
     * ``object_store``: what the driver shares once, on every node whose
       tasks read it: the parts (:math:`F`), ids and similarities (:math:`G`),
-      the set and Top-K Jaccard (:math:`8 N k`), the Top-K (:math:`8 N`) and
-      two generations of node states (:math:`2 \cdot 4 N H`);
+      the set Jaccard (:math:`4 N k`), the Top-K (:math:`8 N`), and the
+      larger of what the Jaccard stages share while they run (the checked
+      lists: :obj:`int32` ids, probabilities, offsets, Top-K and visit
+      order, :math:`8 N k + 24 N`) and what the encoder stages hold later
+      (the Top-K Jaccard, :math:`4 N k`, and two generations of node
+      states, :math:`2 \cdot 4 N H`);
     * ``worker``: the largest task, plus :math:`R_w` = 320 MiB of runtime
       per worker process: a kNN task holds its query block, one similarity
       block and its running lists (:math:`4 B D + 4 \cdot 2^{25} + 3 \cdot
-      12 B k`); a Jaccard task its scratch over the whole graph (:math:`8 N
-      k` for the probabilities and the output, :math:`4 N` per thread: the
-      term that grows with :math:`N`); a Top-K task one batch of 256 nodes;
+      12 B k`); a Jaccard task its block's output and offsets (:math:`4 B k
+      + 8 B`) and one mark array over all nodes per thread (:math:`4 N`: the
+      only term that grows with :math:`N`); a Top-K task one batch of 256 nodes;
       an encoder task one chunk of 8192 nodes' Top-K edges; a band task one
       chunk of :math:`2^{15}` pairs. Arrays read from the object store are
       mapped, not copied, and count in ``object_store``;
@@ -328,13 +332,13 @@ def estimate_ray_memory(
             raise ValueError(f'{name} must be a positive int (got {value!r})')
     n, nk, b = num_nodes, num_nodes * k, min(block_rows, num_nodes)
     kbar = _mean_links(k, mean_topk)
-    store = 4 * n * dim + KNN_ENTRY * nk + 8 * nk + 8 * n + 2 * 4 * HIDDEN * n
+    jaccard_lists = 8 * nk + 24 * n
+    later = 4 * nk + 2 * 4 * HIDDEN * n
+    store = 4 * n * dim + KNN_ENTRY * nk + 4 * nk + 8 * n + max(jaccard_lists, later)
     threads = 1  # one thread per task (one CPU each)
     tasks = {
         'worker_knn': 4 * b * dim + 4 * DEFAULT_BLOCK_NUMEL + 3 * KNN_ENTRY * b * k,
-        'worker_jaccard': 8 * nk
-        + n * (JACCARD_NODE + JACCARD_THREAD_NODE * threads)
-        + 4 * b * k,
+        'worker_jaccard': n * JACCARD_THREAD_NODE * threads + 4 * b * k + 8 * b,
         'worker_topk': topk_batch_bytes(min(n, TOPK_BATCH_SIZE), k) + 8 * b,
         'worker_sdt': ENCODER_EDGE * int(kbar * min(n, NODE_CHUNK_SIZE))
         + 4 * HIDDEN * b,

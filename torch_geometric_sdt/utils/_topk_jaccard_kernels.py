@@ -122,8 +122,11 @@ def scores(
     row_start: int,
     row_stop: int,
     num_chunks: int,
+    out_ptr: np.ndarray,
     out: np.ndarray,
 ) -> None:  # pragma: no cover (compiled)
+    # Scores the lists of rows order[row_start:row_stop]; the list of row
+    # order[t] goes to out[out_ptr[t]:], in list order.
     num_nodes = rowptr.shape[0] - 1
     num_rows = row_stop - row_start
     chunk = (num_rows + num_chunks - 1) // num_chunks
@@ -139,6 +142,7 @@ def scores(
         for t in range(lo, hi):
             i = order[t]
             si = rowptr[i]
+            base = out_ptr[t] - si
             ki = topk[i]
             for e in range(si, si + ki):
                 mark[col[e]] = p[e] if weighted else 1.0
@@ -154,12 +158,12 @@ def scores(
                     for f in range(kj):
                         v = mark[np.uint64(cj[f])]
                         acc += (v + pj[f]) if v >= zero else zero
-                    out[e] = min(0.5 * acc, 1.0)  # rounding must not pass 1
+                    out[base + e] = min(0.5 * acc, 1.0)  # not past 1
                 else:
                     cnt = 0
                     for f in range(kj):
                         cnt += 1 if mark[np.uint64(cj[f])] >= zero else 0
-                    out[e] = cnt / (ki + kj - cnt)
+                    out[base + e] = cnt / (ki + kj - cnt)
             for e in range(si, si + ki):
                 mark[col[e]] = -1.0
 

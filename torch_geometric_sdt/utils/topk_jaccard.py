@@ -37,7 +37,6 @@ from torch_geometric_sdt.utils.distributed import (
     map_stage,
     nbytes,
     share,
-    shared_tensors,
 )
 from torch_geometric_sdt.utils.interrupt import deferred_interrupts, interruption_point
 from torch_geometric_sdt.utils.rank import edge_rank
@@ -347,6 +346,58 @@ def topk_jaccard(
                 [1.0000, 1.0000, 0.2549],
                 [1.0000, 0.2549, 0.2492]])
     """
+    lists, pos, out_shape, device = _lists_of(
+        index,
+        sim,
+        topk,
+        rank=rank,
+        num_nodes=num_nodes,
+        flow=flow,
+        transform=transform,
+        distance=distance,
+        normalize=normalize,
+        mode=mode,
+        delta=delta,
+        eps=eps,
+        sigma=sigma,
+    )
+    n = lists['rowptr'].size - 1
+    row_lo, row_hi = _check_rows(rows, n)
+    if rows is not None and pos is not None:
+        raise ValueError('rows needs the kNN form [N, k]')
+    rowptr = lists['rowptr']
+    if rows is not None:
+        order = np.arange(row_lo, row_hi, dtype=np.int64)
+        ptr = _compact_ptr(rowptr, order)
+        out = _score_rows(lists, order, ptr, int(ptr[-1]), progress=progress)
+        return torch.from_numpy(out).view(row_hi - row_lo, out_shape[1]).to(device)
+    order = _visit_order(lists)
+    out = _score_rows(lists, order, rowptr[order], int(rowptr[-1]), progress=progress)
+    result = torch.from_numpy(out)
+    if pos is not None:
+        result = result[pos]
+    return result.view(out_shape).to(device)
+
+
+def _lists_of(
+    index: Tensor | tuple[Tensor, Tensor],
+    sim: Tensor | None,
+    topk: int | Tensor | None,
+    *,
+    rank: Tensor | None = None,
+    num_nodes: int | None = None,
+    flow: str = 'source_to_target',
+    transform: str = 'sigmoid',
+    distance: str = 'sqeuclidean',
+    normalize: str = 'topk',
+    mode: str = 'weighted',
+    delta: float = 7.5,
+    eps: float = -5.0,
+    sigma: float = 0.5,
+) -> tuple[dict[str, np.ndarray], Tensor | None, tuple[int, ...], torch.device]:
+    r"""Checks the arguments of :func:`topk_jaccard` and returns the lists
+    of :func:`_prepare_lists`, the edge positions of the edge form
+    (:obj:`None` for the kNN form), the output shape and the device."""
     transform_id, distance_id, over_topk, weighted = _check_options(
         transform, distance, normalize, mode, flow, sigma
     )
@@ -389,28 +440,52 @@ def topk_jaccard(
         rowptr = torch.arange(n + 1, dtype=torch.int64) * k
         pos = None
         out_shape: tuple[int, ...] = (n, k)
-    elif rows is not None:
-        raise ValueError('rows needs the kNN form [N, k]')
     else:
         n, rowptr, col, sim_flat, pos = _edge_to_csr(index, sim, rank, num_nodes, flow)
         out_shape = (col.numel(),)
     deg = rowptr[1:] - rowptr[:-1]
     topk_t = _resolve_topk(topk, deg, out_shape[1] if dense else None)
-    row_lo, row_hi = _check_rows(rows, n)
+    np_dtype = np.float64 if dtype == torch.float64 else np.float32
+    lists = _prepare_lists(
+        rowptr,
+        col,
+        sim_flat,
+        topk_t,
+        np_dtype,
+        self_first=dense,
+        weighted=weighted,
+        prob_options=(transform_id, distance_id, over_topk, delta, eps, sigma),
+    )
+    return lists, pos, out_shape, device
 
+
+def _prepare_lists(
+    rowptr: Tensor,
+    col: Tensor,
+    sim: Tensor | None,
+    topk: Tensor,
+    np_dtype: type,
+    *,
+    self_first: bool,
+    weighted: bool,
+    prob_options: tuple[int, int, bool, float, float, float],
+) -> dict[str, np.ndarray]:
+    r"""Checks every list and computes the row probabilities :math:`p_{ij}`
+    once: the arrays the scoring kernel reads (:func:`_score_rows`), as a
+    dict that the Ray engine shares with its tasks as it is.
+
+    Raises :class:`ValueError` for an inconsistent list (the kernel indexes
+    by neighbour id without bounds checks, so no list is scored before every
+    list passed).
+    """
+    n = rowptr.numel() - 1
     rowptr_np = rowptr.numpy()
     # int32 ids halve the memory traffic of the kernel.
     col_np = np.ascontiguousarray(
         col.numpy(), dtype=np.int32 if n < 2**31 else np.int64
     )
-    np_dtype = np.float64 if dtype == torch.float64 else np.float32
-    sim_np = (
-        np.empty(0, np_dtype)
-        if sim_flat is None
-        else np.ascontiguousarray(sim_flat.numpy())
-    )
-    topk_np = topk_t.numpy()
-
+    sim_np = np.empty(0, np_dtype) if sim is None else np.ascontiguousarray(sim.numpy())
+    topk_np = topk.numpy()
     # Compiled code runs with stop requests held back (utils.interrupt).
     with deferred_interrupts():
         num_threads = numba.get_num_threads()
@@ -420,69 +495,94 @@ def topk_jaccard(
                 rowptr_np,
                 col_np,
                 sim_np,
-                sim_flat is not None,
-                dense,
+                sim is not None,
+                self_first,
                 max(1, min(n, 4 * num_threads)),
                 err,
             )
-        _raise_row_error(err, rowptr_np, col_np, dense)
+        _raise_row_error(err, rowptr_np, col_np, self_first)
+        p = np.empty(col_np.size if weighted else 0, np_dtype)
+        if weighted and n > 0:
+            transform_id, distance_id, over_topk, delta, eps, sigma = prob_options
+            kernels.row_probs(
+                rowptr_np,
+                sim_np,
+                topk_np,
+                transform_id,
+                distance_id,
+                over_topk,
+                float(delta),
+                float(eps),
+                float(sigma),
+                p,
+            )
+    return dict(
+        rowptr=rowptr_np,
+        col=col_np,
+        p=p,
+        topk=topk_np,
+        weighted=np.array(weighted),
+        dtype=np.empty(0, np_dtype),
+    )
 
-        out = np.empty(col_np.size, np_dtype)
-        if weighted:
-            p = np.empty(col_np.size, np_dtype)
-            if n > 0:
-                kernels.row_probs(
-                    rowptr_np,
-                    sim_np,
-                    topk_np,
-                    transform_id,
-                    distance_id,
-                    over_topk,
-                    float(delta),
-                    float(eps),
-                    float(sigma),
-                    p,
-                )
-        else:
-            p = np.empty(0, np_dtype)
 
-        # Rows are visited in breadth-first order for cache locality; each row's
-        # scores depend on nothing else, so the order leaves the result unchanged.
-        if rows is not None:
-            order = np.arange(row_lo, row_hi, dtype=np.int64)
-        elif n > 0:
-            order = kernels.bfs_order(rowptr_np, col_np)
-        else:
-            order = np.empty(0, np.int64)
-        # Blocks of rows (never one long kernel call): a held-back stop request
-        # takes effect between two blocks.
+def _score_rows(
+    lists: dict[str, np.ndarray],
+    order: np.ndarray,
+    out_ptr: np.ndarray,
+    out_size: int,
+    progress: bool = False,
+) -> np.ndarray:
+    r"""The scores of the lists of rows :obj:`order` from
+    :func:`_prepare_lists`'s arrays: the list of row :obj:`order[t]` goes to
+    :obj:`out[out_ptr[t]:]`, in list order, in an output of :obj:`out_size`
+    entries (the only allocation). Each row's scores depend on nothing else,
+    so the order only decides which lists stay in cache together."""
+    out = np.empty(out_size, lists['dtype'].dtype)
+    with deferred_interrupts():
+        # Blocks of rows (never one long kernel call): a held-back stop
+        # request takes effect between two blocks.
         num_rows = order.size
         num_blocks = min(num_rows, 100)
         bounds = np.linspace(0, num_rows, num_blocks + 1).astype(np.int64)
-        chunks = max(1, 8 * num_threads)
+        chunks = max(1, 8 * numba.get_num_threads())
         for b in tqdm(range(num_blocks), disable=not progress, desc='topk_jaccard'):
             interruption_point()
-            lo, hi = int(bounds[b]), int(bounds[b + 1])
-            if hi > lo:
+            start, stop = int(bounds[b]), int(bounds[b + 1])
+            if stop > start:
                 kernels.scores(
-                    rowptr_np,
-                    col_np,
-                    p,
-                    topk_np,
-                    weighted,
+                    lists['rowptr'],
+                    lists['col'],
+                    lists['p'],
+                    lists['topk'],
+                    bool(lists['weighted']),
                     order,
-                    lo,
-                    hi,
-                    max(1, min(hi - lo, chunks)),
+                    start,
+                    stop,
+                    max(1, min(stop - start, chunks)),
+                    out_ptr,
                     out,
                 )
+    return out
 
-    result = torch.from_numpy(out)
-    if pos is not None:
-        result = result[pos]
-    if rows is not None:
-        return result.view(out_shape)[row_lo:row_hi].clone().to(device)
-    return result.view(out_shape).to(device)
+
+def _visit_order(lists: dict[str, np.ndarray]) -> np.ndarray:
+    r"""Rows in breadth-first order over the lists: consecutive rows then
+    share most of their neighbours, whose lists stay in cache."""
+    rowptr = lists['rowptr']
+    if rowptr.size <= 1:
+        return np.empty(0, np.int64)
+    with deferred_interrupts():
+        return kernels.bfs_order(rowptr, lists['col'])
+
+
+def _compact_ptr(rowptr: np.ndarray, order: np.ndarray) -> np.ndarray:
+    r"""Output offsets that place the lists of rows :obj:`order` one after
+    the other."""
+    deg = rowptr[order + 1] - rowptr[order]
+    out = np.zeros(order.size + 1, np.int64)
+    np.cumsum(deg, out=out[1:])
+    return out
 
 
 def _check_rows(rows: tuple[int, int] | None, num_nodes: int) -> tuple[int, int]:
@@ -580,19 +680,13 @@ def topk_target(
     return out
 
 
-def _rows_task(
-    graph: dict[str, np.ndarray],
-    topk: int | dict[str, np.ndarray] | None,
-    lo: int,
-    hi: int,
-    options: dict[str, Any],
-) -> np.ndarray:
-    # Ray task: rows [lo, hi) of the shared graph.
+def _rows_task(lists: dict[str, np.ndarray], lo: int, hi: int) -> np.ndarray:
+    # Ray task: the scores of rows order[lo:hi] of the shared, checked lists
+    # (the driver's visit order), one list after the other.
     limit_threads()
-    t = shared_tensors(graph)
-    k = shared_tensors(topk)['topk'] if isinstance(topk, dict) else topk
-    out = topk_jaccard(t['index'], t['sim'], topk=k, rows=(lo, hi), **options)
-    return out.numpy()
+    rows = lists['order'][lo:hi]
+    ptr = _compact_ptr(lists['rowptr'], rows)
+    return _score_rows(lists, rows, ptr, int(ptr[-1]))
 
 
 def topk_jaccard_ray(
@@ -605,35 +699,44 @@ def topk_jaccard_ray(
     stats: EngineStats | None = None,
     name: str = 'topk_jaccard',
     progress: bool = False,
-    graph_ref: Any = None,
     **options: Any,
 ) -> Tensor:
     r""":func:`topk_jaccard` of a kNN graph :obj:`[N, k]` as a map stage on
-    a Ray cluster: one task per block of :obj:`block_rows` rows (default:
-    :func:`~torch_geometric_sdt.utils.distributed.auto_block_rows`)
-    (:obj:`rows=`), every task reading the graph the driver put into the
-    object store once (or :obj:`graph_ref`, a reference from
-    :func:`~torch_geometric_sdt.utils.distributed.share` with :obj:`index`
-    and :obj:`sim`). Equal to :func:`topk_jaccard` of the whole graph; the
-    other arguments are its own (:obj:`options`) and those of
+    a Ray cluster, equal to :func:`topk_jaccard` of the whole graph.
+
+    The driver checks every list and computes the row probabilities
+    :math:`p_{ij}` once, and puts them into the object store with the ids
+    (as :obj:`int32` below :math:`2^{31}` nodes) and the Top-K. One task
+    per block of :obj:`block_rows` rows (default:
+    :func:`~torch_geometric_sdt.utils.distributed.auto_block_rows`), taken
+    in the breadth-first order of the local engine (so that a block's rows
+    share most of their neighbours), then scores its rows: it reads its
+    rows' lists and their neighbours' lists
+    from the object store and allocates only its block's output,
+    :math:`O(\textrm{block\_rows} \cdot k)`. The other arguments are
+    :func:`topk_jaccard`'s (:obj:`options`) and those of
     :func:`~torch_geometric_sdt.utils.distributed.map_stage`.
     """
     connect(address)
     if block_rows is None:
         block_rows = auto_block_rows(index.size(0))
-    if graph_ref is None:
-        graph_ref = share(index=index, sim=sim)
-    if isinstance(topk, Tensor):
-        topk = share(topk=topk)
+    # The driver checks every list, computes the probabilities and the visit
+    # order once; tasks read them and allocate only their rows' output.
+    lists, pos, shape, _ = _lists_of(index, sim, topk, **options)
+    if pos is not None:
+        raise ValueError('topk_jaccard_ray needs the kNN form [N, k]')
+    n, k = shape
+    lists['order'] = _visit_order(lists)
+    lists_ref = share(**lists)
     parts = map_stage(
         _rows_task,
-        [
-            (graph_ref, topk, lo, hi, options)
-            for lo, hi in blocks(index.size(0), block_rows)
-        ],
+        [(lists_ref, lo, hi) for lo, hi in blocks(n, block_rows)],
         name=name,
         stats=stats,
-        shared_bytes=nbytes([index, sim]),
+        shared_bytes=nbytes(lists),
         progress=progress,
     )
-    return torch.from_numpy(np.concatenate(parts))
+    out = np.empty((n, k), lists['dtype'].dtype)
+    if n:
+        out[lists['order']] = np.concatenate(parts).reshape(n, k)
+    return torch.from_numpy(out)

@@ -294,7 +294,6 @@ def cluster_ray(
             stats=stats,
             name=name,
             progress=progress,
-            graph_ref=graph_ref,
             **options,
         ).float()
 
