@@ -18,6 +18,7 @@ call after installation pays the compile time.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import numba
@@ -384,20 +385,21 @@ def _lists_of(
     sim: Tensor | None,
     topk: int | Tensor | None,
     *,
-    rank: Tensor | None = None,
-    num_nodes: int | None = None,
-    flow: str = 'source_to_target',
-    transform: str = 'sigmoid',
-    distance: str = 'sqeuclidean',
-    normalize: str = 'topk',
-    mode: str = 'weighted',
-    delta: float = 7.5,
-    eps: float = -5.0,
-    sigma: float = 0.5,
+    rank: Tensor | None,
+    num_nodes: int | None,
+    flow: str,
+    transform: str,
+    distance: str,
+    normalize: str,
+    mode: str,
+    delta: float,
+    eps: float,
+    sigma: float,
 ) -> tuple[dict[str, np.ndarray], Tensor | None, tuple[int, ...], torch.device]:
-    r"""Checks the arguments of :func:`topk_jaccard` and returns the lists
-    of :func:`_prepare_lists`, the edge positions of the edge form
-    (:obj:`None` for the kNN form), the output shape and the device."""
+    r"""Checks the arguments of :func:`topk_jaccard` (whose signature holds
+    their defaults) and returns the lists of :func:`_prepare_lists`, the edge
+    positions of the edge form (:obj:`None` for the kNN form), the output
+    shape and the device."""
     transform_id, distance_id, over_topk, weighted = _check_options(
         transform, distance, normalize, mode, flow, sigma
     )
@@ -680,6 +682,14 @@ def topk_target(
     return out
 
 
+# The options of topk_jaccard that _lists_of takes, with their defaults.
+_OPTIONS = {
+    name: param.default
+    for name, param in inspect.signature(topk_jaccard).parameters.items()
+    if param.kind is inspect.Parameter.KEYWORD_ONLY and name not in ('rows', 'progress')
+}
+
+
 def _rows_task(lists: dict[str, np.ndarray], lo: int, hi: int) -> np.ndarray:
     # Ray task: the scores of rows order[lo:hi] of the shared, checked lists
     # (the driver's visit order), one list after the other.
@@ -722,7 +732,10 @@ def topk_jaccard_ray(
         block_rows = auto_block_rows(index.size(0))
     # The driver checks every list, computes the probabilities and the visit
     # order once; tasks read them and allocate only their rows' output.
-    lists, pos, shape, _ = _lists_of(index, sim, topk, **options)
+    unknown = set(options) - set(_OPTIONS)
+    if unknown:
+        raise ValueError(f'unknown options of topk_jaccard: {sorted(unknown)}')
+    lists, pos, shape, _ = _lists_of(index, sim, topk, **{**_OPTIONS, **options})
     if pos is not None:
         raise ValueError('topk_jaccard_ray needs the kNN form [N, k]')
     n, k = shape
