@@ -474,7 +474,8 @@ def _prepare_lists(
 ) -> dict[str, np.ndarray]:
     r"""Checks every list and computes the row probabilities :math:`p_{ij}`
     once: the arrays the scoring kernel reads (:func:`_score_rows`), as a
-    dict that the Ray engine shares with its tasks as it is.
+    dict that the Ray engine shares with its tasks as it is. :obj:`p` has
+    the output's dtype and is empty in set mode.
 
     Raises :class:`ValueError` for an inconsistent list (the kernel indexes
     by neighbour id without bounds checks, so no list is scored before every
@@ -523,8 +524,6 @@ def _prepare_lists(
         col=col_np,
         p=p,
         topk=topk_np,
-        weighted=np.array(weighted),
-        dtype=np.empty(0, np_dtype),
     )
 
 
@@ -540,7 +539,9 @@ def _score_rows(
     :obj:`out[out_ptr[t]:]`, in list order, in an output of :obj:`out_size`
     entries (the only allocation). Each row's scores depend on nothing else,
     so the order only decides which lists stay in cache together."""
-    out = np.empty(out_size, lists['dtype'].dtype)
+    p = lists['p']
+    out = np.empty(out_size, p.dtype)
+    weighted = p.size > 0  # set mode shares no probabilities
     with deferred_interrupts():
         # Blocks of rows (never one long kernel call): a held-back stop
         # request takes effect between two blocks.
@@ -555,9 +556,9 @@ def _score_rows(
                 kernels.scores(
                     lists['rowptr'],
                     lists['col'],
-                    lists['p'],
+                    p,
                     lists['topk'],
-                    bool(lists['weighted']),
+                    weighted,
                     order,
                     start,
                     stop,
@@ -749,7 +750,7 @@ def topk_jaccard_ray(
         shared_bytes=nbytes(lists),
         progress=progress,
     )
-    out = np.empty((n, k), lists['dtype'].dtype)
+    out = np.empty((n, k), lists['p'].dtype)
     if n:
         out[lists['order']] = np.concatenate(parts).reshape(n, k)
     return torch.from_numpy(out)

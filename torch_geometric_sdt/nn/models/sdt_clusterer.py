@@ -588,12 +588,11 @@ class SDTClusterer(torch.nn.Module):
                 (:mod:`~torch_geometric_sdt.nn.models.sdt_distributed`; the
                 kNN search is the exact sharded one, so :obj:`backend` must
                 be :obj:`'auto'` or :obj:`'exact'`). Both engines compute the
-                same chunks; single-threaded tasks (and the Jaccard
-                kernel's fastmath sums) round a few sums
-                differently from the local engine's threads, so the
-                partitions agree up to that (equal on the tests' data and at
-                1,000,000 faces, a pairwise F of 0.99999 between them at
-                200,000 faces).
+                same chunks; a few scores can round their last bit
+                differently in a worker process, so the partitions agree up
+                to that (equal on the tests' data and at 1,000,000 faces; at
+                200,000 faces equal with one worker, a pairwise F of 0.99865
+                between them with two).
                 (default: :obj:`'local'`)
             address (str, optional): The Ray cluster to join
                 (:func:`~torch_geometric_sdt.utils.distributed.connect`).
