@@ -171,6 +171,7 @@ CELLS = (
     'crowd:arcface',
     'large:arcface',
     'gaussian:arcface',
+    'dense:arcface',
     'lfw:squeezed',
     'msceleb:squeezed',
     'photo_library:squeezed',

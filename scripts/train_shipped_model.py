@@ -3,7 +3,8 @@
 The training data are a **mixture of data regimes**
 (:func:`torch_geometric_sdt.datasets.regime_draw`): every identity-size law
 (LFW-like long tail, MS-Celeb-like, photo library, crowd, identities larger
-than k, and generic Gaussian mixtures) at every cosine scale (ArcFace-like,
+than k, generic Gaussian mixtures, and the LFW-like law in a space as crowded
+as a million-face set) at every cosine scale (ArcFace-like,
 squeezed, shifted), with dimensions and sizes cycling over 128 / 256 / 512
 and 3,000 / 6,000 / 10,000 items. Each draw is one data set with its own kNN
 graph and similarity scale (``fit`` takes the list). The seeds (10000 and
