@@ -163,7 +163,9 @@ DBSCAN_LEVELS = (
 AGGLOMERATIVE_GRID = 60
 AGGLOMERATIVE_MAX = 12_000
 #: The default cells: every size law at the face cosine scale, then the
-#: squeezed and shifted scales on the laws where the Top-K matters most.
+#: squeezed and shifted scales on the laws where the Top-K matters most, then
+#: the dense law (last, so that the seeds of the other cells stay as they
+#: were: a cell's seed is FIRST_SEED plus its position).
 CELLS = (
     'lfw:arcface',
     'msceleb:arcface',
@@ -171,13 +173,13 @@ CELLS = (
     'crowd:arcface',
     'large:arcface',
     'gaussian:arcface',
-    'dense:arcface',
     'lfw:squeezed',
     'msceleb:squeezed',
     'photo_library:squeezed',
     'large:squeezed',
     'lfw:shifted',
     'msceleb:shifted',
+    'dense:arcface',
 )
 METHODS = (
     'sdt',

@@ -537,3 +537,19 @@ def test_incremental_scores_rounds_removal_and_references(tmp_path):
     md = '\n'.join(markdown(res))
     assert '| infomap-knn | 1 | 606 |' in md and 'add / create' in md
     assert [p.name for p in plot(res, tmp_path)] == ['incremental_rounds.png']
+
+
+def test_scale_row_compares_the_topk_with_the_oracle():
+    from benchmarks.scale import markdown, run_one, summary
+
+    row = run_one(1500, 32, 80, 0.7, 0.3)
+    assert 1.0 <= row['oracle_mean_topk'] <= 80.0
+    assert 0.0 <= row['topk_mae'] <= 79.0
+    # The mean error is at least the gap of the means:
+    assert row['topk_mae'] >= abs(row['mean_topk'] - row['oracle_mean_topk']) - 1e-9
+    old = {k: v for k, v in row.items() if k not in ('oracle_mean_topk', 'topk_mae')}
+    text = '\n'.join(markdown([row, old], summary([row, old], 32, 80)))
+    assert '| oracle mean Top-K | Top-K MAE |' in text
+    assert f'| {row["topk_mae"]:.2f} |' in text
+    # The row recorded before the comparison:
+    assert f'| {row["mean_topk"]:.1f} | - | - | {row["num_links"]:,} |' in text
