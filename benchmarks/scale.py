@@ -151,8 +151,7 @@ def run_one(
         oracle = topk_target(graph.index, y)
         row['oracle_mean_topk'] = float(oracle.float().mean())
         row['topk_mae'] = float((topk - oracle).abs().float().mean())
-        del oracle
-        del edge_index, weight, band_pos, band_prob, jac
+        del oracle, edge_index, weight, band_pos, band_prob, jac
         with Measure() as m:
             row['sdt_metrics'] = evaluate(pred, y)
         record('metrics', m)
