@@ -15,7 +15,8 @@ from torch_geometric_sdt.nn.models.knn_context import (
     band_positions,
     topk_positions,
 )
-from torch_geometric_sdt.nn.models.sdt_clusterer import SDTClusterer
+from torch_geometric_sdt.nn.models.sdt_clusterer import TOPK_QUANTILE, SDTClusterer
+from torch_geometric_sdt.nn.models.topk_predictor import TopKPredictor
 from torch_geometric_sdt.testing import GOOD_K as K
 from torch_geometric_sdt.testing import GOOD_N as N
 from torch_geometric_sdt.testing import assert_api_refuses, small_clusterer
@@ -155,6 +156,11 @@ def test_bad_options():
         SDTClusterer(eta=1.5)
     with pytest.raises(ValueError, match='band'):
         SDTClusterer(band=(0, 0))
+    for q in (0.0, 1.0, 1.5):
+        with pytest.raises(ValueError, match=r'topk_quantile must lie in \(0, 1\)'):
+            SDTClusterer(topk_quantile=q)
+    with pytest.raises(ValueError, match='topk_quantile must be a number'):
+        SDTClusterer(topk_quantile='median')
 
 
 def test_knn_cache_input(faces, tmp_path):
@@ -438,7 +444,7 @@ def test_version_0_1_checkpoints_keep_the_knn_reference_and_no_veto(tmp_path):
         meta = f.metadata()
         tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
     config = json.loads(meta['config'])
-    del config['reference'], config['veto']
+    del config['reference'], config['veto'], config['topk_quantile']
     config['band'] = [2, 10]
     meta['config'] = json.dumps(config)
     del meta['train_range']
@@ -447,9 +453,25 @@ def test_version_0_1_checkpoints_keep_the_knn_reference_and_no_veto(tmp_path):
     assert old.config['reference'] == 'knn'
     assert old.config['veto'] is False and old.band == (2, 10)
     assert old.train_range is None
+    assert old.config['topk_quantile'] is None  # the mode, as before
     new = SDTClusterer(k=4)
     assert new.config['reference'] == 'random_pairs'
     assert new.config['veto'] is True and new.band == (2, 10)
+    assert new.config['topk_quantile'] == TOPK_QUANTILE
+
+
+def test_predict_topk_takes_the_configured_quantile(faces):
+    x, _ = faces
+    model = SDTClusterer(k=10, hidden_channels=8, predictor_channels=8, heads=2)
+    ctx = model.context(x)
+    logits = model.topk_predictor(*model.tokens(ctx, torch.arange(ctx.num_nodes)))
+    for q in (None, 0.3, 0.45, 0.8):
+        model.config['topk_quantile'] = q
+        expected = TopKPredictor.predict(logits.detach(), q)
+        torch.testing.assert_close(model.predict_topk(ctx, batch_size=7), expected)
+    lo = TopKPredictor.predict(logits.detach(), 0.3)
+    hi = TopKPredictor.predict(logits.detach(), 0.8)
+    assert bool((lo <= hi).all()) and bool((lo < hi).any())
 
 
 def test_train_range_round_trips(tmp_path):

@@ -18,6 +18,27 @@ def test_shapes_and_predict(arch):
     assert arch in repr(model)
 
 
+def test_predict_takes_a_quantile_of_the_distribution():
+    # P = (0.1, 0.3, 0.2, 0.4): cumulative 0.1, 0.4, 0.6, 1.0.
+    logits = torch.tensor([[0.1, 0.3, 0.2, 0.4]]).log()
+    assert int(TopKPredictor.predict(logits)) == 4  # the mode
+    assert int(TopKPredictor.predict(logits, 0.05)) == 1
+    assert int(TopKPredictor.predict(logits, 0.35)) == 2
+    assert int(TopKPredictor.predict(logits, 0.45)) == 3
+    assert int(TopKPredictor.predict(logits, 0.6 + 1e-6)) == 4
+    # Never past k, even when rounding leaves the last sum just under q.
+    assert int(TopKPredictor.predict(logits, 1 - 1e-9)) == 4
+    # The median minimises the expected absolute error (brute force).
+    torch.manual_seed(0)
+    logits = torch.randn(64, 12) * 2
+    p = logits.softmax(dim=1).double()
+    r = torch.arange(1, 13, dtype=torch.double)
+    cost = (p.unsqueeze(1) * (r.view(1, -1, 1) - r.view(1, 1, -1)).abs()).sum(-1)
+    median = TopKPredictor.predict(logits, 0.5)
+    best = cost.gather(1, (median - 1).view(-1, 1)).view(-1)
+    torch.testing.assert_close(best, cost.min(dim=1).values)
+
+
 def test_learns_a_simple_rule():
     # K* = the rank where the first feature drops below zero: learnable from
     # the tokens; a few hundred steps must fit it.

@@ -78,6 +78,12 @@ def check_config(**config: Any) -> tuple[int, int]:
             raise ValueError(f'{name} must be a number (got {value!r})')
         if not 0.0 <= value <= 1.0 or (name == 'dropout' and value == 1.0):
             raise ValueError(f'{name} must lie in [0, 1] (got {value})')
+    q = config['topk_quantile']
+    if q is not None:
+        if isinstance(q, bool) or not isinstance(q, (int, float)):
+            raise ValueError(f'topk_quantile must be a number or None (got {q!r})')
+        if not 0.0 < q < 1.0:
+            raise ValueError(f'topk_quantile must lie in (0, 1) (got {q})')
     return int(band[0]), int(band[1])
 
 

@@ -30,8 +30,17 @@ class TopKPredictor(torch.nn.Module):
         \mathrm{Enc}(\mathbf{e}_i)_r \right).
 
     Training minimises the cross-entropy against the oracle
-    :math:`K^*_i` (:func:`~torch_geometric_sdt.utils.topk_target`); the
-    prediction is :math:`K_i = \arg\max_r P(K_i = r + 1) + 1 \in [1, k]`.
+    :math:`K^*_i` (:func:`~torch_geometric_sdt.utils.topk_target`). The
+    prediction (:meth:`predict`) is a quantile :math:`q` of this
+    distribution,
+
+    .. math::
+        K_i = \min \Big\{ r \in [1, k] : \sum_{s \le r} P(K_i = s) \ge q
+        \Big\},
+
+    or its mode, :math:`K_i = \arg\max_r P(K_i = r + 1) + 1`. The median
+    (:math:`q = 1/2`) minimises the expected absolute error of :math:`K_i`,
+    the mode its expected 0-1 error.
 
     Args:
         k (int): List length, self included.
@@ -148,9 +157,17 @@ class TopKPredictor(torch.nn.Module):
         return F.cross_entropy(logits, target - 1)
 
     @staticmethod
-    def predict(logits: Tensor) -> Tensor:
-        r"""Returns :math:`K_i = \arg\max_r` :obj:`logits[i, r]` :math:`+ 1`."""
-        return logits.argmax(dim=-1) + 1
+    def predict(logits: Tensor, quantile: float | None = None) -> Tensor:
+        r"""Returns :math:`K_i \in [1, k]` from the logits :obj:`(B, k)`: the
+        :obj:`quantile` :math:`q \in (0, 1)` of the predicted distribution,
+        the smallest :math:`r` whose cumulative probability reaches :math:`q`;
+        with :obj:`None`, its mode :math:`\arg\max_r` :obj:`logits[i, r]`
+        :math:`+ 1`."""
+        if quantile is None:
+            return logits.argmax(dim=-1) + 1
+        below = logits.float().softmax(dim=-1).cumsum(dim=-1) < quantile
+        # Rounding can leave the last cumulative sum just under q: clamp.
+        return (below.sum(dim=-1) + 1).clamp(max=logits.size(-1))
 
     def __repr__(self) -> str:
         return (
