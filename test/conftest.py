@@ -26,6 +26,21 @@ SHARED = Path(
 LFW = SHARED / 'data' / 'lfw_mobilefacenet192'
 
 
+@pytest.fixture(scope='module')
+def ray_exclusive(tmp_path_factory: pytest.TempPathFactory):
+    """Holds, for a module, a lock that every pytest-xdist worker of the
+    session shares: the modules that start Ray never overlap. When a two-node
+    ``ray.cluster_utils.Cluster`` ran beside another worker's Ray session,
+    that worker died ("node down"); ``--dist loadgroup`` does not keep
+    ``xdist_group`` tests on one worker with pytest 9 and xdist 3.8."""
+    from filelock import FileLock
+
+    # The workers' temporary folders share this parent.
+    root = tmp_path_factory.getbasetemp().parent
+    with FileLock(str(root / 'torch_geometric_sdt_ray.lock')):
+        yield
+
+
 @pytest.fixture(scope='session')
 def lfw() -> tuple[np.ndarray, np.ndarray]:
     """LFW MobileFaceNet embeddings ``(x [13233, 192] float32, y [13233] int64)``."""

@@ -28,7 +28,9 @@ FLOAT = r'(\d+\.\d+)'
 
 
 @pytest.fixture(scope='module')
-def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple]:
+def runs(
+    tmp_path_factory: pytest.TempPathFactory, ray_exclusive: None
+) -> dict[str, tuple]:
     tmp = tmp_path_factory.mktemp('examples')
     commands = {
         'cluster_faces': ['--fast', '--output', str(tmp / 'pred.meta')],

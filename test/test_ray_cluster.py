@@ -22,7 +22,7 @@ pytestmark = pytest.mark.xdist_group('ray')
 
 
 @pytest.fixture(scope='module')
-def cluster():
+def cluster(ray_exclusive):
     from ray.cluster_utils import Cluster
 
     if ray.is_initialized():

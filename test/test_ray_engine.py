@@ -1,7 +1,7 @@
 """The Ray engine on a local Ray cluster (``ray.init(num_cpus=2)``): the same
 kNN lists, scores and partitions as the local engine, Ray's retries after a
-killed worker, and the CLI. One Ray session per module (a few seconds); the
-tests of every Ray module share one pytest-xdist worker (``xdist_group``)."""
+killed worker, and the CLI. One Ray session per module (a few seconds); no
+two modules that start Ray run at once (``ray_exclusive`` in conftest)."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ pytestmark = pytest.mark.xdist_group('ray')
 
 
 @pytest.fixture(scope='module', autouse=True)
-def ray_session():
+def ray_session(ray_exclusive):
     if ray.is_initialized():
         ray.shutdown()
     ray.init(
