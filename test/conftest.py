@@ -29,10 +29,11 @@ LFW = SHARED / 'data' / 'lfw_mobilefacenet192'
 @pytest.fixture(scope='module')
 def ray_exclusive(tmp_path_factory: pytest.TempPathFactory):
     """Holds, for a module, a lock that every pytest-xdist worker of the
-    session shares: the modules that start Ray never overlap. When a two-node
-    ``ray.cluster_utils.Cluster`` ran beside another worker's Ray session,
-    that worker died ("node down"); ``--dist loadgroup`` does not keep
-    ``xdist_group`` tests on one worker with pytest 9 and xdist 3.8."""
+    session shares, so that modules that start Ray never overlap when the
+    suite runs as plain ``pytest -n 2``: a worker whose Ray session ran
+    beside another worker's two-node ``ray.cluster_utils.Cluster`` died
+    ("node down"). ``scripts/test.sh`` goes further: it runs the modules
+    marked ``ray`` after the others, each in a pytest process of its own."""
     from filelock import FileLock
 
     # The workers' temporary folders share this parent.

@@ -18,7 +18,7 @@ from torch_geometric_sdt.testing import assert_ray_stages_match_local
 
 ray = pytest.importorskip('ray', reason="the Ray engine needs the 'ray' extra")
 
-pytestmark = pytest.mark.xdist_group('ray')
+pytestmark = pytest.mark.ray
 
 
 @pytest.fixture(scope='module')

@@ -20,7 +20,7 @@ imports it only when a Ray engine runs. The stages of the pipeline
 * :func:`map_stage` runs one task per block and returns the results in
   block order, with a progress bar; a task whose worker dies is run again by
   Ray's own retries (:obj:`TASK_RETRIES`), and a stop request cancels the
-  stage.
+  stage's unfinished tasks.
 
 Tasks run with one thread per CPU Ray gave them (:func:`limit_threads`), so
 that two workers on two cores do not oversubscribe them.
@@ -353,6 +353,20 @@ def nbytes(value: Any) -> int:
     return 0
 
 
+def _end_stage(ray: Any, refs: list[Any], cancel: bool) -> None:
+    r"""After a failed stage: cancels the tasks of :obj:`refs` not yet
+    finished (:obj:`cancel`, for a stop request), or waits until all of them
+    have ended (for an error; see :func:`map_stage`)."""
+    if not refs:
+        return
+    if cancel:
+        _, unfinished = ray.wait(refs, num_returns=len(refs), timeout=0)
+        for ref in unfinished:
+            ray.cancel(ref, force=True)
+    else:
+        ray.wait(refs, num_returns=len(refs), fetch_local=False)
+
+
 def map_stage(
     fn: Callable[..., Any],
     calls: Sequence[tuple[Any, ...]],
@@ -370,8 +384,15 @@ def map_stage(
     :obj:`fn` must be a module-level function (workers import it); object
     references among the arguments reach it as their values. Ray runs a task
     again when its worker dies (:obj:`TASK_RETRIES` times); an exception
-    raised by :obj:`fn` itself fails the stage with that exception. A stop
-    request (Ctrl-C) cancels the tasks still pending.
+    raised by :obj:`fn` itself fails the stage with that exception, once the
+    stage's other tasks have ended. A stop request (Ctrl-C) cancels the tasks
+    not yet finished.
+
+    Only a stop request cancels tasks: cancelling a task whose reply is
+    arriving can abort the driver process (a race in Ray's task manager,
+    ``Check failed: it != submissible_tasks_.end()``, seen with Ray 2.60 when
+    the tasks of a failed stage were cancelled), so an error lets the rest
+    of the stage run out instead.
 
     Args:
         fn (callable): The task function.
@@ -407,8 +428,7 @@ def map_stage(
         else:
             results = [tuple(ray.get(list(task))) for task in refs]
     except BaseException as exc:
-        for ref in flat:
-            ray.cancel(ref, force=True)
+        _end_stage(ray, flat, cancel=not isinstance(exc, Exception))
         cause = getattr(exc, 'cause', None)
         if isinstance(exc, ray.exceptions.RayTaskError) and isinstance(
             cause, Exception
