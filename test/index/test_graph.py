@@ -50,12 +50,12 @@ def test_additions_keep_the_graph_exact(block_size):
     old = knn(x[:450], k, backend='exact')
     new_rows = torch.arange(450, 500)
     alive = torch.ones(500, dtype=torch.bool)
-    new_index, new_sim, cand, cand_sim = search_both_ways(
-        x, torch.arange(500), new_rows, k, block_size=block_size
+    new_index, new_sim, *offers = search_both_ways(
+        x, torch.arange(500), new_rows, k, old.sim[:, -1], block_size=block_size
     )
     index = torch.cat([old.index, new_index])
     sim = torch.cat([old.sim, new_sim])
-    changed = offer_reverse(index, sim, alive, cand, cand_sim)
+    changed = offer_reverse(index, sim, alive, *offers)
     exact = knn(x, k, backend='exact')
     assert torch.equal(index, exact.index)
     assert torch.allclose(sim, exact.sim, atol=1e-6)
@@ -99,3 +99,38 @@ def test_refill_searches_lists_its_neighbours_cannot_fill():
     live = (~dead).nonzero().view(-1)
     exact = knn(x[live], 6, backend='exact')
     assert torch.equal(index[live], live[exact.index])
+
+
+def test_offers_are_the_pairs_that_reach_an_old_rows_bound():
+    x = _data(300)
+    k = 8
+    old = knn(x[:280], k, backend='exact')
+    new_rows = torch.arange(280, 300)
+    _, _, rows, cand, cand_sim = search_both_ways(
+        x, torch.arange(300), new_rows, k, old.sim[:, -1], block_size=64
+    )
+    full = x[:280] @ x[280:].t()
+    reach = (full >= old.sim[:, -1:]).nonzero()
+    assert rows.numel() == reach.size(0) < full.numel() // 4
+    assert bool((rows[1:] >= rows[:-1]).all())  # Ordered by old row.
+    got = sorted(zip(rows.tolist(), cand.tolist()))
+    assert got == sorted((int(i), int(q) + 280) for i, q in reach)
+    assert torch.allclose(cand_sim, full[rows, cand - 280])
+
+
+def test_offer_reverse_skips_removed_rows():
+    x = _data(120)
+    k = 6
+    old = knn(x[:100], k, backend='exact')
+    new_rows = torch.arange(100, 120)
+    new_index, new_sim, *offers = search_both_ways(
+        x, torch.arange(120), new_rows, k, old.sim[:, -1]
+    )
+    index, sim = torch.cat([old.index, new_index]), torch.cat([old.sim, new_sim])
+    alive = torch.ones(120, dtype=torch.bool)
+    gone = offers[0][:1]  # A row that had an offer.
+    alive[gone] = False
+    before = index[gone].clone()
+    changed = offer_reverse(index, sim, alive, *offers)
+    assert torch.equal(index[gone], before)
+    assert not bool(torch.isin(gone, changed).any())

@@ -3,7 +3,7 @@ import torch
 
 from torch_geometric_sdt.datasets import synthetic_faces
 from torch_geometric_sdt.index.graph import offer_reverse, search_both_ways
-from torch_geometric_sdt.index.links import EarlyStopLinker, SDTLinker
+from torch_geometric_sdt.index.links import TOPK_REACH, EarlyStopLinker, SDTLinker
 from torch_geometric_sdt.nn.knn import KNN, knn
 from torch_geometric_sdt.nn.models import SDTClusterer
 from torch_geometric_sdt.pretrained import default_model_path
@@ -21,13 +21,15 @@ def grown():
     x = x.float()
     old = knn(x[:700], 80, backend='exact')
     new_rows = torch.arange(700, 735)
-    idx, sim, cand, cand_sim = search_both_ways(x, torch.arange(735), new_rows, 80)
+    idx, sim, *offers = search_both_ways(
+        x, torch.arange(735), new_rows, 80, old.sim[:, -1]
+    )
     index, sims = torch.cat([old.index, idx]), torch.cat([old.sim, sim])
     changed = torch.zeros(735, dtype=torch.bool)
     changed[new_rows] = True
-    changed[
-        offer_reverse(index, sims, torch.ones(735, dtype=torch.bool), cand, cand_sim)
-    ] = True
+    changed[offer_reverse(index, sims, torch.ones(735, dtype=torch.bool), *offers)] = (
+        True
+    )
     return x, old, KNN(index, sims), changed
 
 
@@ -102,3 +104,67 @@ def test_baseline_links_follow_the_early_stop_rule(method, grown):
     if method == 'infomap-knn':
         assert bool((links[linked] >= 0.5).all())
         assert torch.allclose(links[linked], old.sim[linked])
+
+
+def _spy(linker, name, calls):
+    """Records the keyword arguments of every call of a model method."""
+    method = getattr(linker.model, name)
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs)
+        return method(*args, **kwargs)
+
+    setattr(linker.model, name, spy)
+
+
+def test_sdt_update_rescores_only_the_pairs_whose_inputs_moved(model, grown):
+    x, old, new, changed = grown
+    exact = SDTLinker(model, tolerance=0.0)
+    before = exact.compute(x[:700], old)
+    linker = SDTLinker(model, scale=exact.scale, tolerance=0.02)
+    calls: list = []
+    _spy(linker, 'score_band', calls)
+    try:
+        after = linker.update(x, new, old, before, changed)
+    finally:
+        del linker.model.score_band
+    pos = calls[0]['pos']
+    rows = torch.unique(pos // 80)
+    # Whole rows would be every scored pair of the rows touched; the update
+    # scores fewer.
+    every = model.scored_positions(after['topk'])
+    assert pos.numel() < int(torch.isin(every // 80, rows).sum())
+    # Pairs not rescored, in rows whose K_i stayed, keep their probability.
+    kept = torch.ones(735 * 80, dtype=torch.bool)
+    kept[pos] = False
+    kept = kept.view(735, 80)[:700]
+    kept &= (after['topk'][:700] == before['topk']).unsqueeze(1)
+    kept &= ~torch.isnan(before['band'])
+    assert bool(kept.any())
+    assert torch.equal(after['band'][:700][kept], before['band'][kept])
+
+
+def test_sdt_update_asks_topk_where_the_list_moved_within_reach(model, grown):
+    x, old, new, changed = grown
+    exact = SDTLinker(model, tolerance=0.0)
+    before = exact.compute(x[:700], old)
+    linker = SDTLinker(model, scale=exact.scale, tolerance=0.02)
+    calls: list = []
+    _spy(linker, 'predict_topk', calls)
+    try:
+        linker.update(x, new, old, before, changed)
+    finally:
+        del linker.model.predict_topk
+    asked = calls[0]['nodes']
+    # Old rows asked: those with a new id or a moved set Jaccard index at a
+    # rank below K_i + TOPK_REACH; every new row.
+    shared = linker.context(x, new).shared[:700]
+    moved = (new.index[:700] != old.index) | ((shared - before['shared']).abs() > 0.02)
+    reach = torch.arange(80) < (before['topk'] + TOPK_REACH).unsqueeze(1)
+    expected = torch.cat(
+        [(moved & reach).any(dim=1).nonzero().view(-1), torch.arange(700, 735)]
+    )
+    assert torch.equal(asked, expected)
+    # A change past the reach alone asks nothing.
+    far = (moved & ~reach).any(dim=1) & ~(moved & reach).any(dim=1)
+    assert bool(far.any()) and not bool(torch.isin(far.nonzero().view(-1), asked).any())

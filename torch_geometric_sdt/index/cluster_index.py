@@ -318,14 +318,14 @@ class ClusterIndex:
         new_rows = torch.arange(n_old, n_old + xq.size(0))
         alive = torch.cat([alive, torch.ones(xq.size(0), dtype=torch.bool)])
         k = graph.k
-        new_index, new_sim, cand, cand_sim = search_both_ways(
-            x_all, alive.nonzero().view(-1), new_rows, k
+        new_index, new_sim, *offers = search_both_ways(
+            x_all, alive.nonzero().view(-1), new_rows, k, graph.sim[:, -1]
         )
         index = torch.cat([graph.index, new_index])
         sim = torch.cat([graph.sim, new_sim.to(graph.sim.dtype)])
         changed = torch.zeros(index.size(0), dtype=torch.bool)
         changed[new_rows] = True
-        changed[offer_reverse(index, sim, alive, cand, cand_sim)] = True
+        changed[offer_reverse(index, sim, alive, *offers)] = True
         labels = np.concatenate([labels, np.full(xq.size(0), -1, dtype=np.int64)])
         labels = self._update(
             'add',
@@ -406,7 +406,11 @@ class ClusterIndex:
         links = state['links']
         links[~alive] = float('nan')
         link_changed = changed_rows(
-            old_graph.index, old_state['links'], graph.index, links
+            old_graph.index,
+            old_state['links'],
+            graph.index,
+            links,
+            self._linker.tolerance,
         )
         relabel = recluster(
             labels,

@@ -6,8 +6,8 @@ itself at rank 0, as :func:`~torch_geometric_sdt.nn.knn.knn` returns it.
 
 * **Adding points.** One pass over the similarity blocks of the new points
   against every live point (:func:`search_both_ways`) gives each new
-  point's exact list and, for each old point, its best new points; an old
-  point takes those that beat the last entry of its list
+  point's exact list and, for each old point, the new points that reach
+  the last entry of its list; the old point merges them into its list
   (:func:`offer_reverse`). Additions alone keep the graph exact.
 * **Removing points.** Every list that held a removed point drops it and is
   refilled from its remaining neighbours' lists (:func:`refill`), the
@@ -54,11 +54,17 @@ def search_both_ways(
     alive: Tensor,
     new_rows: Tensor,
     k: int,
+    bound: Tensor,
     block_size: int = SEARCH_BLOCK_SIZE,
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
     r"""One pass over the similarity blocks of the new rows against all live
     rows that gives both directions exactly: the new rows' own :math:`k`-NN
-    lists, and for every old live row its best :math:`\min(k, Q)` new rows.
+    lists, and every pair (old row :math:`i`, new row :math:`q`) whose
+    similarity reaches :math:`i`'s :obj:`bound`, the last similarity of its
+    list (the only new rows that can enter it).
+
+    Only those pairs are kept (about :math:`k` per new row), never a
+    per-row selection over all new rows.
 
     Args:
         x (torch.Tensor): Unit-norm embeddings of every row :obj:`[N, D]`.
@@ -66,20 +72,20 @@ def search_both_ways(
         new_rows (torch.Tensor): The new rows :obj:`[Q]`, sorted, the last
             rows of :obj:`x`.
         k (int): List length.
+        bound (torch.Tensor): The similarity an old row's candidate must
+            reach, :obj:`[N_old]` (rows before the new ones).
         block_size (int, optional): Rows per side of a similarity block.
 
     Returns:
-        (index, sim, cand, cand_sim): the new rows' lists :obj:`[Q, k]`
-        (self first) and, for every row of :obj:`x` before the new ones,
-        candidates :obj:`[N_old, m]` (:obj:`-1` for removed rows).
+        (index, sim, rows, cand, cand_sim): the new rows' lists
+        :obj:`[Q, k]` (self first), and the offers: old rows, new rows and
+        their similarities, :obj:`[P]` each, ordered by old row.
     """
     num_old = int(new_rows[0])
     num_new = new_rows.numel()
-    m = min(k, num_new)
     index = torch.empty(num_new, k, dtype=torch.long)
     sim = torch.empty(num_new, k)
-    cand = torch.full((num_old, m), -1, dtype=torch.long)
-    cand_sim = torch.full((num_old, m), -torch.inf)
+    offers: list[tuple[Tensor, Tensor, Tensor]] = []
     for q0 in range(0, num_new, block_size):
         rows = new_rows[q0 : q0 + block_size]
         qx = x[rows]
@@ -87,19 +93,12 @@ def search_both_ways(
         for c0 in range(0, alive.numel(), block_size):
             cols = alive[c0 : c0 + block_size]
             block = qx @ x[cols].t()  # [q, b]
-            # Old rows of this block: their best new rows of this chunk,
-            # merged with those of the chunks before.
+            # Old rows of this block: the new rows that reach their bound.
             old = cols[cols < num_old]
             if old.numel():
-                val, idx = torch.topk(
-                    block[:, : old.numel()].t(), min(m, rows.numel()), 1
-                )
-                if q0 == 0:  # Unordered: merge_candidates orders them.
-                    cand_sim[old], cand[old] = val, rows[idx]
-                else:
-                    cand_sim[old], cand[old] = merge(
-                        (cand_sim[old], cand[old]), (val, rows[idx]), m
-                    )
+                part = block[:, : old.numel()]
+                q, c = (part >= bound[old].unsqueeze(0)).nonzero().unbind(1)
+                offers.append((old[c], rows[q], part[q, c]))
             # The new rows' own lists: self first, merged across blocks.
             block.masked_fill_(cols.unsqueeze(0) == rows.unsqueeze(1), torch.inf)
             val, idx = torch.topk(block, min(k, cols.numel()), dim=1)
@@ -108,7 +107,13 @@ def search_both_ways(
         assert fwd is not None
         sim[q0 : q0 + rows.numel()] = fwd[0].clamp(-1.0, 1.0)
         index[q0 : q0 + rows.numel()] = fwd[1]
-    return index, sim, cand, cand_sim
+    if offers:
+        target, cand, cand_sim = (torch.cat(part) for part in zip(*offers))
+    else:
+        target = cand = torch.empty(0, dtype=torch.long)
+        cand_sim = torch.empty(0)
+    perm = torch.sort(target, stable=True)[1]
+    return index, sim, target[perm], cand[perm], cand_sim[perm]
 
 
 def merge_candidates(
@@ -149,33 +154,44 @@ def merge_candidates(
 
 
 def offer_reverse(
-    index: Tensor, sim: Tensor, alive: Tensor, cand: Tensor, cand_sim: Tensor
+    index: Tensor,
+    sim: Tensor,
+    alive: Tensor,
+    rows: Tensor,
+    cand: Tensor,
+    cand_sim: Tensor,
 ) -> Tensor:
-    r"""Offers the new rows to the old live rows, in place: old row :math:`i`
-    takes the candidates of :func:`search_both_ways` that beat the last
-    entry of its list.
+    r"""Offers the new rows to the old live rows, in place: every old row
+    merges the offers of :func:`search_both_ways` into its list.
 
     Args:
         index (torch.Tensor): All lists :obj:`[N, k]` (updated in place).
         sim (torch.Tensor): Their similarities :obj:`[N, k]` (in place).
         alive (torch.Tensor): Live rows, :obj:`BoolTensor[N]`.
-        cand (torch.Tensor): Candidates of the old rows :obj:`[N_old, m]`.
-        cand_sim (torch.Tensor): Their similarities :obj:`[N_old, m]`.
+        rows (torch.Tensor): Old rows of the offers :obj:`[P]`, sorted.
+        cand (torch.Tensor): The new rows offered :obj:`[P]`.
+        cand_sim (torch.Tensor): Their similarities :obj:`[P]`.
 
     Returns:
         torch.Tensor: The old rows whose lists changed, sorted.
     """
-    num_old = cand.size(0)
-    beats = (cand_sim >= sim[:num_old, -1:]) & (cand >= 0)
-    rows = (beats.any(dim=1) & alive[:num_old]).nonzero().view(-1)
+    keep = alive[rows]
+    rows, cand, cand_sim = rows[keep], cand[keep], cand_sim[keep]
     if rows.numel() == 0:
         return rows
-    merged, merged_sim = merge_candidates(
-        index[rows], sim[rows], rows, cand[rows], cand_sim[rows]
-    )
-    moved = (merged != index[rows]).any(dim=1)
-    index[rows], sim[rows] = merged, merged_sim
-    return rows[moved]
+    # Offers of one row side by side: [R, C], padded with -1.
+    target, count = torch.unique_consecutive(rows, return_counts=True)
+    start = torch.cumsum(count, 0) - count
+    slot = torch.arange(rows.numel()) - start.repeat_interleave(count)
+    width = int(count.max())
+    ids = torch.full((target.numel(), width), -1, dtype=torch.long)
+    val = torch.full((target.numel(), width), -torch.inf, dtype=cand_sim.dtype)
+    at = torch.arange(target.numel()).repeat_interleave(count)
+    ids[at, slot], val[at, slot] = cand, cand_sim
+    merged, merged_sim = merge_candidates(index[target], sim[target], target, ids, val)
+    moved = (merged != index[target]).any(dim=1)
+    index[target], sim[target] = merged, merged_sim
+    return target[moved]
 
 
 def refill(

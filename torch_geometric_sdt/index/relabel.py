@@ -2,7 +2,9 @@ r"""Clustering again only where the links changed, with stable cluster ids.
 
 **The region.** A row's links are its set of (neighbour, weight) pairs. The
 clusters *touched* by an update are those holding a row whose links changed
-(new, removed or rescored rows) or the old or new neighbour of such a link.
+(new or removed rows, a link added, dropped or moved, or a weight moved by
+more than the linker's tolerance) or the old or new neighbour of such a
+link.
 Infomap runs on the links among the members of the touched clusters and the
 new rows; every other cluster keeps its members and its id. Links from the
 region to untouched clusters are left out of that run: Infomap then cannot
@@ -52,15 +54,22 @@ def link_targets(index: Tensor, links: Tensor) -> Tensor:
 
 
 def changed_rows(
-    old_index: Tensor, old_links: Tensor, index: Tensor, links: Tensor
+    old_index: Tensor,
+    old_links: Tensor,
+    index: Tensor,
+    links: Tensor,
+    tolerance: float = 0.0,
 ) -> Tensor:
-    r"""Rows whose links differ (:obj:`BoolTensor[N]`); the old tensors may
-    have fewer rows (rows past them count as changed)."""
+    r"""Rows whose links differ (:obj:`BoolTensor[N]`): a link added,
+    dropped or moved to another neighbour, or a weight that moved by more
+    than :obj:`tolerance`. The old tensors may have fewer rows (rows past
+    them count as changed)."""
     n_old = old_index.size(0)
     out = torch.ones(index.size(0), dtype=torch.bool)
     before = link_targets(old_index, old_links)
     after = link_targets(index[:n_old], links[:n_old])
-    same = (before == after) & ((old_links == links[:n_old]) | (after < 0))
+    close = (old_links - links[:n_old]).abs() <= tolerance
+    same = (before == after) & (close | (after < 0))
     out[:n_old] = ~same.all(dim=1)
     return out
 
