@@ -134,3 +134,27 @@ def test_offer_reverse_skips_removed_rows():
     changed = offer_reverse(index, sim, alive, *offers)
     assert torch.equal(index[gone], before)
     assert not bool(torch.isin(gone, changed).any())
+
+
+def test_refill_takes_candidates_from_the_lists_of_its_group():
+    x = _data(600)
+    k = 12
+    graph = knn(x, k, backend='exact')
+    index, sim = graph.index.clone(), graph.sim.clone()
+    dead = torch.zeros(600, dtype=torch.bool)
+    dead[::25] = True
+    changed = refill(x, index, sim, dead, min_rows=1)  # One group per block.
+    # A list's group: the lists whose first removed point is its own.
+    held = graph.index[changed]
+    first = held.gather(1, dead[held].int().argmax(dim=1, keepdim=True)).view(-1)
+    exact = knn(x[~dead], k, backend='exact')
+    live = (~dead).nonzero().view(-1)
+    searched = 0
+    for row, point in zip(changed.tolist(), first.tolist()):
+        gained = set(index[row].tolist()) - set(graph.index[row].tolist())
+        pool = set(graph.index[changed[first == point]].view(-1).tolist())
+        if not gained <= pool:  # Only a list its group could not fill...
+            local = int(torch.searchsorted(live, torch.tensor(row)))
+            assert index[row].tolist() == live[exact.index[local]].tolist()
+            searched += 1  # ...is searched exactly.
+    assert searched < changed.numel() // 4

@@ -10,9 +10,10 @@ itself at rank 0, as :func:`~torch_geometric_sdt.nn.knn.knn` returns it.
   the last entry of its list; the old point merges them into its list
   (:func:`offer_reverse`). Additions alone keep the graph exact.
 * **Removing points.** Every list that held a removed point drops it and is
-  refilled from its remaining neighbours' lists (:func:`refill`), the
-  candidate step of NN-descent; a list's first ranks are exact (they only
-  lose removed points), its tail may miss a point that no neighbour lists.
+  refilled from the lists that held the same point (:func:`refill`), a
+  candidate step in the manner of NN-descent; a list's first ranks are
+  exact (they only lose removed points), its tail may miss a point that no
+  list of its group holds.
 """
 
 from __future__ import annotations
@@ -25,10 +26,9 @@ from torch_geometric_sdt.nn.knn.common import merge, order
 
 #: Rows per side of a similarity block in :func:`search_both_ways`.
 SEARCH_BLOCK_SIZE = 8192
-#: Query rows per block of the candidate similarity products in :func:`refill`.
-REFILL_CHUNK_SIZE = 256
-#: How many of a list's first neighbours lend their lists in :func:`refill`.
-REFILL_NEIGHBOURS = 10
+#: Fewest rows per block of the candidate similarity products in
+#: :func:`refill` (whole groups of lists that held the same removed point).
+REFILL_MIN_ROWS = 64
 
 
 def search(x: Tensor, alive: Tensor, query: Tensor, k: int) -> tuple[Tensor, Tensor]:
@@ -199,14 +199,24 @@ def refill(
     index: Tensor,
     sim: Tensor,
     dead: Tensor,
-    neighbours: int = REFILL_NEIGHBOURS,
-    chunk_size: int = REFILL_CHUNK_SIZE,
+    min_rows: int = REFILL_MIN_ROWS,
 ) -> Tensor:
     r"""Drops removed points from every live list and refills it, in place.
 
-    A list that held a removed point keeps its live entries and takes the
-    best of the points listed by its first :obj:`neighbours` live
-    neighbours, with their exact cosines.
+    The lists that held a removed point :math:`p` are those of :math:`p`'s
+    reverse neighbours, all near :math:`p`: together they list
+    :math:`p`'s neighbourhood. So each such list keeps its live entries and
+    takes the best of the points that the lists of its group (the lists
+    that held the same first removed point) hold, with their exact cosines:
+    one similarity product per block of whole groups, against the block's
+    distinct listed points. A list its group cannot fill (a group of one, a
+    closed group) gets an exact search.
+
+    Measured on 1,000 faces removed from 100,000 synthetic ones (2,000 of
+    the refilled lists): recall@80 against an exact search of the live
+    faces 0.9906 (0.9818 before the refill); candidates from the lists of
+    each list's own first 10 neighbours gave 0.9905 in 4.5 to 4.8 times the
+    time.
 
     Args:
         x (torch.Tensor): Unit-norm embeddings :obj:`[N, D]`.
@@ -214,8 +224,7 @@ def refill(
         sim (torch.Tensor): Their similarities :obj:`[N, k]` (in place).
         dead (torch.Tensor): :obj:`BoolTensor[N]`, the removed rows (and any
             removed earlier).
-        neighbours (int, optional): Lending neighbours per list.
-        chunk_size (int, optional): Rows per block of similarity products.
+        min_rows (int, optional): Fewest rows per block (whole groups).
 
     Returns:
         torch.Tensor: The live rows whose lists changed, sorted.
@@ -223,48 +232,31 @@ def refill(
     k = index.size(1)
     holds = dead[index].any(dim=1) & ~dead
     rows = holds.nonzero().view(-1)
-    # Rows that held the same removed point are close: chunked together,
-    # they share most candidates, so that one product per chunk serves all.
+    # Grouped by the first removed point each list held.
     first = dead[index[rows]].int().argmax(dim=1)
-    rows = rows[torch.argsort(index[rows, first], stable=True)]
-    slot = torch.zeros(index.size(0), dtype=torch.long)
-    for lo in range(0, rows.numel(), chunk_size):
-        r = rows[lo : lo + chunk_size]
+    key = index[rows, first]
+    perm = torch.argsort(key, stable=True)
+    rows, key = rows[perm], key[perm]
+    ends = torch.cumsum(torch.unique_consecutive(key, return_counts=True)[1], 0)
+    lo = 0
+    for hi in ends.tolist():
+        if hi - lo < min_rows and hi < rows.numel():
+            continue  # Whole groups, at least min_rows rows per block.
+        r = rows[lo:hi]
+        lo = hi
         own = index[r].masked_fill(dead[index[r]], -1)
         own_sim = sim[r].masked_fill(own < 0, -torch.inf)
-        # The first live neighbours (rank >= 1) lend their lists.
-        rank = torch.arange(1, k).expand(r.numel(), -1)
-        key = rank.masked_fill(own[:, 1:] < 0, k)  # Removed entries last.
-        first = torch.topk(key, min(neighbours, k - 1), dim=1, largest=False)[0]
-        lenders = own.gather(1, first.clamp(max=k - 1))
-        lenders = lenders.masked_fill(first >= k, -1)
-        lent = index[lenders.clamp(min=0)].masked_fill(lenders.unsqueeze(2) < 0, -1)
-        cand = lent.reshape(r.numel(), -1)
-        cand = cand.masked_fill((cand >= 0) & dead[cand.clamp(min=0)], -1)
-        # Only points the list lacks, once each.
-        listed, _ = torch.sort(own, dim=1)
-        at = torch.searchsorted(listed, cand).clamp(max=listed.size(1) - 1)
-        cand = cand.masked_fill(listed.gather(1, at) == cand, -1)
-        cand, _ = torch.sort(cand, dim=1)
-        cand[:, 1:] = cand[:, 1:].masked_fill(cand[:, 1:] == cand[:, :-1], -1)
-        # One product against the chunk's distinct candidates, numbered
-        # through a lookup table (no sort).
-        valid = cand[cand >= 0]
-        slot[valid] = torch.arange(valid.numel())
-        uniq = valid[slot[valid] == torch.arange(valid.numel())]
-        slot[uniq] = torch.arange(uniq.numel())
-        if uniq.numel():
-            cand_sim = (x[r] @ x[uniq].t()).gather(1, slot[cand.clamp(min=0)])
-        else:
-            cand_sim = torch.zeros(cand.shape, dtype=x.dtype)
-        slot[uniq] = 0
-        cand_sim = cand_sim.clamp(-1.0, 1.0).masked_fill(cand < 0, -torch.inf)
-        # A list that lost d entries needs at most the d best candidates.
+        cand = torch.unique(own[own >= 0])  # Sorted, live.
+        prod = (x[r] @ x[cand].t()).clamp(-1.0, 1.0)
+        # A list does not take what it holds (itself included).
+        at = torch.searchsorted(cand, own.clamp(min=0)).clamp(max=cand.numel() - 1)
+        listed = torch.where(own >= 0, -torch.inf, prod.gather(1, at))
+        prod.scatter_(1, at, listed)
         lost = int((own < 0).sum(dim=1).max())
-        best, at = torch.topk(cand_sim, min(lost, cand.size(1)), dim=1)
-        cand = cand.gather(1, at).masked_fill(best == -torch.inf, -1)
-        index[r], sim[r] = merge_candidates(own, own_sim, r, cand, best)
-    # Lists the neighbours could not fill (a closed group): exact search.
+        best, pos = torch.topk(prod, min(lost, cand.numel()), dim=1)
+        ids = cand[pos].masked_fill(best == -torch.inf, -1)
+        index[r], sim[r] = merge_candidates(own, own_sim, r, ids, best)
+    # Lists their group could not fill: exact search.
     short = rows[(index[rows] < 0).any(dim=1)]
     if short.numel():
         index[short], sim[short] = search(x, (~dead).nonzero().view(-1), short, k)
@@ -272,8 +264,7 @@ def refill(
 
 
 __all__ = [
-    'REFILL_CHUNK_SIZE',
-    'REFILL_NEIGHBOURS',
+    'REFILL_MIN_ROWS',
     'SEARCH_BLOCK_SIZE',
     'search_both_ways',
     'merge_candidates',
