@@ -25,6 +25,8 @@ Writes benchmarks/results/incremental.{md,json} and incremental_*.png
     python -m benchmarks.incremental [--nodes 100000] [--rounds 10]
         [--methods sdt infomap-knn]
     python -m benchmarks.incremental --render benchmarks/results/incremental.json
+    python -m benchmarks.incremental --nodes 1000000 --rounds 2 --methods sdt
+        --backend auto --timing-only
 """
 
 from __future__ import annotations
@@ -62,11 +64,19 @@ def _scores(labels: torch.Tensor, truth: np.ndarray) -> dict[str, float]:
 
 
 def run_method(
-    method: str, x: np.ndarray, y: np.ndarray, num_nodes: int, rounds: int, work: Path
+    method: str,
+    x: np.ndarray,
+    y: np.ndarray,
+    num_nodes: int,
+    rounds: int,
+    work: Path,
+    backend: str = 'exact',
+    references: bool = True,
 ) -> dict[str, Any]:
-    """One method's rounds, removal and references (see the module doc)."""
+    """One method's rounds, removal and references (see the module doc);
+    with :obj:`references=False` the creation and the rounds only."""
     step = max(1, int(num_nodes * STEP))
-    opts = dict(method=method, backend='exact', threshold=THRESHOLDS[method])
+    opts = dict(method=method, backend=backend, threshold=THRESHOLDS[method])
     t = time.perf_counter()
     index = ClusterIndex.create(work / f'{method}_inc', x[:num_nodes], **opts)
     create_s = time.perf_counter() - t
@@ -101,6 +111,15 @@ def run_method(
         print(json.dumps({'method': method, **row}), flush=True)
     total = num_nodes + rounds * step
     inc = _scores(index.labels(), y[:total])
+    if not references:
+        index.close()
+        shutil.rmtree(work / f'{method}_inc', ignore_errors=True)
+        return {
+            'method': method,
+            'create_s': create_s,
+            'rounds': rows,
+            'incremental': inc,
+        }
     t = time.perf_counter()
     with ClusterIndex.create(work / f'{method}_once', x[:total], **opts) as once_index:
         once = _scores(once_index.labels(), y[:total])
@@ -136,55 +155,36 @@ def run_method(
     }
 
 
-def run(num_nodes: int, rounds: int, methods: list[str]) -> dict[str, Any]:
+def run(
+    num_nodes: int,
+    rounds: int,
+    methods: list[str],
+    backend: str = 'exact',
+    references: bool = True,
+) -> dict[str, Any]:
     step = max(1, int(num_nodes * STEP))
     total = num_nodes + rounds * step
     x, y = synthetic_faces(total, 256, seed=0)
     perm = torch.randperm(total, generator=torch.Generator().manual_seed(0))
     x, y = x[perm].numpy(), y[perm].numpy()
     with tempfile.TemporaryDirectory(prefix='sdt-incremental-') as tmp:
-        results = [run_method(m, x, y, num_nodes, rounds, Path(tmp)) for m in methods]
-    return {'num_nodes': num_nodes, 'rounds': rounds, 'step': step, 'methods': results}
-
-
-def markdown(res: dict[str, Any]) -> list[str]:
-    n, step = res['num_nodes'], res['step']
-    lines = [
-        f'Synthetic faces (256-d, seed 0): an index of {n:,} faces, then '
-        f'{res["rounds"]} rounds adding {step:,} faces each (1% of {n:,}), then '
-        f'1% of all faces removed. Exact kNN. The baseline of every time is the '
-        'creation of the index (clustering all N from scratch) in the same '
-        'process; the clustering at once of all faces after the rounds '
-        f'({n + res["rounds"] * step:,}, the quality reference, also from '
-        'scratch) is a second baseline of the same run, since one timing on '
-        'this shared machine can be off by half.',
-        '',
-        '**Targets**: an addition of 1% takes at most 5% of the time of '
-        'clustering from scratch; after the rounds pairwise and BCubed F within '
-        '0.005 of clustering at once; at least 99% of faces whose cluster was '
-        'not touched keep their id; after removing 1%, pairwise F within 0.005 of '
-        'never having added them.',
-        '',
-        '| method | create (s) | mean add (s) | add / create | at once (s) | '
-        'add / at once | faces re-clustered (mean) | kept id, untouched | '
-        'kept id, all |',
-        '|---|---|---|---|---|---|---|---|---|',
-    ]
-    for m in res['methods']:
-        rows = m['rounds']
-        mean_add = float(np.mean([r['add_s'] for r in rows]))
-        untouched = [
-            r['kept_id_untouched'] for r in rows if r['kept_id_untouched'] is not None
+        results = [
+            run_method(m, x, y, num_nodes, rounds, Path(tmp), backend, references)
+            for m in methods
         ]
-        lines.append(
-            f'| {m["method"]} | {m["create_s"]:.1f} | {mean_add:.2f} | '
-            f'{mean_add / m["create_s"]:.1%} | {m["at_once_s"]:.1f} | '
-            f'{mean_add / m["at_once_s"]:.1%} | '
-            f'{np.mean([r["region_size"] for r in rows]):,.0f} | '
-            f'{min(untouched):.2%} (min) | '
-            f'{np.mean([r["kept_id_all"] for r in rows]):.2%} (mean) |'
-        )
-    lines += [
+    return {
+        'num_nodes': num_nodes,
+        'rounds': rounds,
+        'step': step,
+        'backend': backend,
+        'references': references,
+        'methods': results,
+    }
+
+
+def _reference_lines(res: dict[str, Any]) -> list[str]:
+    """The quality tables: incremental against at once, and after removal."""
+    lines = [
         '',
         '| method | pairwise F incremental | at once | difference | BCubed F '
         'incremental | at once | difference |',
@@ -213,6 +213,71 @@ def markdown(res: dict[str, Any]) -> list[str]:
             f'{a["pairwise_fscore"] - b["pairwise_fscore"]:+.4f} | '
             f'{a["bcubed_fscore"]:.4f} | {b["bcubed_fscore"]:.4f} |'
         )
+    return lines
+
+
+def markdown(res: dict[str, Any]) -> list[str]:
+    n, step = res['num_nodes'], res['step']
+    refs = res.get('references', True)
+    backend = res.get('backend', 'exact')
+    knn_text = (
+        'Exact kNN.'
+        if backend == 'exact'
+        else f'kNN of the creation: backend {backend!r}; additions search exactly.'
+    )
+    if refs:
+        setup = (
+            f'{res["rounds"]} rounds adding {step:,} faces each (1% of {n:,}), '
+            f'then 1% of all faces removed. {knn_text} The baseline of every time '
+            'is the creation of the index (clustering all N from scratch) in the '
+            'same process; the clustering at once of all faces after the rounds '
+            f'({n + res["rounds"] * step:,}, the quality reference, also from '
+            'scratch) is a second baseline of the same run, since one timing on '
+            'this shared machine can be off by half.'
+        )
+    else:
+        setup = (
+            f'{res["rounds"]} round(s) adding {step:,} faces each (1% of {n:,}). '
+            f'{knn_text} Timing only (`--timing-only`): no clustering at once, '
+            'no removal; the baseline of every time is the creation of the index '
+            '(clustering all N from scratch) in the same process.'
+        )
+    lines = [
+        f'Synthetic faces (256-d, seed 0): an index of {n:,} faces, then {setup}',
+        '',
+        '**Targets**: an addition of 1% takes at most 5% of the time of '
+        'clustering from scratch; after the rounds pairwise and BCubed F within '
+        '0.005 of clustering at once; at least 99% of faces whose cluster was '
+        'not touched keep their id; after removing 1%, pairwise F within 0.005 of '
+        'never having added them.',
+        '',
+    ]
+    once_head, once_rule = (
+        (' at once (s) | add / at once |', '---|---|') if refs else ('', '')
+    )
+    lines += [
+        f'| method | create (s) | mean add (s) | add / create |{once_head} faces '
+        're-clustered (mean) | kept id, untouched | kept id, all |',
+        f'|---|---|---|---|{once_rule}---|---|---|',
+    ]
+    for m in res['methods']:
+        rows = m['rounds']
+        mean_add = float(np.mean([r['add_s'] for r in rows]))
+        untouched = [
+            r['kept_id_untouched'] for r in rows if r['kept_id_untouched'] is not None
+        ]
+        once = (
+            f' {m["at_once_s"]:.1f} | {mean_add / m["at_once_s"]:.1%} |' if refs else ''
+        )
+        lines.append(
+            f'| {m["method"]} | {m["create_s"]:.1f} | {mean_add:.2f} | '
+            f'{mean_add / m["create_s"]:.1%} |{once} '
+            f'{np.mean([r["region_size"] for r in rows]):,.0f} | '
+            f'{min(untouched):.2%} (min) | '
+            f'{np.mean([r["kept_id_all"] for r in rows]):.2%} (mean) |'
+        )
+    if refs:
+        lines += _reference_lines(res)
     lines += ['', 'Per round:', '']
     lines += [
         '| method | round | faces | add (s) | add / create | lists changed | '
@@ -229,7 +294,7 @@ def markdown(res: dict[str, Any]) -> list[str]:
     return lines
 
 
-def plot(res: dict[str, Any], out: Path) -> list[Path]:
+def plot(res: dict[str, Any], out: Path, name: str = 'incremental') -> list[Path]:
     import matplotlib
 
     matplotlib.use('Agg')
@@ -255,10 +320,23 @@ def plot(res: dict[str, Any], out: Path) -> list[Path]:
     ax2.set_ylabel('share of faces re-clustered')
     ax2.legend()
     fig.tight_layout()
-    path = out / 'incremental_rounds.png'
+    path = out / f'{name}_rounds.png'
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return [path]
+
+
+def result_name(res: dict[str, Any]) -> str:
+    """``incremental``, or ``incremental_<N>`` for a timing-only run."""
+    if res.get('references', True):
+        return 'incremental'
+    return f'incremental_{res["num_nodes"]}'
+
+
+def write(res: dict[str, Any], out: Path) -> None:
+    """Writes the results files and the plot of :obj:`res` into :obj:`out`."""
+    write_results(result_name(res), TITLE, res, markdown(res), out=out)
+    plot(res, out, result_name(res))
 
 
 def main() -> None:
@@ -271,6 +349,16 @@ def main() -> None:
         default=['sdt', 'infomap-knn'],
         choices=('sdt', 'infomap-knn', 'fc-es'),
     )
+    parser.add_argument(
+        '--backend',
+        default='exact',
+        help="kNN backend of the creation (default 'exact'; 'auto' at 1M)",
+    )
+    parser.add_argument(
+        '--timing-only',
+        action='store_true',
+        help='creation and rounds only, into incremental_<N>.{md,json}',
+    )
     parser.add_argument('--quick', action='store_true', help='3K faces, 3 rounds')
     parser.add_argument('--out', default=None, help='results folder')
     parser.add_argument(
@@ -282,27 +370,11 @@ def main() -> None:
     args = parser.parse_args()
     if args.render is not None:
         path = Path(args.render)
-        res = json.loads(path.read_text())
-        write_results(
-            'incremental',
-            TITLE,
-            res,
-            markdown(res),
-            out=path.parent,
-        )
-        plot(res, path.parent)
+        write(json.loads(path.read_text()), path.parent)
         return
     nodes, rounds = (3000, 3) if args.quick else (args.nodes, args.rounds)
-    res = run(nodes, rounds, args.methods)
-    out = results_dir(args.quick, args.out)
-    write_results(
-        'incremental',
-        TITLE,
-        res,
-        markdown(res),
-        out=out,
-    )
-    plot(res, out)
+    res = run(nodes, rounds, args.methods, args.backend, not args.timing_only)
+    write(res, results_dir(args.quick, args.out))
 
 
 if __name__ == '__main__':

@@ -536,7 +536,28 @@ def test_incremental_scores_rounds_removal_and_references(tmp_path):
         assert 0 < m[key]['pairwise_fscore'] <= 1
     md = '\n'.join(markdown(res))
     assert '| infomap-knn | 1 | 606 |' in md and 'add / create' in md
+    assert 'add / at once' in md and 'never added' in md
     assert [p.name for p in plot(res, tmp_path)] == ['incremental_rounds.png']
+
+
+def test_incremental_timing_only_skips_the_references(tmp_path):
+    from benchmarks.incremental import markdown, result_name, run, write
+
+    res = run(600, 1, ['infomap-knn'], backend='auto', references=False)
+    m = res['methods'][0]
+    assert 'at_once' not in m and 'after_remove' not in m
+    assert m['rounds'][0]['ratio'] == m['rounds'][0]['add_s'] / m['create_s'] > 0
+    md = '\n'.join(markdown(res))
+    assert 'Timing only' in md and "backend 'auto'" in md
+    assert 'add / at once' not in md and 'never added' not in md
+    assert result_name(res) == 'incremental_600'
+    write(res, tmp_path)
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == [
+        'incremental_600.json',
+        'incremental_600.md',
+        'incremental_600_rounds.png',
+    ]
 
 
 def test_scale_row_compares_the_topk_with_the_oracle():

@@ -64,13 +64,18 @@ def test_additions_keep_the_graph_exact(block_size):
     assert torch.equal(changed, moved)
 
 
-def test_refill_drops_removed_points():
-    x = _data(500)
-    k = 10
+def _removed(n, k, every):
+    """Faces, their exact graph, copies of its lists and every
+    :obj:`every`-th face removed."""
+    x = _data(n)
     graph = knn(x, k, backend='exact')
-    index, sim = graph.index.clone(), graph.sim.clone()
-    dead = torch.zeros(500, dtype=torch.bool)
-    dead[::10] = True
+    dead = torch.zeros(n, dtype=torch.bool)
+    dead[::every] = True
+    return x, graph, graph.index.clone(), graph.sim.clone(), dead
+
+
+def test_refill_drops_removed_points():
+    x, graph, index, sim, dead = _removed(500, 10, 10)
     changed = refill(x, index, sim, dead)
     live = (~dead).nonzero().view(-1)
     assert not bool(dead[index[live]].any())
@@ -80,7 +85,7 @@ def test_refill_drops_removed_points():
     # Similarities are the true cosines of the listed pairs.
     true = (x[live].unsqueeze(1) * x[index[live]]).sum(-1)
     assert torch.allclose(sim[live, 1:], true[:, 1:], atol=1e-5)
-    exact = knn(x[live], k, backend='exact')
+    exact = knn(x[live], 10, backend='exact')
     assert _recall(index[live], live[exact.index]) > 0.97
 
 
@@ -137,12 +142,8 @@ def test_offer_reverse_skips_removed_rows():
 
 
 def test_refill_takes_candidates_from_the_lists_of_its_group():
-    x = _data(600)
     k = 12
-    graph = knn(x, k, backend='exact')
-    index, sim = graph.index.clone(), graph.sim.clone()
-    dead = torch.zeros(600, dtype=torch.bool)
-    dead[::25] = True
+    x, graph, index, sim, dead = _removed(600, k, 25)
     changed = refill(x, index, sim, dead, min_rows=1)  # One group per block.
     # A list's group: the lists whose first removed point is its own.
     held = graph.index[changed]

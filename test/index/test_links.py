@@ -106,28 +106,30 @@ def test_baseline_links_follow_the_early_stop_rule(method, grown):
         assert torch.allclose(links[linked], old.sim[linked])
 
 
-def _spy(linker, name, calls):
-    """Records the keyword arguments of every call of a model method."""
+def _spied_update(model, grown, name):
+    """A tolerant update after an exact computation, recording the keyword
+    arguments of every call of the model method :obj:`name`."""
+    x, old, new, changed = grown
+    exact = SDTLinker(model, tolerance=0.0)
+    before = exact.compute(x[:700], old)
+    linker = SDTLinker(model, scale=exact.scale, tolerance=0.02)
     method = getattr(linker.model, name)
+    calls: list = []
 
     def spy(*args, **kwargs):
         calls.append(kwargs)
         return method(*args, **kwargs)
 
     setattr(linker.model, name, spy)
-
-
-def test_sdt_update_rescores_only_the_pairs_whose_inputs_moved(model, grown):
-    x, old, new, changed = grown
-    exact = SDTLinker(model, tolerance=0.0)
-    before = exact.compute(x[:700], old)
-    linker = SDTLinker(model, scale=exact.scale, tolerance=0.02)
-    calls: list = []
-    _spy(linker, 'score_band', calls)
     try:
         after = linker.update(x, new, old, before, changed)
     finally:
-        del linker.model.score_band
+        delattr(linker.model, name)
+    return linker, before, after, calls
+
+
+def test_sdt_update_rescores_only_the_pairs_whose_inputs_moved(model, grown):
+    _, before, after, calls = _spied_update(model, grown, 'score_band')
     pos = calls[0]['pos']
     rows = torch.unique(pos // 80)
     # Whole rows would be every scored pair of the rows touched; the update
@@ -145,16 +147,8 @@ def test_sdt_update_rescores_only_the_pairs_whose_inputs_moved(model, grown):
 
 
 def test_sdt_update_asks_topk_where_the_list_moved_within_reach(model, grown):
-    x, old, new, changed = grown
-    exact = SDTLinker(model, tolerance=0.0)
-    before = exact.compute(x[:700], old)
-    linker = SDTLinker(model, scale=exact.scale, tolerance=0.02)
-    calls: list = []
-    _spy(linker, 'predict_topk', calls)
-    try:
-        linker.update(x, new, old, before, changed)
-    finally:
-        del linker.model.predict_topk
+    x, old, new, _ = grown
+    linker, before, _, calls = _spied_update(model, grown, 'predict_topk')
     asked = calls[0]['nodes']
     # Old rows asked: those with a new id or a moved set Jaccard index at a
     # rank below K_i + TOPK_REACH; every new row.
