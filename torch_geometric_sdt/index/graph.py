@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
+from torch_geometric.utils import to_dense_batch
 
 from torch_geometric_sdt.nn.knn import exact_knn
 from torch_geometric_sdt.nn.knn.common import merge, order
@@ -180,14 +181,9 @@ def offer_reverse(
     if rows.numel() == 0:
         return rows
     # Offers of one row side by side: [R, C], padded with -1.
-    target, count = torch.unique_consecutive(rows, return_counts=True)
-    start = torch.cumsum(count, 0) - count
-    slot = torch.arange(rows.numel()) - start.repeat_interleave(count)
-    width = int(count.max())
-    ids = torch.full((target.numel(), width), -1, dtype=torch.long)
-    val = torch.full((target.numel(), width), -torch.inf, dtype=cand_sim.dtype)
-    at = torch.arange(target.numel()).repeat_interleave(count)
-    ids[at, slot], val[at, slot] = cand, cand_sim
+    target, group = torch.unique_consecutive(rows, return_inverse=True)
+    ids = to_dense_batch(cand, group, fill_value=-1)[0]
+    val = to_dense_batch(cand_sim, group, fill_value=-torch.inf)[0]
     merged, merged_sim = merge_candidates(index[target], sim[target], target, ids, val)
     moved = (merged != index[target]).any(dim=1)
     index[target], sim[target] = merged, merged_sim

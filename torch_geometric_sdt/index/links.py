@@ -214,15 +214,11 @@ class SDTLinker(Linker):
         # with it); elsewhere the scored pairs whose inputs moved: the
         # neighbour, the pair's features or either end's state.
         band = _pad(old['band'], n)
-        rows = topk_diff.nonzero().view(-1)
-        whole = model.scored_positions(topk[rows])
-        whole = rows[whole // k] * k + whole % k
+        band[topk_diff] = float('nan')
         scored = torch.zeros(n * k, dtype=torch.bool)
         scored[model.scored_positions(topk)] = True
-        pair |= state[graph.index] | state.unsqueeze(1)
-        pair &= scored.view(n, k) & ~topk_diff.unsqueeze(1)
-        pos = torch.cat([whole, pair.view(-1).nonzero().view(-1)])
-        band[rows] = float('nan')
+        pair |= state[graph.index] | state.unsqueeze(1) | topk_diff.unsqueeze(1)
+        pos = (pair & scored.view(n, k)).view(-1).nonzero().view(-1)
         if pos.numel():
             pos, prob = model.score_band(ctx, topk, jac, h, pos=pos)
             band.view(-1)[pos] = prob
