@@ -123,6 +123,23 @@ def test_offers_are_the_pairs_that_reach_an_old_rows_bound():
     assert torch.allclose(cand_sim, full[rows, cand - 280])
 
 
+def test_search_both_ways_breaks_ties_at_the_cut_by_id():
+    # Integer points tie exactly at the k-th place; the smaller ids win, as
+    # in an exact search.
+    x = torch.tensor([[1.0, 0.0]] * 7 + [[0.0, 1.0]] * 7 + [[1.0, 1.0]] * 6)
+    x = x / x.norm(dim=1, keepdim=True)
+    k = 4
+    old = knn(x[:16], k, backend='exact')
+    new_rows = torch.arange(16, 20)
+    new_index, new_sim, *_ = search_both_ways(
+        x, torch.arange(20), new_rows, k, old.sim[:, -1], block_size=16
+    )
+    exact = knn(x, k, backend='exact')
+    assert torch.equal(new_index, exact.index[16:])
+    assert new_index[0].tolist() == [16, 14, 15, 17]
+    assert torch.allclose(new_sim, exact.sim[16:])
+
+
 def test_offer_reverse_skips_removed_rows():
     x = _data(120)
     k = 6

@@ -11,8 +11,11 @@ from torch_geometric_sdt.baselines import cluster_knn
 from torch_geometric_sdt.nn import KNN, knn, knn_graph
 from torch_geometric_sdt.nn.knn import (
     AUTO_EXACT_MAX_NODES,
+    SCREEN_GROUP,
     exact_knn,
+    pack_rows,
     resolve_backend,
+    screen,
 )
 from torch_geometric_sdt.nn.knn.api import prepare
 from torch_geometric_sdt.nn.knn.candidates import finalize_candidates
@@ -146,6 +149,43 @@ def test_symmetric_ties_at_the_cut_keep_smallest_ids() -> None:
     assert out.index[16].tolist() == [16, 12, 13]
 
 
+@pytest.mark.parametrize('dim', [0, 1])
+@pytest.mark.parametrize('shape', [(37, 53), (2 * SCREEN_GROUP, 3 * SCREEN_GROUP)])
+def test_screen_finds_the_entries_above_each_threshold(
+    dim: int, shape: tuple[int, int]
+) -> None:
+    gen = torch.Generator().manual_seed(0)
+    block = torch.rand(shape, generator=gen)
+    thr = torch.rand(shape[1 - dim], generator=gen) * 0.5 + 0.5
+    thr[0] = -torch.inf  # A line where every entry passes.
+    thr[1] = torch.inf  # And one where none does.
+    row, col, val = screen(block, thr, dim=dim)
+    above = block > (thr.unsqueeze(1) if dim == 1 else thr.unsqueeze(0))
+    assert 0 < row.numel() < block.numel()
+    assert sorted(zip(row.tolist(), col.tolist())) == [
+        tuple(e) for e in above.nonzero().tolist()
+    ]
+    assert torch.equal(val, block[row, col])
+    # An inclusive test: pass the float just below the threshold.
+    edge = thr.clone()
+    edge[2] = block[2, 0] if dim == 1 else block[0, 2]
+    below = torch.nextafter(edge, torch.tensor(-torch.inf))
+    row, col, _ = screen(block, below, dim=dim)
+    assert ((2, 0) if dim == 1 else (0, 2)) in set(zip(row.tolist(), col.tolist()))
+
+
+def test_pack_rows_sets_each_rows_entries_side_by_side() -> None:
+    row = torch.tensor([2, 0, 2, 2])
+    col = torch.tensor([5, 7, 1, 3])
+    val = torch.tensor([0.5, 0.1, 0.9, 0.3])
+    out_val, out_idx = pack_rows(row, col, val, 4)
+    assert out_idx.tolist() == [[7, -1, -1], [-1] * 3, [5, 1, 3], [-1] * 3]
+    assert out_val[2].tolist() == pytest.approx([0.5, 0.9, 0.3])
+    assert bool((out_val[[1, 3]] == -torch.inf).all())
+    empty_val, empty_idx = pack_rows(row[:0], col[:0], val[:0], 2)
+    assert empty_val.shape == empty_idx.shape == (2, 0)
+
+
 @pytest.mark.parametrize('metric', ['cosine', 'l2'])
 def test_duplicates(metric: str) -> None:
     gen = torch.Generator().manual_seed(1)
@@ -262,6 +302,7 @@ def test_package_exports() -> None:
     assert package.DEFAULT_COL_CHUNK_SIZE == 32_768
     assert package.resolve_backend is resolve_backend
     assert package.exact_knn is exact_knn
+    assert package.screen is screen and package.pack_rows is pack_rows
 
 
 @pytest.mark.parametrize('metric', ['cosine', 'l2'])

@@ -19,7 +19,14 @@ The faiss backends need the optional faiss
 
 from . import api
 from .api import KNN, METRICS, knn, knn_graph, resolve_backend
-from .exact import DEFAULT_BLOCK_NUMEL, DEFAULT_COL_CHUNK_SIZE, SCREEN_GROUP, exact_knn
+from .exact import (
+    DEFAULT_BLOCK_NUMEL,
+    DEFAULT_COL_CHUNK_SIZE,
+    SCREEN_GROUP,
+    exact_knn,
+    pack_rows,
+    screen,
+)
 
 # Bound here, not imported, so that autodoc finds their doc comments under
 # `torch_geometric_sdt.nn.knn`:
@@ -43,6 +50,8 @@ __all__ = [
     'METRICS',
     'resolve_backend',
     'exact_knn',
+    'pack_rows',
+    'screen',
     'DEFAULT_BLOCK_NUMEL',
     'DEFAULT_COL_CHUNK_SIZE',
     'SCREEN_GROUP',

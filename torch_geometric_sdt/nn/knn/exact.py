@@ -182,41 +182,15 @@ def exact_knn_symmetric(
     def offer(r0: int, block: Tensor, c0: int, transposed: bool) -> None:
         # Entries of `block` (or of its transpose, without materialising it)
         # beating their row's current (k+1)-th value join that row's
-        # candidates. Groups of SCREEN_GROUP consecutive entries along the row are
-        # screened by their maximum first, so the exact test runs on few.
-        dim = 0 if transposed else 1
-        length = block.size(dim)
-        num_rows = block.size(1 - dim)
+        # candidates.
+        num_rows = block.size(1 if transposed else 0)
         thr = best_val[r0 : r0 + num_rows, -1]
-        pad = -length % SCREEN_GROUP
-        padded = block
-        if pad:
-            spec = (0, 0, 0, pad) if transposed else (0, pad)
-            padded = torch.nn.functional.pad(block, spec, value=-math.inf)
+        row, col, val = screen(block, thr, dim=0 if transposed else 1)
         if transposed:
-            groups = padded.view(-1, SCREEN_GROUP, num_rows)
-            grp, row = (groups.amax(dim=1) > thr.unsqueeze(0)).nonzero(as_tuple=True)
-            vals = groups[grp, :, row]  # [P, SCREEN_GROUP]
-        else:
-            groups = padded.view(num_rows, -1, SCREEN_GROUP)
-            row, grp = (groups.amax(dim=2) > thr.unsqueeze(1)).nonzero(as_tuple=True)
-            vals = groups[row, grp]  # [P, SCREEN_GROUP]
+            row, col = col, row
         if row.numel() == 0:
             return
-        p, t = (vals > thr[row].unsqueeze(1)).nonzero(as_tuple=True)
-        row, col, val = row[p], grp[p] * SCREEN_GROUP + t, vals[p, t]
-        count = torch.bincount(row, minlength=num_rows)
-        width = int(count.max())
-        first = torch.cumsum(count, 0) - count
-        perm = torch.argsort(row, stable=True)
-        row, col, val = row[perm], col[perm], val[perm]
-        slot = torch.arange(row.numel(), device=device) - first[row]
-        cand_val = torch.full(
-            (num_rows, width), -math.inf, dtype=x.dtype, device=device
-        )
-        cand_idx = torch.full((num_rows, width), -1, dtype=torch.long, device=device)
-        cand_val[row, slot] = val
-        cand_idx[row, slot] = col + c0
+        cand_val, cand_idx = pack_rows(row, col + c0, val, num_rows)
         merge_rows(r0, r0 + num_rows, cand_val, cand_idx)
 
     # Diagonal blocks first: they seed every row's list (self included).
@@ -246,6 +220,61 @@ def exact_knn_symmetric(
     val = clamp_similarity(val, metric)
     recompute_rows(x, k, metric, tie, idx, val)
     return idx, val
+
+
+def screen(block: Tensor, thr: Tensor, dim: int = 1) -> tuple[Tensor, Tensor, Tensor]:
+    r"""The entries of :obj:`block` :obj:`[R, C]` greater than the threshold
+    of their row (:obj:`dim=1`, :obj:`thr` :obj:`[R]`) or of their column
+    (:obj:`dim=0`, :obj:`thr` :obj:`[C]`).
+
+    Groups of :data:`SCREEN_GROUP` consecutive entries along :obj:`dim` are
+    screened by their maximum first, so the exact test and the index
+    arithmetic run on few entries when few pass: one pass over the block
+    (the maxima) instead of a comparison and a selection over every entry.
+    For :math:`\ge`, pass :obj:`torch.nextafter(thr, -inf)`.
+
+    Returns:
+        (row, col, val): block coordinates and values of the entries, ordered
+        by group.
+    """
+    length = block.size(dim)
+    pad = -length % SCREEN_GROUP
+    padded = block
+    if pad:
+        spec = (0, 0, 0, pad) if dim == 0 else (0, pad)
+        padded = torch.nn.functional.pad(block, spec, value=-math.inf)
+    if dim == 0:
+        groups = padded.view(-1, SCREEN_GROUP, block.size(1))
+        grp, line = (groups.amax(dim=1) > thr.unsqueeze(0)).nonzero(as_tuple=True)
+        vals = groups[grp, :, line]  # [P, SCREEN_GROUP]
+    else:
+        groups = padded.view(block.size(0), -1, SCREEN_GROUP)
+        line, grp = (groups.amax(dim=2) > thr.unsqueeze(1)).nonzero(as_tuple=True)
+        vals = groups[line, grp]  # [P, SCREEN_GROUP]
+    p, t = (vals > thr[line].unsqueeze(1)).nonzero(as_tuple=True)
+    line, pos, val = line[p], grp[p] * SCREEN_GROUP + t, vals[p, t]
+    return (pos, line, val) if dim == 0 else (line, pos, val)
+
+
+def pack_rows(
+    row: Tensor, col: Tensor, val: Tensor, num_rows: int
+) -> tuple[Tensor, Tensor]:
+    r"""Entries :obj:`(row, col, val)` side by side per row: :obj:`[R, W]`
+    values (padding :math:`-\infty`) and columns (padding :obj:`-1`),
+    :math:`W` the most entries of one row, for a merge into running lists."""
+    count = torch.bincount(row, minlength=num_rows)
+    width = int(count.max()) if row.numel() else 0
+    first = torch.cumsum(count, 0) - count
+    perm = torch.argsort(row, stable=True)
+    row, col, val = row[perm], col[perm], val[perm]
+    slot = torch.arange(row.numel(), device=row.device) - first[row]
+    out_val = torch.full(
+        (num_rows, width), -math.inf, dtype=val.dtype, device=val.device
+    )
+    out_idx = torch.full((num_rows, width), -1, dtype=torch.long, device=val.device)
+    out_val[row, slot] = val
+    out_idx[row, slot] = col
+    return out_val, out_idx
 
 
 def recompute_rows(
