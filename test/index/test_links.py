@@ -6,6 +6,7 @@ from torch_geometric_sdt.index.graph import offer_reverse, search_both_ways
 from torch_geometric_sdt.index.links import TOPK_REACH, EarlyStopLinker, SDTLinker
 from torch_geometric_sdt.nn.knn import KNN, knn
 from torch_geometric_sdt.nn.models import SDTClusterer
+from torch_geometric_sdt.nn.models.knn_context import topk_positions
 from torch_geometric_sdt.pretrained import default_model_path
 
 
@@ -43,8 +44,16 @@ def test_node_states_of_some_nodes_equal_the_full_graph(model, grown):
     nodes = torch.tensor([0, 5, 17, 300, 699])
     part = model.node_states(ctx, topk, jac, nodes=nodes)
     assert torch.allclose(part, full[nodes], atol=1e-5)
-    field = model.receptive_field(ctx, topk, nodes)
-    assert field.numel() < 700 and bool(torch.isin(nodes, field).all())
+    field, within = model.receptive_field(ctx, topk, nodes)
+    assert field.numel() == int(within[-1]) < 700
+    assert torch.equal(field[: nodes.numel()], nodes)  # Hop 0 first, by id.
+    assert field.unique().numel() == field.numel()
+    assert bool((within[1:] >= within[:-1]).all())
+    # Each ring reads only the ring inside it: the Top-K sources of the
+    # first |U_l| nodes lie within the first |U_{l+1}|.
+    for ring, outer in zip(within[:-1].tolist(), within[1:].tolist()):
+        pos = topk_positions(field[:ring], topk, model.k)
+        assert bool(torch.isin(ctx.knn.index.view(-1)[pos], field[:outer]).all())
 
 
 def test_predict_topk_of_some_nodes(model, grown):

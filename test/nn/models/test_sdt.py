@@ -120,6 +120,30 @@ def test_encoder_inference_reads_only_each_chunks_sources(monkeypatch):
         assert num_src == used <= num_edges < num_nodes
 
 
+def test_encoder_inference_updates_only_the_active_prefix_per_block():
+    # Node t reads sources below 2t + 2: the first 5 nodes read only the
+    # first 12, which read only the first 26. Two blocks updating 12, then
+    # 5, nodes give the first 5 states of the full run.
+    torch.manual_seed(0)
+    num_nodes = 40
+    node = torch.arange(num_nodes)
+    source = torch.stack([node, node + 1, 2 * node + 1], dim=1).view(-1)
+    source = source.clamp(max=num_nodes - 1)
+    edge_index = torch.stack([source, node.repeat_interleave(3)])
+    rank = torch.arange(3).repeat(num_nodes)
+    enc = SDTEncoder(5, 8, num_layers=2, heads=2, edge_dim=None).eval()
+    x = torch.randn(num_nodes, 5)
+    full = enc.inference(x, edge_index, None, None, rank, chunk_size=4)
+    part = enc.inference(
+        x, edge_index, None, None, rank, chunk_size=4, num_active=[12, 5]
+    )
+    torch.testing.assert_close(part[:5], full[:5], atol=1e-5, rtol=1e-5)
+    # Nodes past a block's prefix keep their earlier states: not the full run's.
+    assert not torch.allclose(part[12:], full[12:])
+    same = enc.inference(x, edge_index, None, None, rank, num_active=[num_nodes] * 2)
+    torch.testing.assert_close(same, full, atol=1e-5, rtol=1e-5)
+
+
 def test_encoder_gradients_and_reset():
     torch.manual_seed(0)
     edge_index, rank, _ = _knn_edges(10, 4)

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -291,6 +293,7 @@ class SDTEncoder(torch.nn.Module):
         topk: int | Tensor | None = None,
         edge_rank: Tensor | None = None,
         chunk_size: int = 65536,
+        num_active: Sequence[int] | None = None,
     ) -> Tensor:
         r"""Layer-wise inference over all nodes in chunks of target nodes, so
         that memory stays bounded by :obj:`chunk_size` targets' edges at a
@@ -298,6 +301,13 @@ class SDTEncoder(torch.nn.Module):
         work is linear in the number of edges whatever the chunk size. Edges
         must be sorted by target (as from
         :meth:`~torch_geometric_sdt.nn.knn.KNN.to_edge_index`).
+
+        With :obj:`num_active` (one count per block), block :math:`l` updates
+        only the first :obj:`num_active[l]` nodes; the others keep the states
+        they had before it. For the states of a few nodes on their receptive
+        field, ordered by their distance to those nodes, block :math:`l`
+        needs only the nodes within :math:`L - 1 - l` hops (see
+        :meth:`~torch_geometric_sdt.nn.models.SDTClusterer.node_states`).
         """
         num_nodes = x.size(0)
         target = edge_index[1]
@@ -316,10 +326,14 @@ class SDTEncoder(torch.nn.Module):
             else self.lin_in(x)
         )
         for layer in range(len(self.blocks)):
-            out = torch.empty_like(h)
-            for c, lo in enumerate(range(0, num_nodes, chunk_size)):
-                hi = min(num_nodes, lo + chunk_size)
-                e0, e1 = bounds[c], bounds[c + 1]
+            active = num_nodes if num_active is None else int(num_active[layer])
+            out = torch.empty_like(h) if active == num_nodes else h.clone()
+            end = int(
+                torch.searchsorted(target, torch.tensor([active], device=x.device))
+            )
+            for c, lo in enumerate(range(0, active, chunk_size)):
+                hi = min(active, lo + chunk_size)
+                e0, e1 = bounds[c], bounds[c + 1] if hi == lo + chunk_size else end
                 out[lo:hi] = self.layer_chunk(
                     layer,
                     h,

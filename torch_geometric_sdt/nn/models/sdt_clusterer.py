@@ -438,11 +438,15 @@ class SDTClusterer(torch.nn.Module):
         :math:`i` after :math:`L` layers reads the Top-K edges :math:`j \to
         i` within :math:`L` hops upstream of :math:`i`, so the encoder runs
         on that closure alone and gives the same states as the full graph.
+        The closure is ordered by the distance to :obj:`nodes`
+        (:meth:`receptive_field`), and layer :math:`l` updates only the nodes
+        within :math:`L - 1 - l` hops, the only ones a later layer reads.
         """
         if nodes is None:
-            field = torch.arange(ctx.num_nodes)
+            field, num_active = torch.arange(ctx.num_nodes), None
         else:
-            field = self.receptive_field(ctx, topk, nodes)
+            field, within = self.receptive_field(ctx, topk, nodes)
+            num_active = within[:-1].flip(0).tolist()
         edge_index, edge_attr, edge_rank, _ = self.subgraph_inputs(
             ctx, field, topk, jaccard
         )
@@ -457,24 +461,45 @@ class SDTClusterer(torch.nn.Module):
         x = self.node_features(ctx, field, topk)
         with _evaluating(self):
             h = self.encoder.inference(
-                x, edge_index, edge_attr, topk[field], edge_rank, chunk_size=chunk_size
+                x,
+                edge_index,
+                edge_attr,
+                topk[field],
+                edge_rank,
+                chunk_size=chunk_size,
+                num_active=num_active,
             )
         if nodes is None:
             return h
-        return h[torch.searchsorted(field, nodes)]
+        return h[: nodes.numel()]  # The nodes come first, in order.
 
-    def receptive_field(self, ctx: KNNContext, topk: Tensor, nodes: Tensor) -> Tensor:
-        r"""The sorted nodes within :math:`L` (the encoder's layers) Top-K
-        hops upstream of :obj:`nodes`: :math:`U_0 = \mathrm{nodes}`,
-        :math:`U_{l+1} = U_l \cup \{j : j \in \mathcal{N}_i(K_i), i \in
-        U_l\}`.
+    def receptive_field(
+        self, ctx: KNNContext, topk: Tensor, nodes: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        r"""The nodes within :math:`L` (the encoder's layers) Top-K hops
+        upstream of :obj:`nodes` (sorted ids), ordered by (hops, id):
+        :math:`U_0 = \mathrm{nodes}`, :math:`U_{l+1} = U_l \cup \{j : j \in
+        \mathcal{N}_i(K_i), i \in U_l\}`.
+
+        Returns:
+            (field, within): the nodes, and :math:`|U_0|, \dots, |U_L|`
+            (:obj:`LongTensor[L + 1]`): the first :math:`|U_l|` nodes are
+            :math:`U_l`.
         """
-        inside = torch.zeros(ctx.num_nodes, dtype=torch.bool)
-        inside[nodes] = True
-        for _ in range(self.config['num_layers']):
-            pos = topk_positions(inside.nonzero().view(-1), topk, self.k)
-            inside[ctx.knn.index.view(-1)[pos]] = True
-        return inside.nonzero().view(-1)
+        num_layers = self.config['num_layers']
+        hops = torch.full((ctx.num_nodes,), num_layers + 1, dtype=torch.long)
+        hops[nodes] = 0
+        frontier = nodes
+        for hop in range(1, num_layers + 1):
+            pos = topk_positions(frontier, topk, self.k)
+            source = ctx.knn.index.view(-1)[pos]
+            source = source[hops[source] > hop]
+            hops[source] = hop
+            frontier = torch.unique(source)
+        field = (hops <= num_layers).nonzero().view(-1)
+        field = field[torch.argsort(hops[field], stable=True)]
+        counts = torch.bincount(hops[field], minlength=num_layers + 1)
+        return field, torch.cumsum(counts, 0)
 
     def scored_positions(self, topk: Tensor) -> Tensor:
         r"""Flat positions :math:`i k + r` of the pairs the edge head scores
