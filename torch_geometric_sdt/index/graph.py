@@ -27,6 +27,8 @@ from torch_geometric_sdt.nn.knn.common import order
 
 #: Rows per side of a similarity block in :func:`search_both_ways`.
 SEARCH_BLOCK_SIZE = 8192
+#: Rows per chunk of :func:`offer_reverse`.
+OFFER_CHUNK_ROWS = 65_536
 #: Fewest rows per block of the candidate similarity products in
 #: :func:`refill` (whole groups of lists that held the same removed point).
 REFILL_MIN_ROWS = 64
@@ -188,9 +190,11 @@ def offer_reverse(
     rows: Tensor,
     cand: Tensor,
     cand_sim: Tensor,
+    chunk_size: int = OFFER_CHUNK_ROWS,
 ) -> Tensor:
     r"""Offers the new rows to the old live rows, in place: every old row
-    merges the offers of :func:`search_both_ways` into its list.
+    merges the offers of :func:`search_both_ways` into its list, in chunks
+    of :obj:`chunk_size` rows that take about as many offers each.
 
     Args:
         index (torch.Tensor): All lists :obj:`[N, k]` (updated in place).
@@ -199,6 +203,7 @@ def offer_reverse(
         rows (torch.Tensor): Old rows of the offers :obj:`[P]`, sorted.
         cand (torch.Tensor): The new rows offered :obj:`[P]`.
         cand_sim (torch.Tensor): Their similarities :obj:`[P]`.
+        chunk_size (int, optional): Rows per chunk.
 
     Returns:
         torch.Tensor: The old rows whose lists changed, sorted.
@@ -207,14 +212,34 @@ def offer_reverse(
     rows, cand, cand_sim = rows[keep], cand[keep], cand_sim[keep]
     if rows.numel() == 0:
         return rows
-    # Offers of one row side by side: [R, C], padded with -1.
-    target, group = torch.unique_consecutive(rows, return_inverse=True)
-    ids = to_dense_batch(cand, group, fill_value=-1)[0]
-    val = to_dense_batch(cand_sim, group, fill_value=-torch.inf)[0]
-    merged, merged_sim = merge_candidates(index[target], sim[target], target, ids, val)
-    moved = (merged != index[target]).any(dim=1)
-    index[target], sim[target] = merged, merged_sim
-    return target[moved]
+    target, group, count = torch.unique_consecutive(
+        rows, return_inverse=True, return_counts=True
+    )
+    # Rows ordered by their number of offers, so that each chunk pads its
+    # offers only to its own widest row (a few rows take many).
+    by_width = torch.argsort(count, stable=True)
+    place = torch.empty_like(by_width)
+    place[by_width] = torch.arange(by_width.numel())
+    perm = torch.argsort(place[group], stable=True)
+    group, cand, cand_sim = place[group][perm], cand[perm], cand_sim[perm]
+    target, count = target[by_width], count[by_width]
+    ends = torch.cumsum(count, 0).tolist()
+    moved = []
+    for g0 in range(0, target.numel(), chunk_size):
+        g1 = min(g0 + chunk_size, target.numel())
+        o0, o1 = (ends[g0 - 1] if g0 else 0), ends[g1 - 1]
+        rows_part = target[g0:g1]
+        local = group[o0:o1] - g0
+        ids = to_dense_batch(cand[o0:o1], local, fill_value=-1, batch_size=g1 - g0)[0]
+        val = to_dense_batch(
+            cand_sim[o0:o1], local, fill_value=-torch.inf, batch_size=g1 - g0
+        )[0]
+        merged, merged_sim = merge_candidates(
+            index[rows_part], sim[rows_part], rows_part, ids, val
+        )
+        moved.append(rows_part[(merged != index[rows_part]).any(dim=1)])
+        index[rows_part], sim[rows_part] = merged, merged_sim
+    return torch.sort(torch.cat(moved)).values
 
 
 def refill(
@@ -287,6 +312,7 @@ def refill(
 
 
 __all__ = [
+    'OFFER_CHUNK_ROWS',
     'REFILL_MIN_ROWS',
     'SEARCH_BLOCK_SIZE',
     'search_both_ways',
