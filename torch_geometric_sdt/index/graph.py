@@ -23,7 +23,7 @@ from torch import Tensor
 from torch_geometric.utils import to_dense_batch
 
 from torch_geometric_sdt.nn.knn import exact_knn, pack_rows, screen
-from torch_geometric_sdt.nn.knn.common import order
+from torch_geometric_sdt.nn.knn.common import keep_top, order
 
 #: Rows per side of a similarity block in :func:`search_both_ways`.
 SEARCH_BLOCK_SIZE = 8192
@@ -130,9 +130,9 @@ def search_both_ways(
             else:
                 q, c, val = screen(block, best_val[:, -1], dim=1)
                 cand_val, cand_idx = pack_rows(q, cols[c], val, rows.numel())
-            top = torch.topk(torch.cat([best_val, cand_val], dim=1), kk, dim=1)
-            best_val = top.values
-            best_idx = torch.cat([best_idx, cand_idx], dim=1).gather(1, top.indices)
+            best_val, best_idx = keep_top(
+                (best_val, best_idx), (cand_val, cand_idx), kk
+            )
         val, idx = order(best_val, best_idx)
         part = slice(q0, q0 + rows.numel())
         tie[part] = (val[:, k - 1] == val[:, k]) & (val[:, k] > -torch.inf)
@@ -220,8 +220,9 @@ def offer_reverse(
     by_width = torch.argsort(count, stable=True)
     place = torch.empty_like(by_width)
     place[by_width] = torch.arange(by_width.numel())
-    perm = torch.argsort(place[group], stable=True)
-    group, cand, cand_sim = place[group][perm], cand[perm], cand_sim[perm]
+    group = place[group]
+    perm = torch.argsort(group, stable=True)
+    group, cand, cand_sim = group[perm], cand[perm], cand_sim[perm]
     target, count = target[by_width], count[by_width]
     ends = torch.cumsum(count, 0).tolist()
     moved = []

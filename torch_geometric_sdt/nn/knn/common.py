@@ -38,6 +38,19 @@ def merge(
     return val[:, :k], idx[:, :k]
 
 
+def keep_top(
+    a: tuple[Tensor, Tensor],
+    b: tuple[Tensor, Tensor],
+    k: int,
+) -> tuple[Tensor, Tensor]:
+    r"""The :math:`k` largest values of two candidate lists (values, ids)
+    side by side, without :func:`merge`'s ordering: ties in any order, so a
+    caller that needs the id rule at the cut keeps one entry past it and
+    settles ties there."""
+    top = torch.topk(torch.cat([a[0], b[0]], dim=1), k, dim=1)
+    return top.values, torch.cat([a[1], b[1]], dim=1).gather(1, top.indices)
+
+
 def l2_exponent(largest: float) -> int:
     r"""The exponent :math:`e` that brings the largest magnitude
     :obj:`largest` of a data set into :math:`[0.5, 1)` when it lies outside

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from .common import check_positive_int, clamp_similarity, merge, order
+from .common import check_positive_int, clamp_similarity, keep_top, merge, order
 
 #: Default number of columns (database points) per similarity block.
 DEFAULT_COL_CHUNK_SIZE = 32_768
@@ -173,11 +173,8 @@ def exact_knn_symmetric(
         return gram - sq[j0:j1].unsqueeze(0), gram - sq[i0:i1].unsqueeze(1)
 
     def merge_rows(r0: int, r1: int, val: Tensor, idx: Tensor) -> None:
-        cat_val = torch.cat([best_val[r0:r1], val], dim=1)
-        cat_idx = torch.cat([best_idx[r0:r1], idx], dim=1)
-        top_val, pos = torch.topk(cat_val, kk, dim=1)
-        best_val[r0:r1] = top_val
-        best_idx[r0:r1] = cat_idx.gather(1, pos)
+        best = (best_val[r0:r1], best_idx[r0:r1])
+        best_val[r0:r1], best_idx[r0:r1] = keep_top(best, (val, idx), kk)
 
     def offer(r0: int, block: Tensor, c0: int, transposed: bool) -> None:
         # Entries of `block` (or of its transpose, without materialising it)

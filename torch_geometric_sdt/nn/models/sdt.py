@@ -333,7 +333,7 @@ class SDTEncoder(torch.nn.Module):
             )
             for c, lo in enumerate(range(0, active, chunk_size)):
                 hi = min(active, lo + chunk_size)
-                e0, e1 = bounds[c], bounds[c + 1] if hi == lo + chunk_size else end
+                e0, e1 = bounds[c], min(bounds[c + 1], end)
                 out[lo:hi] = self.layer_chunk(
                     layer,
                     h,
