@@ -338,6 +338,10 @@ def test_finalize_candidates(metric: str) -> None:
     index, sim = finalize_candidates(x, cand, cand_sim, 3, metric)
     assert torch.equal(index, ref_index)
     assert torch.allclose(sim, ref_sim)
+    # pynndescent's int32 ids give the same (int64) lists:
+    index, sim = finalize_candidates(x, cand.int(), cand_sim, 3, metric)
+    assert index.dtype == torch.long
+    assert torch.equal(index, ref_index)
     # Self missing from the candidates: inserted, the last one dropped.
     cand = ref_index[:, 1:].clone()
     index, _ = finalize_candidates(x, cand, ref_sim[:, 1:].clone(), 3, metric)
@@ -389,6 +393,39 @@ def test_pynndescent(metric: str) -> None:
     assert torch.equal(out.index, again.index)
     with pytest.raises(ValueError, match='not as pynndescent options'):
         knn(x, 5, backend='pynndescent', metric='cosine', n_neighbors=4)
+
+
+@withPackage('pynndescent')
+def test_nndescent_normalises_the_callers_copy_in_place(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # pynndescent normalises cosine data in a copy of a float32 NumPy
+    # array; given the tensor that knn() prepared, it works on that tensor
+    # itself (one copy of the features less), and finds the same lists.
+    import numpy as np
+    import pynndescent
+
+    from torch_geometric_sdt.nn.knn.nndescent import nndescent_search
+
+    seen: list[bool] = []
+    real = pynndescent.NNDescent
+
+    class Spy(real):  # type: ignore[misc, valid-type]
+        def __init__(self, data, **kwargs):
+            super().__init__(data, **kwargs)
+            seen.append(np.shares_memory(self._raw_data, x.numpy()))
+
+    monkeypatch.setattr(pynndescent, 'NNDescent', Spy)
+    x = torch.nn.functional.normalize(clustered(400, 8, 10), dim=1)
+    before = x.numpy().copy()
+    options = {'random_state': 3, 'n_iters': 2}
+    ids, sim = nndescent_search(x, 6, 'cosine', dict(options))
+    assert seen == [True]
+    ref = real(before, metric='cosine', n_neighbors=7, **options)
+    ref_ids, ref_dist = ref.neighbor_graph
+    assert ids.dtype == torch.int32
+    assert torch.equal(ids, torch.from_numpy(ref_ids))
+    assert torch.equal(sim, 1.0 - torch.from_numpy(ref_dist.astype(np.float32)))
 
 
 def test_auto_runs_nndescent_with_its_own_options(

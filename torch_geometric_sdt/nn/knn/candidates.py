@@ -22,12 +22,12 @@ def finalize_candidates(
     k: int,
     metric: str,
 ) -> tuple[Tensor, Tensor]:
-    r"""Turns candidate neighbours :math:`[N, m]` (:math:`m \ge k - 1`, maybe
-    missing the point itself) into the fixed-width form: the point itself at
-    rank 0 (added where missing), the rest sorted by (similarity descending,
-    id ascending), cut to :math:`k`. Rows with invalid (:obj:`-1`) or repeated
-    ids, or too few distinct candidates, are recomputed with the exact
-    backend."""
+    r"""Turns candidate neighbours :math:`[N, m]` (ids of any integer dtype;
+    :math:`m \ge k - 1`, maybe missing the point itself) into the
+    fixed-width form: the point itself at rank 0 (added where missing), the
+    rest sorted by (similarity descending, id ascending), cut to :math:`k`.
+    Rows with invalid (:obj:`-1`) or repeated ids, or too few distinct
+    candidates, are recomputed with the exact backend."""
     num_nodes = x.size(0)
     device = x.device
     index = torch.empty(num_nodes, k, dtype=torch.long, device=device)
@@ -37,7 +37,7 @@ def finalize_candidates(
     # rows (a few hundred bytes per candidate otherwise).
     for lo in range(0, num_nodes, FINALIZE_ROWS):
         hi = min(num_nodes, lo + FINALIZE_ROWS)
-        c = cand[lo:hi]
+        c = cand[lo:hi].long()
         self_id = torch.arange(lo, hi, device=device)
         srt = c.sort(dim=1).values
         bad[lo:hi] = (srt[:, 0] < 0) | (srt[:, 1:] == srt[:, :-1]).any(dim=1)

@@ -21,8 +21,6 @@ from torch import Tensor
 
 from torch_geometric_sdt.utils.interrupt import deferred_interrupts
 
-from .common import float32_numpy
-
 
 def nndescent_search(
     x: Tensor,
@@ -30,32 +28,50 @@ def nndescent_search(
     metric: str,
     kwargs: dict[str, Any],
 ) -> tuple[Tensor, Tensor]:
-    r"""Candidate lists (ids, similarities) from
+    r"""Candidate lists (integer ids, float32 similarities) from
     :class:`pynndescent.NNDescent` with :obj:`kwargs` as its options
-    (:obj:`random_state=0` unless given)."""
+    (:obj:`random_state=0` unless given).
+
+    With :obj:`metric='cosine'`, a float32 CPU :obj:`x` is normalised in
+    place (its rows are unit-norm already: only rounding can change), so
+    the caller passes a tensor it owns.
+    """
     # Imported here: importing pynndescent (and numba) takes seconds.
     import numba
     from pynndescent import NNDescent
 
-    num_nodes = x.size(0)
-    data = float32_numpy(x)
+    # For the cosine, pynndescent normalises the rows itself: in a copy of a
+    # C-contiguous float32 NumPy array, in place for anything else it reads
+    # without copying. x is the caller's own normalised copy (knn's
+    # prepare), so it goes as a tensor, which NumPy views as it is: the
+    # features are held once more during the search, not twice (1 GiB at
+    # 1M points of dimension 256). The rows are divided by their norms as
+    # in the copy, so the lists are the same; x itself may change in its
+    # last bit.
+    data = x.detach().cpu().to(torch.float32).contiguous()
     if 'metric' in kwargs or 'n_neighbors' in kwargs:
         raise ValueError(
             "pass 'metric' and 'k' to knn() itself, not as pynndescent options"
         )
     kwargs.setdefault('random_state', 0)
     name = 'cosine' if metric == 'cosine' else 'euclidean'
-    k_search = max(2, min(k + 1, num_nodes - 1))
+    k_search = max(2, min(k + 1, x.size(0) - 1))
     num_threads = numba.get_num_threads()
     try:
         with deferred_interrupts():
             nnd = NNDescent(data, metric=name, n_neighbors=k_search, **kwargs)
             ids, dist = nnd.neighbor_graph
+            del nnd  # Its heaps and trees, before the lists are converted.
     finally:
         # NNDescent restores the thread count it sets for n_jobs only when it
         # finishes.
         numba.set_num_threads(num_threads)
-    dist = torch.from_numpy(np.asarray(dist, dtype=np.float32))
+    # The lists are pynndescent's own copies: converted in place, and the
+    # ids kept in its int32 (finalize_candidates widens them by chunk).
+    sim = torch.from_numpy(np.asarray(dist, dtype=np.float32))
     # pynndescent reports 1 - cos, or the (not squared) Euclidean distance.
-    sim = 1.0 - dist if metric == 'cosine' else -(dist * dist)
-    return torch.from_numpy(np.asarray(ids, dtype=np.int64)), sim
+    if metric == 'cosine':
+        sim.neg_().add_(1.0)
+    else:
+        sim.mul_(sim).neg_()
+    return torch.from_numpy(np.asarray(ids)), sim
