@@ -34,6 +34,7 @@ crash at a later size keeps the sizes already done.
     python -m benchmarks.scale                       # 10K, 100K, 1M
     python -m benchmarks.scale --sizes 10000 100000
     python -m benchmarks.scale --quick               # 2K and 10K
+    python -m benchmarks.scale --report              # re-render, run nothing
 """
 
 from __future__ import annotations
@@ -142,16 +143,17 @@ def run_one(
         del h
         with Measure() as m:
             edge_index, weight = model.final_links(ctx, topk, jac, band_pos, band_prob)
+            row['num_band_pairs'] = int(band_pos.numel())
+            del ctx, jac, band_pos, band_prob  # As cluster() does before Infomap.
             pred = cluster_links(edge_index, weight, num_nodes)
         record('links_infomap', m)
         row['num_links'] = int(edge_index.size(1))
-        row['num_band_pairs'] = int(band_pos.numel())
         row['mean_topk'] = float(topk.float().mean())
         # Against the label-derived (oracle) Top-K, outside the timed stages:
         oracle = topk_target(graph.index, y)
         row['oracle_mean_topk'] = float(oracle.float().mean())
         row['topk_mae'] = float((topk - oracle).abs().float().mean())
-        del oracle, edge_index, weight, band_pos, band_prob, jac
+        del oracle, edge_index, weight
         with Measure() as m:
             row['sdt_metrics'] = evaluate(pred, y)
         record('metrics', m)
@@ -160,7 +162,7 @@ def run_one(
             row['matches_cluster'] = same
             if not same:
                 raise RuntimeError('the staged pipeline differs from cluster()')
-        del ctx, topk, pred
+        del topk, pred
         for key, method, thr in (
             ('baseline', 'infomap-knn', threshold),
             ('fc_es', 'fc-es', fces_threshold),
@@ -179,17 +181,6 @@ def run_one(
     row['dominant_stage'] = max(stages, key=lambda s: stages[s]['seconds'])
     row['measured_peak'] = max(s['peak_rss_above_base'] for s in stages.values())
     row['max_rss'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    est = estimate_memory(num_nodes, dim, k, method='sdt', backend=backend)
-    row['estimate'] = est
-    row['estimate_over_measured'] = est['peak'] / max(row['measured_peak'], 1)
-    # The same model with the Top-K the shipped model actually predicted:
-    at = estimate_memory(
-        num_nodes, dim, k, backend=backend, mean_topk=min(k, max(1.0, row['mean_topk']))
-    )
-    row['estimate_at_measured_topk'] = at
-    row['estimate_at_measured_topk_over_measured'] = at['peak'] / max(
-        row['measured_peak'], 1
-    )
     return row
 
 
@@ -211,7 +202,28 @@ def value(row: dict[str, Any], key: str) -> float:
     return row['stages'][key]['seconds']
 
 
+def add_estimates(row: dict[str, Any]) -> None:
+    r"""Sets the row's memory estimates (:func:`estimate_memory` at its size
+    and backend, with the default and with the measured mean Top-K) and
+    their ratios to the measured peak. They are computed when the report is
+    written, so every row is compared with the memory model of that
+    commit."""
+    n, dim, k, backend = row['num_nodes'], row['dim'], row['k'], row['knn_backend']
+    measured = max(row['measured_peak'], 1)
+    est = estimate_memory(n, dim, k, method='sdt', backend=backend)
+    row['estimate'] = est
+    row['estimate_over_measured'] = est['peak'] / measured
+    # The same model with the Top-K the shipped model actually predicted:
+    at = estimate_memory(
+        n, dim, k, backend=backend, mean_topk=min(k, max(1.0, row['mean_topk']))
+    )
+    row['estimate_at_measured_topk'] = at
+    row['estimate_at_measured_topk_over_measured'] = at['peak'] / measured
+
+
 def summary(rows: list[dict[str, Any]], dim: int, k: int) -> dict[str, Any]:
+    for row in rows:
+        add_estimates(row)
     keys = [*STAGES, 'total', 'infomap-knn']
     out: dict[str, Any] = {'growth_exponent': {s: growth(rows, s) for s in keys}}
     proj = estimate_memory(PROJECTION_NODES, dim, k, method='sdt')
@@ -367,6 +379,12 @@ def main() -> None:
         action='store_true',
         help='keep the recorded rows of sizes not run now',
     )
+    parser.add_argument(
+        '--report',
+        action='store_true',
+        help='run nothing: rewrite the results from the recorded rows, with '
+        "the memory estimates of this commit's model",
+    )
     parser.add_argument('--one', type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument('--row-out', default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -379,6 +397,10 @@ def main() -> None:
     sizes = [2_000, 10_000] if args.quick else sorted(args.sizes)
     out = results_dir(args.quick, args.out)
     rows: list[dict[str, Any]] = []
+    if args.report:
+        sizes, args.merge = [], True
+        if not (out / f'{NAME}.json').exists():
+            parser.error(f'--report needs recorded rows in {out / NAME}.json')
     if args.merge and (out / f'{NAME}.json').exists():
         # Keep the recorded rows of the sizes not run now (each row carries
         # its own date and commit).
@@ -389,6 +411,9 @@ def main() -> None:
                 row.setdefault('commit', old.get('commit'))
                 rows.append(row)
     failures: list[dict[str, Any]] = []
+    if args.report:
+        write_report(rows, failures, args, out)
+        return
     for n in sizes:
         try:
             row = run_size(n, args)
@@ -399,23 +424,32 @@ def main() -> None:
             failures.append({'num_nodes': n, 'error': str(e)})
             print(f'N={n:,} failed: {e}', file=sys.stderr)
         # Rewritten after every size: a crash later keeps what is done.
-        summ = summary(rows, args.dim, args.k)
-        body = markdown(rows, summ)
-        if failures:
-            body += [
-                '',
-                'Sizes that failed: '
-                + '; '.join(f'{f["num_nodes"]:,} ({f["error"]})' for f in failures),
-            ]
-        write_results(
-            NAME,
-            'SDT pipeline at scale: time and memory per stage',
-            {'rows': rows, 'failures': failures, **summ},
-            body,
-            out=out,
-        )
+        write_report(rows, failures, args, out)
     if failures:
         sys.exit(1)
+
+
+def write_report(
+    rows: list[dict[str, Any]],
+    failures: list[dict[str, Any]],
+    args: argparse.Namespace,
+    out: Path,
+) -> None:
+    summ = summary(rows, args.dim, args.k)
+    body = markdown(rows, summ)
+    if failures:
+        body += [
+            '',
+            'Sizes that failed: '
+            + '; '.join(f'{f["num_nodes"]:,} ({f["error"]})' for f in failures),
+        ]
+    write_results(
+        NAME,
+        'SDT pipeline at scale: time and memory per stage',
+        {'rows': rows, 'failures': failures, **summ},
+        body,
+        out=out,
+    )
 
 
 if __name__ == '__main__':

@@ -574,3 +574,29 @@ def test_scale_row_compares_the_topk_with_the_oracle():
     assert f'| {row["topk_mae"]:.2f} |' in text
     # The row recorded before the comparison:
     assert f'| {row["mean_topk"]:.1f} | - | - | {row["num_links"]:,} |' in text
+
+
+def test_scale_report_compares_recorded_rows_with_this_memory_model(
+    tmp_path, monkeypatch
+):
+    from benchmarks import scale
+    from torch_geometric_sdt.memory import estimate_memory
+
+    row = scale.run_one(1500, 32, 80, 0.7, 0.3)
+    assert 'estimate' not in row  # computed when the report is written
+    stale = {**row, 'estimate': {'peak': 1}, 'estimate_over_measured': 0.0}
+    (tmp_path / 'scale.json').write_text(json.dumps({'rows': [stale]}))
+    monkeypatch.setattr(sys, 'argv', ['scale', '--report', '--out', str(tmp_path)])
+    scale.main()
+    got = json.loads((tmp_path / 'scale.json').read_text())['rows'][0]
+    want = estimate_memory(1500, 32, 80, method='sdt', backend=row['knn_backend'])
+    assert got['estimate'] == want
+    assert got['estimate_over_measured'] == want['peak'] / row['measured_peak']
+    assert got['stages'] == row['stages']  # nothing was run again
+    assert '| 1,500 |' in (tmp_path / 'scale.md').read_text()
+
+    monkeypatch.setattr(
+        sys, 'argv', ['scale', '--report', '--out', str(tmp_path / 'none')]
+    )
+    with pytest.raises(SystemExit):
+        scale.main()

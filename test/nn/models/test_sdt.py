@@ -144,6 +144,27 @@ def test_encoder_inference_updates_only_the_active_prefix_per_block():
     torch.testing.assert_close(same, full, atol=1e-5, rtol=1e-5)
 
 
+def test_encoder_inference_takes_projected_inputs_and_owns_them():
+    torch.manual_seed(0)
+    num_nodes, k = 30, 4
+    edge_index, rank, _ = _knn_edges(num_nodes, k, seed=3)
+    enc = SDTEncoder(5, 8, num_layers=2, heads=2, edge_dim=None).eval()
+    x = torch.randn(num_nodes, 5)
+    ref = enc.inference(x, edge_index, None, None, rank, chunk_size=7)
+    with torch.no_grad():  # projected by the same chunks as inference(x)
+        h0 = torch.cat([enc.lin_in(x[lo : lo + 7]) for lo in range(0, num_nodes, 7)])
+    out = enc.inference(h0, edge_index, None, None, rank, chunk_size=7, embedded=True)
+    assert torch.equal(out, ref)
+    # Without blocks the states are normalised in the given tensor itself.
+    bare = SDTEncoder(5, 8, num_layers=0).eval()
+    with torch.no_grad():
+        h0 = bare.lin_in(x)
+        want = bare.norm(h0)
+    out = bare.inference(h0, edge_index, chunk_size=7, embedded=True)
+    assert out.data_ptr() == h0.data_ptr()
+    torch.testing.assert_close(out, want, atol=0.0, rtol=0.0)
+
+
 def test_encoder_gradients_and_reset():
     torch.manual_seed(0)
     edge_index, rank, _ = _knn_edges(10, 4)

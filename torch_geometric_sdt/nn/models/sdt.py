@@ -294,6 +294,7 @@ class SDTEncoder(torch.nn.Module):
         edge_rank: Tensor | None = None,
         chunk_size: int = 65536,
         num_active: Sequence[int] | None = None,
+        embedded: bool = False,
     ) -> Tensor:
         r"""Layer-wise inference over all nodes in chunks of target nodes, so
         that memory stays bounded by :obj:`chunk_size` targets' edges at a
@@ -302,6 +303,13 @@ class SDTEncoder(torch.nn.Module):
         must be sorted by target (as from
         :meth:`~torch_geometric_sdt.nn.knn.KNN.to_edge_index`).
 
+        With :obj:`embedded=True`, :obj:`x` holds the states after the input
+        projection, :obj:`lin_in(x)` :obj:`[N, channels]`, which a caller can
+        build chunk by chunk without holding every node's inputs; this
+        method then owns :obj:`x` and overwrites it. The states are
+        normalised in place, chunk by chunk, so at most two :obj:`[N,
+        channels]` tensors are alive at once.
+
         With :obj:`num_active` (one count per block), block :math:`l` updates
         only the first :obj:`num_active[l]` nodes; the others keep the states
         they had before it. For the states of a few nodes on their receptive
@@ -309,28 +317,28 @@ class SDTEncoder(torch.nn.Module):
         needs only the nodes within :math:`L - 1 - l` hops (see
         :meth:`~torch_geometric_sdt.nn.models.SDTClusterer.node_states`).
         """
-        num_nodes = x.size(0)
+        num_nodes, device = x.size(0), x.device
         target = edge_index[1]
         bounds = torch.searchsorted(
-            target, torch.arange(0, num_nodes + chunk_size, chunk_size, device=x.device)
+            target, torch.arange(0, num_nodes + chunk_size, chunk_size, device=device)
         ).tolist()
         per_target = isinstance(topk, Tensor) and topk.dim() == 1
-        h = (
-            torch.cat(
+        if embedded:
+            h = x
+        elif num_nodes:
+            h = torch.cat(
                 [
                     self.lin_in(x[lo : lo + chunk_size])
                     for lo in range(0, num_nodes, chunk_size)
                 ]
             )
-            if num_nodes
-            else self.lin_in(x)
-        )
+        else:
+            h = self.lin_in(x)
+        del x  # Its last reference when the caller passed a temporary.
         for layer in range(len(self.blocks)):
             active = num_nodes if num_active is None else int(num_active[layer])
             out = torch.empty_like(h) if active == num_nodes else h.clone()
-            end = int(
-                torch.searchsorted(target, torch.tensor([active], device=x.device))
-            )
+            end = int(torch.searchsorted(target, torch.tensor([active], device=device)))
             for c, lo in enumerate(range(0, active, chunk_size)):
                 hi = min(active, lo + chunk_size)
                 e0, e1 = bounds[c], min(bounds[c + 1], end)
@@ -345,7 +353,9 @@ class SDTEncoder(torch.nn.Module):
                     None if edge_rank is None else edge_rank[e0:e1],
                 )
             h = out
-        return self.norm(h)
+        for lo in range(0, num_nodes, chunk_size):
+            h[lo : lo + chunk_size] = self.norm(h[lo : lo + chunk_size])
+        return h
 
     def layer_chunk(
         self,

@@ -458,20 +458,33 @@ class SDTClusterer(torch.nn.Module):
             inside = local[edge_index[0]] >= 0
             edge_index = local[edge_index[:, inside]]
             edge_attr, edge_rank = edge_attr[inside], edge_rank[inside]
-        x = self.node_features(ctx, field, topk)
         with _evaluating(self):
+            # The inputs are projected chunk by chunk: the [B, k] node
+            # features of every node are never held at once.
             h = self.encoder.inference(
-                x,
+                self._embedded_features(ctx, field, topk, chunk_size),
                 edge_index,
                 edge_attr,
                 topk[field],
                 edge_rank,
                 chunk_size=chunk_size,
                 num_active=num_active,
+                embedded=True,
             )
         if nodes is None:
             return h
         return h[: nodes.numel()]  # The nodes come first, in order.
+
+    def _embedded_features(
+        self, ctx: KNNContext, nodes: Tensor, topk: Tensor, chunk_size: int
+    ) -> Tensor:
+        # lin_in(node_features) of the nodes, [B, H], a chunk at a time.
+        lin_in = self.encoder.lin_in
+        out = torch.empty(nodes.numel(), lin_in.out_features)
+        for lo in range(0, nodes.numel(), chunk_size):
+            chunk = nodes[lo : lo + chunk_size]
+            out[lo : lo + chunk.numel()] = lin_in(self.node_features(ctx, chunk, topk))
+        return out
 
     def receptive_field(
         self, ctx: KNNContext, topk: Tensor, nodes: Tensor
@@ -681,11 +694,17 @@ class SDTClusterer(torch.nn.Module):
             jac = self.jaccard(ctx, topk, progress=progress)
             h = self.node_states(ctx, topk, jac)
             band_pos, band_prob = self.score_band(ctx, topk, jac, h)
+            del h
         edge_index, weight = self.final_links(ctx, topk, jac, band_pos, band_prob, eta)
+        num_nodes = ctx.num_nodes
+        if not return_details:
+            # Infomap reads the links alone: the scores and the context
+            # (set Jaccard, scale) go first, about 0.9 KiB per node.
+            del ctx, jac, band_pos, band_prob
         labels = cluster_links(
             edge_index,
             weight,
-            ctx.num_nodes,
+            num_nodes,
             seed=seed,
             num_trials=num_trials,
             progress=progress,
