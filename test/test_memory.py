@@ -160,6 +160,21 @@ TOPK_SLACK = 1.5
 TOPK_BATCH_MEASURED = {40: 369, 80: 891, 160: 2583}
 
 
+# Peaks of whole runs, MiB above the level before the features, with the
+# mean Top-K the shipped model predicted (`python -m benchmarks.scale`,
+# benchmarks/results/scale.md: 256-d synthetic faces, k = 80; exact kNN at
+# 100K, pynndescent at 1M). At 10K the fixed runtime allowance R dominates
+# and the estimate is 1.3 times the measured 307 MiB.
+SCALE_MEASURED = {100_000: (677, 11.5), 1_000_000: (4522, 13.8)}
+
+
+@pytest.mark.parametrize('n', sorted(SCALE_MEASURED))
+def test_estimate_is_within_a_quarter_of_the_measured_peak(n):
+    measured, mean_topk = SCALE_MEASURED[n]
+    est = estimate_memory(n, 256, 80, mean_topk=mean_topk)['peak'] / MB
+    assert measured <= est <= 1.25 * measured
+
+
 @pytest.mark.parametrize('n', sorted(TOPK_MEASURED))
 def test_topk_estimate_covers_the_measured_peak(n):
     est = estimate_memory(n, 256, 80)['topk'] / MB
@@ -198,11 +213,11 @@ def _import_vm_bytes() -> int:
 
 
 def test_cli_refuses_a_run_that_does_not_fit(tmp_path):
-    # 100,000 x 64 features: the SDT estimate is about 0.9 GiB (the links and
-    # Infomap stage), while the address space left after the imports is 400
-    # MiB: the check must refuse the run before it starts.
+    # 100,000 x 64 features: the SDT estimate is about 0.8 GiB (the SDT
+    # stage), while the address space left after the imports is 400 MiB: the
+    # check must refuse the run before it starts.
     n, dim = 100_000, 64
-    assert estimate_memory(n, dim, method='sdt')['peak'] > 800 * MB
+    assert estimate_memory(n, dim, method='sdt')['peak'] > 700 * MB
     x = np.random.default_rng(0).standard_normal((n, dim)).astype(np.float32)
     np.save(tmp_path / 'x.npy', x)
     out = tmp_path / 'pred.npy'

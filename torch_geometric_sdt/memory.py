@@ -46,8 +46,9 @@ HNSW_NODE = 2 * 32 * 4 + 64
 # the result -- measured 50 bytes per candidate at 100K nodes (faiss-ivf).
 CANDIDATE_ENTRY = 52
 # pynndescent: its heaps, random-projection forest and the candidates it
-# returns, sorted in row chunks -- measured 34 bytes per candidate at 1M nodes
-# (k = 80, D = 256; peak 5490 MiB above the level before the features).
+# returns -- measured 30.5 and 35 bytes per candidate at 1M and 400K nodes
+# (k = 80, D = 256), beside the features and the normalised copy it works on
+# (the one knn() prepared, normalised in place: nn.knn.nndescent).
 NNDESCENT_ENTRY = 34
 # Top-K Jaccard scratch per kNN entry: int32 ids, the output and the row
 # probabilities (float32); per node: the visit order (int64) and one float32
@@ -77,9 +78,11 @@ ENCODER_EDGE = 1600
 # features, the rank and the flat position (int64), and the int64 pair of
 # the nonzero() that finds them.
 SUBGRAPH_EDGE = 16 + 16 + 8 + 8 + 16
-# Node states: hidden = 64 float32, input, output and one temporary.
+# Node states: hidden = 64 float32, the input and output of a layer (the
+# projected inputs are built chunk by chunk and the output is normalised in
+# place: SDTEncoder.inference(embedded=True)).
 HIDDEN = 64
-STATE_COPIES = 3
+STATE_COPIES = 2
 # Band scoring: the scored pairs of a node are its Top-K pairs (the veto) and
 # the b+ ranks beyond (DEFAULT_BAND[1] = 10; int64 position and float32
 # probability), at most k - 1; BAND_CHUNK_SIZE pairs scored per chunk, ~1.7 KB
@@ -90,9 +93,12 @@ BAND_CHUNK_PAIR = 1800
 # nonzero() pair that selects them.
 LINK = 16 + 4 + 8 + 16
 # Infomap's own graph (nodes, links, flow; and the float64 copy of the
-# weights) -- measured 150-185 bytes per link at 100K nodes with 0.8M-7.6M
-# links, plus ~0.5 KB per node including one chunk of links handed over.
-INFOMAP_LINK = 190
+# weights), per Top-K edge of the model (E = mean Top-K x N), plus ~0.5 KB per
+# node including one chunk of links handed over: with LINK, measured 107 and
+# 130 bytes per edge at 1M and 100K synthetic faces (benchmarks/scale.py;
+# 150-185 bytes per link at 100K with 0.8M-7.6M links before the links were
+# counted apart).
+INFOMAP_LINK = 86
 INFOMAP_NODE = 600
 # Cluster ids, metrics' contingency and consecutive relabelling, per node.
 METRICS_NODE = 64
@@ -168,8 +174,10 @@ def estimate_memory(
       ``faiss-hnsw`` needs :math:`3F + G + 52 N (k+1) + 320 N` (the index
       holds a copy of the vectors and :math:`2M = 64` int32 links per node),
       ``faiss`` and ``faiss-ivf`` the same without the links, and
-      ``pynndescent`` (the default above 200,000 points) :math:`2F + G + 34
-      N (k+1)` (its heaps, forest and candidates; measured at 1M points);
+      ``pynndescent`` (the default above 200,000 points) :math:`2F + 34 N
+      (k+1)` (the features, the normalised copy it searches, and its heaps,
+      forest and candidates; measured at 400K and 1M points; the lists are
+      made after its search);
     * ``context``: :math:`F + G + 4Nk + J` (the set Jaccard of the lists);
     * ``topk``: :math:`F + G + 4Nk + 8N + 4 \min(N, 256) \, k \,
       (4 k + 7 \cdot 64)` (one batch of 256 nodes,
@@ -178,16 +186,17 @@ def estimate_memory(
       activations; measured 891 MiB per batch of 4096 at :math:`k = 80`,
       against 960 MiB here);
     * ``jaccard``: :math:`F + G + 2 \cdot 4Nk + 8N + J`;
-    * ``sdt``: node states (:math:`64 \cdot 4 \cdot 3` bytes per node) with
-      either the encoder inputs (:math:`64 E` + :math:`4 N k` node
-      features) and one chunk of :math:`\min(N, 8192) \bar{K}` edges at
-      1600 bytes, or the scored pairs (:math:`P = \min(\bar{K} + 10, k - 1)
-      N` of 12 bytes: every Top-K pair for the veto and the 10 ranks beyond)
-      and one chunk of :math:`\min(P, 2^{15})` pairs at 1800 bytes, on top
-      of :math:`F + G + 8Nk + 8N`;
-    * ``links_infomap``: :math:`F + G + 8Nk + 8N + 12 P + 44 \bar{K} N` (the
-      links) :math:`+ 190 \bar{K} N + 600 N` (Infomap's own graph, measured
-      at 100K nodes);
+    * ``sdt``: node states (:math:`64 \cdot 4 \cdot 2` bytes per node) with
+      either the encoder's edge inputs (:math:`64 E`; the node inputs are
+      projected chunk by chunk) and one chunk of :math:`\min(N, 8192)
+      \bar{K}` edges at 1600 bytes, or the scored pairs (:math:`P =
+      \min(\bar{K} + 10, k - 1) N` of 12 bytes: every Top-K pair for the
+      veto and the 10 ranks beyond) and one chunk of :math:`\min(P,
+      2^{15})` pairs at 1800 bytes, on top of :math:`F + G + 8Nk + 8N`;
+    * ``links_infomap``: :math:`F + G + 8N + 44 \bar{K} N` (the links; the
+      scores and the set Jaccard are freed before Infomap) :math:`+ 86
+      \bar{K} N + 600 N` (Infomap's own graph, measured at 100K and 1M
+      nodes);
     * ``metrics``: :math:`F + G + 64 N`.
 
     ``infomap-knn`` runs ``knn``, ``links_infomap`` (early-stopped links,
@@ -197,10 +206,12 @@ def estimate_memory(
     the shipped model (64 channels, 4 heads); the features are counted even
     when they are memory-mapped. For the 5.21M faces of the MS-Celeb-1M test
     set (:math:`D = 256`, :math:`k = 80`, ``pynndescent``) the peak is the
-    links and Infomap stage, 40 GiB; the kNN stage needs 28 GiB (42 GiB with
-    ``faiss-hnsw``) and the others 10-25 GiB. At 1M synthetic faces the model
-    gave 7.9 GiB (7.1 GiB at the measured Top-K) for a measured 5.4 GiB peak
-    (``benchmarks/scale.py``): it errs on the safe side.
+    links and Infomap stage, 25 GiB (22 GiB at a mean Top-K of 13.8); the
+    kNN stage needs 23.5 GiB (42 GiB with ``faiss-hnsw``) and the others
+    10-22 GiB. At 1M synthetic faces the model gives 5.0 GiB (4.7 GiB at the
+    measured Top-K) for a measured 4.4 GiB peak; at 10K, where the fixed
+    :math:`R` dominates, 1.3-1.6 times the measured peak
+    (``benchmarks/scale.py``).
 
     Args:
         num_nodes (int): :math:`N`.
@@ -242,7 +253,10 @@ def estimate_memory(
     else:  # faiss: the index keeps its own copy of the vectors
         search = CANDIDATE_ENTRY * n * (k + 1) + feat
         search += HNSW_NODE * n if backend == 'faiss-hnsw' else 0
-    out: dict[str, int] = {'knn': 2 * feat + graph + search}
+    if backend == 'pynndescent':  # the lists are made after its search
+        out: dict[str, int] = {'knn': 2 * feat + search}
+    else:
+        out = {'knn': 2 * feat + graph + search}
 
     links = LINK * edges
     infomap = INFOMAP_LINK * edges + INFOMAP_NODE * n
@@ -253,18 +267,15 @@ def estimate_memory(
         out['topk'] = feat + graph + shared + 8 * n + batch
         out['jaccard'] = feat + graph + 2 * shared + 8 * n + scratch
         kept = feat + graph + 2 * shared + 8 * n + 4 * HIDDEN * STATE_COPIES * n
-        encode = (
-            SUBGRAPH_EDGE * edges
-            + 4 * nk
-            + ENCODER_EDGE * int(kbar * min(n, NODE_CHUNK_SIZE))
+        encode = SUBGRAPH_EDGE * edges + ENCODER_EDGE * int(
+            kbar * min(n, NODE_CHUNK_SIZE)
         )
         pairs = int(min(kbar + DEFAULT_BAND[1], k - 1) * n)
         band = BAND_PAIR * pairs
         score = band + BAND_CHUNK_PAIR * min(pairs, BAND_CHUNK_SIZE)
         out['sdt'] = kept + max(encode, score)
-        out['links_infomap'] = (
-            feat + graph + 2 * shared + 8 * n + band + links + infomap
-        )
+        # SDTClusterer.cluster frees the scores and the context first:
+        out['links_infomap'] = feat + graph + 8 * n + links + infomap
     else:
         if method == 'fc-es':
             out['jaccard'] = feat + graph + 2 * 4 * nk + scratch
