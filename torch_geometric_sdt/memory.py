@@ -253,10 +253,9 @@ def estimate_memory(
     else:  # faiss: the index keeps its own copy of the vectors
         search = CANDIDATE_ENTRY * n * (k + 1) + feat
         search += HNSW_NODE * n if backend == 'faiss-hnsw' else 0
-    if backend == 'pynndescent':  # the lists are made after its search
-        out: dict[str, int] = {'knn': 2 * feat + search}
-    else:
-        out = {'knn': 2 * feat + graph + search}
+    # pynndescent's lists are made after its search, not beside it:
+    lists = 0 if backend == 'pynndescent' else graph
+    out: dict[str, int] = {'knn': 2 * feat + lists + search}
 
     links = LINK * edges
     infomap = INFOMAP_LINK * edges + INFOMAP_NODE * n

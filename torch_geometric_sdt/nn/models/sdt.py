@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -285,6 +285,25 @@ class SDTEncoder(torch.nn.Module):
         return self.norm(h), aux
 
     @torch.no_grad()
+    def embed(self, chunks: Iterable[Tensor], num_nodes: int) -> Tensor:
+        r"""The input projection :obj:`lin_in` of :obj:`num_nodes` node inputs
+        given as consecutive chunks of rows, :obj:`[N, channels]`: the inputs
+        of every node are never held at once. Its output is what
+        :meth:`inference` takes with :obj:`embedded=True`."""
+        weight = self.lin_in.weight
+        h = torch.empty(
+            num_nodes,
+            self.lin_in.out_features,
+            dtype=weight.dtype,
+            device=weight.device,
+        )
+        lo = 0
+        for x in chunks:
+            h[lo : lo + x.size(0)] = self.lin_in(x)
+            lo += x.size(0)
+        return h
+
+    @torch.no_grad()
     def inference(
         self,
         x: Tensor,
@@ -325,15 +344,9 @@ class SDTEncoder(torch.nn.Module):
         per_target = isinstance(topk, Tensor) and topk.dim() == 1
         if embedded:
             h = x
-        elif num_nodes:
-            h = torch.cat(
-                [
-                    self.lin_in(x[lo : lo + chunk_size])
-                    for lo in range(0, num_nodes, chunk_size)
-                ]
-            )
         else:
-            h = self.lin_in(x)
+            chunks = (x[lo : lo + chunk_size] for lo in range(0, num_nodes, chunk_size))
+            h = self.embed(chunks, num_nodes)
         del x  # Its last reference when the caller passed a temporary.
         for layer in range(len(self.blocks)):
             active = num_nodes if num_active is None else int(num_active[layer])

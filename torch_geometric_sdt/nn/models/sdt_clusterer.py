@@ -458,11 +458,15 @@ class SDTClusterer(torch.nn.Module):
             inside = local[edge_index[0]] >= 0
             edge_index = local[edge_index[:, inside]]
             edge_attr, edge_rank = edge_attr[inside], edge_rank[inside]
+        # The node features are projected chunk by chunk: the [B, k] inputs
+        # of every node are never held at once.
+        chunks = (
+            self.node_features(ctx, field[lo : lo + chunk_size], topk)
+            for lo in range(0, field.numel(), chunk_size)
+        )
         with _evaluating(self):
-            # The inputs are projected chunk by chunk: the [B, k] node
-            # features of every node are never held at once.
             h = self.encoder.inference(
-                self._embedded_features(ctx, field, topk, chunk_size),
+                self.encoder.embed(chunks, field.numel()),
                 edge_index,
                 edge_attr,
                 topk[field],
@@ -474,17 +478,6 @@ class SDTClusterer(torch.nn.Module):
         if nodes is None:
             return h
         return h[: nodes.numel()]  # The nodes come first, in order.
-
-    def _embedded_features(
-        self, ctx: KNNContext, nodes: Tensor, topk: Tensor, chunk_size: int
-    ) -> Tensor:
-        # lin_in(node_features) of the nodes, [B, H], a chunk at a time.
-        lin_in = self.encoder.lin_in
-        out = torch.empty(nodes.numel(), lin_in.out_features)
-        for lo in range(0, nodes.numel(), chunk_size):
-            chunk = nodes[lo : lo + chunk_size]
-            out[lo : lo + chunk.numel()] = lin_in(self.node_features(ctx, chunk, topk))
-        return out
 
     def receptive_field(
         self, ctx: KNNContext, topk: Tensor, nodes: Tensor
