@@ -37,6 +37,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from torch_geometric_sdt.utils.mapped import release_rows
+
 #: The similarity references, see the module docstring.
 REFERENCES = ('random_pairs', 'knn')
 #: :math:`\Phi^{-1}(0.95)`, the 95 % quantile of the standard normal.
@@ -97,7 +99,8 @@ def noise_scale(
     result is deterministic) and every distinct pair among them enters:
     :math:`m (m - 1) / 2` cosines from an :math:`m \times m` Gram matrix of
     the sample, never of the data set. Only the sampled rows are read, so
-    a memory-mapped :obj:`x` is not loaded.
+    a memory-mapped :obj:`x` is not loaded (the pages mapped to read them
+    are handed back: :func:`~torch_geometric_sdt.utils.mapped.release_rows`).
 
     Args:
         x (torch.Tensor or numpy.ndarray): Embeddings :obj:`[N, D]`, any
@@ -116,7 +119,14 @@ def noise_scale(
         raise ValueError(f'num_rows must be >= 2 (got {num_rows})')
     if n > num_rows:
         rows = noise_sample_rows(n, num_rows, seed)
-        sample = x[rows] if isinstance(x, Tensor) else x[rows.numpy()]
+        if isinstance(x, Tensor):
+            sample = x[rows]
+        else:
+            sample = np.array(x[rows.numpy()])
+            # Every row read from a mapped file maps the pages the kernel
+            # read around it (megabytes of read-ahead): hand them back, or
+            # most of the file stays resident.
+            release_rows(x, 0, n)
     else:
         sample = x
     s = torch.nn.functional.normalize(

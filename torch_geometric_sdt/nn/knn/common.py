@@ -4,11 +4,14 @@ similarity ranges and the option checks."""
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
+
+from torch_geometric_sdt.utils.mapped import MAPPED_CHUNK_BYTES, release_rows
 
 # Magnitudes between these powers of two are searched as they are: the
 # squares and sums of squares of such values (times any realistic dimension)
@@ -126,13 +129,26 @@ def max_abs_rows(x: Tensor) -> Tensor:
 
 def prepare(x: Tensor | np.ndarray, metric: str) -> tuple[Tensor, torch.device]:
     r"""Validates :obj:`x` and returns it as a float32/float64 tensor (rows
-    normalised for cosine), together with the device of the result."""
+    normalised for cosine), together with the device of the result.
+
+    The rows are read in chunks of about
+    :obj:`~torch_geometric_sdt.utils.mapped.MAPPED_CHUNK_BYTES`: the cosine
+    result is the only :math:`N \times D` tensor made, and features on a
+    read-only memory-mapped file (:func:`~torch_geometric_sdt.io.load_features`)
+    hand each chunk's pages back once read
+    (:func:`~torch_geometric_sdt.utils.mapped.release_rows`), so that they do
+    not stay in this process's memory beside the normalised copy.
+    """
     if metric not in METRICS:
         raise ValueError(f'unknown metric {metric!r} (expected one of {METRICS})')
+    source = x if isinstance(x, np.ndarray) else None
     if isinstance(x, np.ndarray):
         if x.dtype.kind != 'f':
             raise ValueError(f'x must be a floating-point array (got dtype {x.dtype})')
-        x = torch.from_numpy(np.ascontiguousarray(x))
+        with warnings.catch_warnings():
+            # A read-only (memory-mapped) array is never written to here.
+            warnings.filterwarnings('ignore', message='The given NumPy array')
+            x = torch.from_numpy(np.ascontiguousarray(x))
     elif not isinstance(x, Tensor):
         raise ValueError(
             f'x must be a torch.Tensor or numpy.ndarray (got {type(x).__name__})'
@@ -146,12 +162,24 @@ def prepare(x: Tensor | np.ndarray, metric: str) -> tuple[Tensor, torch.device]:
     if x.size(1) == 0:
         raise ValueError('x must have at least one feature column')
     device = x.device
-    if x.dtype != torch.float64:
-        x = x.to(torch.float32)
+    dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    step = max(1, MAPPED_CHUNK_BYTES // (x.element_size() * x.size(1)))
+    starts = range(0, x.size(0), step) or range(1)
+
+    def chunk(lo: int) -> Tensor:
+        return x[lo : lo + step].to(dtype)
+
+    def done(lo: int) -> None:
+        if source is not None:
+            release_rows(source, lo, min(lo + step, x.size(0)))
 
     # The largest magnitude of every row (NaN propagates): one pass, no
     # [N, D] temporary.
-    row_max = max_abs_rows(x)
+    parts = []
+    for lo in starts:
+        parts.append(max_abs_rows(chunk(lo)))
+        done(lo)
+    row_max = torch.cat(parts)
     finite = torch.isfinite(row_max)
     if not bool(finite.all()):
         bad = (~finite).nonzero().view(-1)
@@ -159,34 +187,39 @@ def prepare(x: Tensor | np.ndarray, metric: str) -> tuple[Tensor, torch.device]:
             f'x has {bad.numel()} row(s) with NaN or Inf values '
             f'(first: row {int(bad[0])})'
         )
-    if metric == 'cosine':
-        zero = row_max == 0
-        if bool(zero.any()):
-            bad = zero.nonzero().view(-1)
-            raise ValueError(
-                f'x has {bad.numel()} zero row(s), which have no direction '
-                f"for metric='cosine' (first: row {int(bad[0])})"
-            )
-        # Rows of huge or tiny values first become rows of largest magnitude
-        # in [0.5, 1) (an exact power-of-two scaling), so that their squared
-        # norm can neither overflow nor underflow.
-        _, exponent = torch.frexp(row_max)
-        odd = (exponent < SAFE_MIN_EXPONENT) | (exponent > SAFE_MAX_EXPONENT)
-        if bool(odd.any()):
-            rows = odd.nonzero().view(-1)
-            x = x.clone()
-            x[rows] = scale_rows_pow2(x[rows], -exponent[rows])
-        norm = torch.linalg.vector_norm(x, dim=1)
-        x = x / norm.unsqueeze(1)
-    elif x.numel() > 0:
-        # Squared distances reach 4 D max|x|^2: refuse what overflows.
-        largest = float(row_max.max())
-        limit = math.sqrt(torch.finfo(x.dtype).max / (4 * x.size(1)))
-        if largest > limit:
-            raise ValueError(
-                f"x has values up to {largest:.3g}, too large for metric='l2' "
-                f'in {str(x.dtype).removeprefix("torch.")}: with {x.size(1)} '
-                f'features their squared distances overflow above {limit:.3g} '
-                '(scale the features down, or pass float64)'
-            )
-    return x.contiguous(), device
+    if metric == 'l2':
+        if x.numel() > 0:
+            # Squared distances reach 4 D max|x|^2: refuse what overflows.
+            largest = float(row_max.max())
+            limit = math.sqrt(torch.finfo(dtype).max / (4 * x.size(1)))
+            if largest > limit:
+                raise ValueError(
+                    f"x has values up to {largest:.3g}, too large for metric='l2' "
+                    f'in {str(dtype).removeprefix("torch.")}: with {x.size(1)} '
+                    f'features their squared distances overflow above {limit:.3g} '
+                    '(scale the features down, or pass float64)'
+                )
+        return x.to(dtype).contiguous(), device
+    zero = row_max == 0
+    if bool(zero.any()):
+        bad = zero.nonzero().view(-1)
+        raise ValueError(
+            f'x has {bad.numel()} zero row(s), which have no direction '
+            f"for metric='cosine' (first: row {int(bad[0])})"
+        )
+    # Rows of huge or tiny values first become rows of largest magnitude in
+    # [0.5, 1) (an exact power-of-two scaling), so that their squared norm
+    # can neither overflow nor underflow.
+    _, exponent = torch.frexp(row_max)
+    odd = (exponent < SAFE_MIN_EXPONENT) | (exponent > SAFE_MAX_EXPONENT)
+    out = torch.empty(x.shape, dtype=dtype, device=device)
+    for lo in starts:
+        part = chunk(lo)
+        rows = odd[lo : lo + step].nonzero().view(-1)
+        if rows.numel() > 0:
+            part = part.clone()
+            part[rows] = scale_rows_pow2(part[rows], -exponent[lo + rows])
+        norm = torch.linalg.vector_norm(part, dim=1)
+        torch.div(part, norm.unsqueeze(1), out=out[lo : lo + part.size(0)])
+        done(lo)
+    return out, device
