@@ -290,6 +290,31 @@ def test_shipped_model_is_used_by_default():
     assert path.stat().st_size < 20 * 2**20
 
 
+def test_sdt_cluster_leaves_the_knn_graph_to_the_model(faces, tmp_path, capsys):
+    # With the cosine metric the SDT model builds the kNN graph itself, so
+    # that it goes with the model's context before Infomap; the labels are
+    # those of the same model given the graph, and of model.cluster(x).
+    from torch_geometric_sdt import SDTClusterer
+    from torch_geometric_sdt.pretrained import default_model_path
+
+    x_path, _, _ = faces
+    built = tmp_path / 'built.meta'
+    rc = main(['cluster', str(x_path), '-o', str(built), '--method', 'sdt'])
+    err = capsys.readouterr().err
+    assert rc == 0 and '[sdt] cluster (sdt)' in err
+    assert '[sdt] kNN' not in err  # no graph of the CLI's own
+    cache = tmp_path / 'g.npz'
+    assert main(['knn', str(x_path), '-o', str(cache), '-q']) == 0
+    given = tmp_path / 'given.meta'
+    argv = ['cluster', str(x_path), '-o', str(given), '--method', 'sdt', '-q']
+    assert main([*argv, '--knn', str(cache)]) == 0
+    labels = io.load_labels(built)
+    np.testing.assert_array_equal(labels, io.load_labels(given))
+    model = SDTClusterer.load(default_model_path())
+    want = model.cluster(io.load_features(x_path)).numpy()
+    np.testing.assert_array_equal(labels, want)
+
+
 def test_abbreviated_options_are_refused(faces, tmp_path, capsys):
     # '--k 80' used to be read as '--knn 80' ("no such file: 80").
     x, _, _ = faces

@@ -70,6 +70,37 @@ def test_estimate_stages_and_structures():
     )
 
 
+@pytest.mark.parametrize('backend', ['exact', 'pynndescent', 'faiss-hnsw'])
+def test_mapped_features_count_in_no_stage(backend):
+    # Features on a read-only mapped file are read by chunks whose pages are
+    # handed back: every stage needs F = 4 N D less, the search still holds
+    # its normalised copy.
+    n, dim = 300_000, 256
+    held = estimate_memory(n, dim, backend=backend)
+    mapped = estimate_memory(n, dim, backend=backend, mapped=True)
+    assert set(held) == set(mapped)
+    for stage in held:
+        if stage != 'peak':
+            assert held[stage] - mapped[stage] == 4 * n * dim, stage
+    assert mapped['knn'] >= 4 * n * dim + 34 * n * 81 * (backend == 'pynndescent')
+
+
+def test_a_given_graph_outlives_the_sdt_stages():
+    n, k = 300_000, 80
+    built = estimate_memory(n, 256, k)
+    given = estimate_memory(n, 256, k, graph_given=True)
+    assert 'knn' not in given and 'knn' in built
+    # cluster(x) frees the graph it built with the context before Infomap;
+    # a caller's graph stays (12 bytes per entry):
+    assert given['metrics'] - built['metrics'] == 12 * n * k
+    assert given['links_infomap'] >= built['links_infomap']
+    for stage in ('context', 'topk', 'jaccard', 'sdt'):
+        assert given[stage] == built[stage]
+    # The baselines always read the caller's graph:
+    base = estimate_memory(n, 256, k, method='infomap-knn')
+    assert base['metrics'] == built['metrics'] + 12 * n * k
+
+
 def test_estimate_rejects_bad_input():
     with pytest.raises(ValueError, match='num_nodes'):
         estimate_memory(0, 256)
@@ -195,8 +226,9 @@ def test_topk_estimate_uses_the_default_batch():
 
     n = 4 * TOPK_BATCH_SIZE
     est = estimate_memory(n, 256, 80)
-    # topk - metrics = shared + 8N - 64N + one batch of the default size.
-    batch = est['topk'] - est['metrics'] - (4 * n * 80 + 8 * n - 64 * n)
+    # topk - metrics = graph + shared + 8N - 64N + one batch of the default
+    # size (the metrics run after the kNN graph went with the context).
+    batch = est['topk'] - est['metrics'] - (16 * n * 80 + 8 * n - 64 * n)
     assert batch == topk_batch_bytes(TOPK_BATCH_SIZE, 80)
 
 

@@ -47,6 +47,7 @@ from torch_geometric_sdt.nn.knn import BACKENDS, KNN, knn
 from torch_geometric_sdt.pretrained import default_model_path
 from torch_geometric_sdt.utils.distributed import DEFAULT_BLOCK_ROWS, ENGINES, connect
 from torch_geometric_sdt.utils.infomap import check_infomap_options
+from torch_geometric_sdt.utils.mapped import readonly_mapping
 
 _USER_ERRORS = (
     ValueError,
@@ -362,11 +363,14 @@ def _run_method(
     args: argparse.Namespace,
     method: str,
     threshold: float | None,
-    graph: KNN,
+    graph: KNN | None,
     x: Any | None = None,
     model: Any | None = None,
 ) -> torch.Tensor:
+    # graph is None where the SDT model builds its own from x (and frees it
+    # with its context before Infomap).
     if method != 'sdt':
+        assert graph is not None
         params: dict[str, Any] = {'seed': args.infomap_seed}
         if threshold is not None:
             params['threshold'] = threshold
@@ -374,13 +378,14 @@ def _run_method(
             graph, method=method, engine=getattr(args, 'engine', 'local'), **params
         )
     model = _load_model(args) if model is None else model
-    if graph.k != model.k:
+    if graph is not None and graph.k != model.k:
         raise ValueError(f'the SDT model needs k = {model.k} (got -k {graph.k})')
     # x goes as it is: a relational model reads only a sample of its rows
     # (the noise reference), so a memory-mapped x is never copied whole.
     return model.cluster(
         x,
         graph=graph,
+        backend=getattr(args, 'backend', 'auto'),
         eta=threshold,
         seed=args.infomap_seed,
         progress=not args.quiet,
@@ -405,12 +410,21 @@ def _check_memory(args: argparse.Namespace, x: Any, method: str | None, k: int) 
         return
     num_nodes, dim = x.shape
     est = estimate_memory(
-        num_nodes, dim, k, method=method or 'infomap-knn', backend=args.backend
+        num_nodes,
+        dim,
+        k,
+        method=method or 'infomap-knn',
+        backend=args.backend,
+        mapped=readonly_mapping(x) is not None,
+        # Read from a cache, or built here for a metric other than cosine:
+        graph_given=method is not None
+        and (
+            getattr(args, 'knn', None) is not None
+            or getattr(args, 'metric', 'cosine') != 'cosine'
+        ),
     )
     if method is None:
         est = {'knn': est['knn']}
-    elif getattr(args, 'knn', None) is not None:  # the graph is read, not built
-        est.pop('knn')
     est.pop('peak', None)
     est['peak'] = max(est.values())
     try:
@@ -474,12 +488,15 @@ def _cmd_cluster(args: argparse.Namespace, rep: _Reporter) -> int:
     # The SDT model's own k unless -k says otherwise (and then they must agree):
     k = model.k if model is not None and args.k is None else _k(args)
     _check_memory(args, x, args.method, k)
-    graph: KNN
+    graph: KNN | None = None
     if args.knn is not None:
         with rep.stage('read kNN cache'):
             graph = io.read_knn(args.knn, num_nodes=len(x), k=args.k)
-    else:
+    elif args.method != 'sdt' or args.metric != 'cosine':
         graph = _build_knn(args, rep, x, k)
+    # else the SDT model builds the cosine kNN graph itself, so that it goes
+    # with the model's context before Infomap (12 bytes per entry: 5 GB at
+    # 5.21M faces and k = 80) instead of staying here.
     with rep.stage(f'cluster ({args.method})'):
         pred = _run_method(args, args.method, args.threshold, graph, x, model)
     # Scored before writing, so that bad labels leave no output behind:

@@ -145,6 +145,8 @@ def estimate_memory(
     backend: str = 'auto',
     *,
     mean_topk: float | None = None,
+    mapped: bool = False,
+    graph_given: bool = False,
 ) -> dict[str, int]:
     r"""Estimates the memory of every stage of a clustering run on the CPU,
     from the sizes of the data structures each stage keeps alive, so that a
@@ -160,24 +162,31 @@ def estimate_memory(
         J = 12 N k + N (8 + 4 T), \quad E = \bar{K} N,
 
     the features (float32), the kNN graph (int64 id + float32 similarity per
-    entry), the Top-K Jaccard scratch and the Top-K edges. Each stage counts
+    entry), the Top-K Jaccard scratch and the Top-K edges. With
+    :obj:`mapped=True` (features on a read-only memory-mapped file, as
+    :func:`~torch_geometric_sdt.io.load_features` reads ``.npy`` and ``.bin``
+    files) :math:`F = 0` in every stage: the kNN search reads them in chunks
+    whose pages it hands back
+    (:func:`~torch_geometric_sdt.nn.knn.common.prepare`), and nothing else
+    reads more than a sample of rows. Each stage counts
     what is alive while it runs, plus :math:`R` = 192 MiB for what the run
     holds beyond its data (the libraries it imports after the check, what
     the allocator keeps of earlier stages; measured 140-230 MiB):
 
-    * ``knn`` (exact): :math:`2F + G + 2 \cdot 12 N (k+1) + 4.3 \min(N,
-      B)^2` (the normalised copy, the running lists of the :math:`k+1` best
+    * ``knn`` (exact): :math:`F + F' + G + 2 \cdot 12 N (k+1) + 4.3 \min(N,
+      B)^2` (:math:`F' = 4 N D` the normalised copy the search works on,
+      the running lists of the :math:`k+1` best
       and their sorted copy, :math:`B = 5792` the side of a similarity block,
       with its group maxima; plus a padded copy of the last block when its
       width is not a multiple of 16); the other backends hold :math:`N
       (k+1)` candidates, 52 bytes each (measured; sorted in row chunks), so
-      ``faiss-hnsw`` needs :math:`3F + G + 52 N (k+1) + 320 N` (the index
+      ``faiss-hnsw`` needs :math:`F + 2F' + G + 52 N (k+1) + 320 N` (the index
       holds a copy of the vectors and :math:`2M = 64` int32 links per node),
       ``faiss`` and ``faiss-ivf`` the same without the links, and
-      ``pynndescent`` (the default above 200,000 points) :math:`2F + 34 N
-      (k+1)` (the features, the normalised copy it searches, and its heaps,
-      forest and candidates; measured at 400K and 1M points; the lists are
-      made after its search);
+      ``pynndescent`` (the default above 200,000 points) :math:`F + F' + 34
+      N (k+1)` (the normalised copy it searches, and its heaps, forest and
+      candidates; measured at 400K and 1M points; the lists are made after
+      its search);
     * ``context``: :math:`F + G + 4Nk + J` (the set Jaccard of the lists);
     * ``topk``: :math:`F + G + 4Nk + 8N + 4 \min(N, 256) \, k \,
       (4 k + 7 \cdot 64)` (one batch of 256 nodes,
@@ -193,25 +202,27 @@ def estimate_memory(
       \min(\bar{K} + 10, k - 1) N` of 12 bytes: every Top-K pair for the
       veto and the 10 ranks beyond) and one chunk of :math:`\min(P,
       2^{15})` pairs at 1800 bytes, on top of :math:`F + G + 8Nk + 8N`;
-    * ``links_infomap``: :math:`F + G + 8N + 44 \bar{K} N` (the links; the
-      scores and the set Jaccard are freed before Infomap) :math:`+ 86
-      \bar{K} N + 600 N` (Infomap's own graph, measured at 100K and 1M
-      nodes);
-    * ``metrics``: :math:`F + G + 64 N`.
+    * ``links_infomap``: the larger of making the links, :math:`F + G +
+      8Nk + 8N + 12 P + 44 \bar{K} N` (beside the context, the Top-K
+      Jaccard and the scored pairs), and Infomap, :math:`F + 8N + 44
+      \bar{K} N + 86 \bar{K} N + 600 N` (the scores, the context and with
+      it the kNN graph that :meth:`SDTClusterer.cluster` built are freed
+      first; Infomap's own graph measured at 100K and 1M nodes), plus
+      :math:`G` when the graph is the caller's (:obj:`graph_given`);
+    * ``metrics``: :math:`F + 64 N`, plus :math:`G` for the baselines or a
+      given graph.
 
     ``infomap-knn`` runs ``knn``, ``links_infomap`` (early-stopped links,
     :math:`\bar{K}` per node) and ``metrics``; ``fc-es`` adds ``jaccard``
     (the full-list coefficient). ``peak`` is the largest stage. The chunked
     stages' constants are those of the library's default chunk sizes and of
-    the shipped model (64 channels, 4 heads); the features are counted even
-    when they are memory-mapped. For the 5.21M faces of the MS-Celeb-1M test
-    set (:math:`D = 256`, :math:`k = 80`, ``pynndescent``) the peak is the
-    links and Infomap stage, 25 GiB (22 GiB at a mean Top-K of 13.8); the
-    kNN stage needs 23.5 GiB (42 GiB with ``faiss-hnsw``) and the others
-    10-22 GiB. At 1M synthetic faces the model gives 5.0 GiB (4.7 GiB at the
-    measured Top-K) for a measured 4.4 GiB peak; at 10K, where the fixed
-    :math:`R` dominates, 1.3-1.6 times the measured peak
-    (``benchmarks/scale.py``).
+    the shipped model (64 channels, 4 heads). For the 5.21M faces of the
+    MS-Celeb-1M test set (:math:`D = 256`, :math:`k = 80`, ``pynndescent``,
+    mapped features) the peak is the kNN stage, 18.5 GiB (37 GiB with
+    ``faiss-hnsw``); the SDT stage needs 16.9 GiB (14.9 GiB at a mean Top-K
+    of 13.8), the links and Infomap 15.8 GiB (12.3 GiB), the others less.
+    With the features in memory every stage needs 5 GiB more (23.5 GiB).
+    SCALE_NUMBERS
 
     Args:
         num_nodes (int): :math:`N`.
@@ -226,6 +237,13 @@ def estimate_memory(
         mean_topk (float, optional): :math:`\bar{K}`, the Top-K edges and
             final links per node; :obj:`None` for :math:`k / 4`, above the
             10 of the shipped model on synthetic faces. (default: :obj:`None`)
+        mapped (bool, optional): The features are a read-only memory-mapped
+            file (:func:`~torch_geometric_sdt.io.load_features`), held by no
+            stage. (default: :obj:`False`)
+        graph_given (bool, optional): The kNN graph is the caller's
+            (:obj:`SDTClusterer.cluster(graph=...)`, ``sdt cluster --knn``):
+            no ``knn`` stage, and the graph stays alive to the end.
+            (default: :obj:`False`)
 
     Returns:
         dict: Bytes per stage, and :obj:`'peak'`, their maximum.
@@ -243,7 +261,10 @@ def estimate_memory(
     edges = int(kbar * n)
     threads = os.cpu_count() or 1
 
-    feat = 4 * n * dim
+    # Mapped features are read by chunks whose pages are handed back
+    # (nn.knn.common.prepare): no stage holds them.
+    feat = 0 if mapped else 4 * n * dim
+    copy = 4 * n * dim  # the normalised copy the search works on
     graph = KNN_ENTRY * nk
     scratch = JACCARD_ENTRY * nk + n * (JACCARD_NODE + JACCARD_THREAD_NODE * threads)
     if backend == 'exact':
@@ -251,11 +272,11 @@ def estimate_memory(
     elif backend == 'pynndescent':
         search = NNDESCENT_ENTRY * n * (k + 1)
     else:  # faiss: the index keeps its own copy of the vectors
-        search = CANDIDATE_ENTRY * n * (k + 1) + feat
+        search = CANDIDATE_ENTRY * n * (k + 1) + copy
         search += HNSW_NODE * n if backend == 'faiss-hnsw' else 0
     # pynndescent's lists are made after its search, not beside it:
     lists = 0 if backend == 'pynndescent' else graph
-    out: dict[str, int] = {'knn': 2 * feat + lists + search}
+    out: dict[str, int] = {'knn': feat + copy + lists + search}
 
     links = LINK * edges
     infomap = INFOMAP_LINK * edges + INFOMAP_NODE * n
@@ -273,13 +294,21 @@ def estimate_memory(
         band = BAND_PAIR * pairs
         score = band + BAND_CHUNK_PAIR * min(pairs, BAND_CHUNK_SIZE)
         out['sdt'] = kept + max(encode, score)
-        # SDTClusterer.cluster frees the scores and the context first:
-        out['links_infomap'] = feat + graph + 8 * n + links + infomap
+        # The links are made beside the context, the Top-K Jaccard and the
+        # scores; SDTClusterer.cluster then frees those (and with the
+        # context the kNN graph it built) before Infomap:
+        making = feat + graph + 2 * shared + 8 * n + band + links
+        left = feat + (graph if graph_given else 0) + 8 * n
+        out['links_infomap'] = max(making, left + links + infomap)
     else:
         if method == 'fc-es':
             out['jaccard'] = feat + graph + 2 * 4 * nk + scratch
         out['links_infomap'] = feat + graph + links + infomap
     out['metrics'] = feat + graph + METRICS_NODE * n
+    if method == 'sdt' and not graph_given:
+        out['metrics'] -= graph  # freed with the context before Infomap
+    if graph_given:
+        del out['knn']
     out = {stage: value + RUNTIME for stage, value in out.items()}
     out['peak'] = max(out.values())
     return out
