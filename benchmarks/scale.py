@@ -2,7 +2,9 @@ r"""Time and peak memory of every stage of the SDT pipeline as :math:`N`
 grows, with the ``infomap-knn`` baseline on the same kNN graph.
 
 Data: :func:`torch_geometric_sdt.datasets.synthetic_faces`, 256-d, seed 0,
-:math:`k = 80` (self included), cosine. Model: the shipped relational model
+:math:`k = 80` (self included), cosine, written to a ``.npy`` file by one
+process and read memory-mapped by another (as ``sdt cluster`` reads a
+features file), which runs the pipeline. Model: the shipped relational model
 (:func:`torch_geometric_sdt.pretrained.default_model_path`). The stages are
 those of :meth:`SDTClusterer.cluster`, run one by one:
 
@@ -16,14 +18,17 @@ those of :meth:`SDTClusterer.cluster`, run one by one:
 6. ``links_infomap``: the final links and Infomap;
 7. ``metrics``: pairwise / BCubed F and NMI against the labels;
 
-then ``infomap-knn`` (early-stopped cosine threshold + Infomap) and
+with ``infomap-knn`` (early-stopped cosine threshold + Infomap) and
 ``fc-es`` (full-list edge probabilities + Infomap), their thresholds chosen
-on the synthetic training draw of ``sdt_quality``, on the same
-graph, timed and scored. Every size runs in its own subprocess so that the
-peak memory of one size never mixes with another's. Each stage records its
-wall time and peak resident memory (:class:`benchmarks.common.Measure`);
-the growth exponent of each stage is the least-squares slope of
-:math:`\log t` against :math:`\log N` over the sizes run. The memory model
+on the synthetic training draw of ``sdt_quality``, run on the same graph
+(written to a file after ``knn`` and read back after ``metrics``, so that
+during the SDT stages the graph lives in the context alone, which
+:meth:`SDTClusterer.cluster` frees before Infomap), timed and scored. Every
+size runs in its own subprocess so that the peak memory of one size never
+mixes with another's. Each stage records its wall time and peak resident
+memory (:class:`benchmarks.common.Measure`); the growth exponent of each
+stage is the least-squares slope of :math:`\log t` against :math:`\log N`
+over the sizes run. The memory model
 :func:`torch_geometric_sdt.memory.estimate_memory` is compared with the
 measured peak at every size and projected to the 5.21M faces of the
 MS-Celeb-1M test set.
@@ -46,7 +51,6 @@ import resource
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -71,17 +75,33 @@ PROJECTION_NODES = 5_210_000
 MB = 2**20
 
 
+def generate(num_nodes: int, dim: int, folder: Path) -> None:
+    r"""Writes the synthetic faces of one size to :obj:`folder`
+    (``x.npy``, ``y.npy``), in the process that calls it."""
+    from torch_geometric_sdt.datasets import synthetic_faces
+
+    x, y = synthetic_faces(num_nodes, dim, seed=0)
+    np.save(folder / 'x.npy', x.numpy())
+    np.save(folder / 'y.npy', y.numpy())
+
+
 def run_one(
-    num_nodes: int, dim: int, k: int, threshold: float, fces_threshold: float
+    folder: Path, k: int, threshold: float, fces_threshold: float
 ) -> dict[str, Any]:
-    r"""Runs every stage at one size (in this process) and returns its row."""
+    r"""Runs every stage on the faces in :obj:`folder` (in this process) and
+    returns its row. The features are read memory-mapped, as
+    :func:`~torch_geometric_sdt.io.load_features` reads them for ``sdt
+    cluster``. After the oracle Top-K the kNN graph is written to
+    :obj:`folder` and left to the SDT context alone, as in
+    :meth:`SDTClusterer.cluster`; the baselines read it back at the end."""
     import torch
 
     from torch_geometric_sdt.baselines import cluster_knn
-    from torch_geometric_sdt.datasets import synthetic_faces
+    from torch_geometric_sdt.io import load_features
     from torch_geometric_sdt.metrics import evaluate
     from torch_geometric_sdt.nn.knn import (
         AUTO_NNDESCENT_OPTIONS,
+        KNN,
         knn,
         resolve_backend,
     )
@@ -93,18 +113,18 @@ def run_one(
     model = SDTClusterer.load(default_model_path())
     if model.k != k:
         raise ValueError(f'the shipped model has k = {model.k} (got --k {k})')
+    y = torch.from_numpy(np.load(folder / 'y.npy'))
     base_rss = rss_bytes()
-    t = time.perf_counter()
-    x, y = synthetic_faces(num_nodes, dim, seed=0)
-    generate_s = time.perf_counter() - t
-    backend = resolve_backend('auto', num_nodes, x.device)
+    x = load_features(folder / 'x.npy')  # memory-mapped, read-only
+    num_nodes, dim = x.shape
+    backend = resolve_backend('auto', num_nodes, torch.device('cpu'))
     row: dict[str, Any] = {
         'num_nodes': num_nodes,
         'dim': dim,
         'k': k,
         'knn_backend': backend,
         'knn_options': AUTO_NNDESCENT_OPTIONS if backend == 'pynndescent' else {},
-        'generate_s': generate_s,
+        'features': 'memory-mapped .npy',
         'base_rss': base_rss,
         'stages': {},
     }
@@ -127,9 +147,15 @@ def run_one(
         with Measure() as m:
             graph = knn(x, k, backend='auto')
         record('knn', m)
+        # The oracle Top-K now, and the graph to a file for the baselines
+        # later, so that the SDT stages run with it in the context alone.
+        oracle = topk_target(graph.index, y)
+        np.save(folder / 'knn_index.npy', graph.index.numpy())
+        np.save(folder / 'knn_sim.npy', graph.sim.numpy())
         with Measure() as m:
             ctx = model.context(x, graph=graph)
         record('context', m)
+        del graph
         with Measure() as m:
             topk = model.predict_topk(ctx)
         record('topk', m)
@@ -144,13 +170,13 @@ def run_one(
         with Measure() as m:
             edge_index, weight = model.final_links(ctx, topk, jac, band_pos, band_prob)
             row['num_band_pairs'] = int(band_pos.numel())
-            del ctx, jac, band_pos, band_prob  # As cluster() does before Infomap.
+            # As cluster() does before Infomap (the kNN graph goes with ctx):
+            del ctx, jac, band_pos, band_prob
             pred = cluster_links(edge_index, weight, num_nodes)
         record('links_infomap', m)
         row['num_links'] = int(edge_index.size(1))
         row['mean_topk'] = float(topk.float().mean())
         # Against the label-derived (oracle) Top-K, outside the timed stages:
-        oracle = topk_target(graph.index, y)
         row['oracle_mean_topk'] = float(oracle.float().mean())
         row['topk_mae'] = float((topk - oracle).abs().float().mean())
         del oracle, edge_index, weight
@@ -158,11 +184,15 @@ def run_one(
             row['sdt_metrics'] = evaluate(pred, y)
         record('metrics', m)
         if num_nodes <= 20_000:  # the stages above are exactly cluster():
-            same = torch.equal(model.cluster(x, graph=graph), pred)
+            same = torch.equal(model.cluster(x), pred)
             row['matches_cluster'] = same
             if not same:
                 raise RuntimeError('the staged pipeline differs from cluster()')
         del topk, pred
+        graph = KNN(
+            torch.from_numpy(np.load(folder / 'knn_index.npy')),
+            torch.from_numpy(np.load(folder / 'knn_sim.npy')),
+        )
         for key, method, thr in (
             ('baseline', 'infomap-knn', threshold),
             ('fc_es', 'fc-es', fces_threshold),
@@ -209,14 +239,15 @@ def add_estimates(row: dict[str, Any]) -> None:
     written, so every row is compared with the memory model of that
     commit."""
     n, dim, k, backend = row['num_nodes'], row['dim'], row['k'], row['knn_backend']
+    # Rows recorded before the features were read from a file held them:
+    mapped = row.get('features') == 'memory-mapped .npy'
     measured = max(row['measured_peak'], 1)
-    est = estimate_memory(n, dim, k, method='sdt', backend=backend)
+    est = estimate_memory(n, dim, k, method='sdt', backend=backend, mapped=mapped)
     row['estimate'] = est
     row['estimate_over_measured'] = est['peak'] / measured
     # The same model with the Top-K the shipped model actually predicted:
-    at = estimate_memory(
-        n, dim, k, backend=backend, mean_topk=min(k, max(1.0, row['mean_topk']))
-    )
+    mean_topk = min(k, max(1.0, row['mean_topk']))
+    at = estimate_memory(n, dim, k, backend=backend, mean_topk=mean_topk, mapped=mapped)
     row['estimate_at_measured_topk'] = at
     row['estimate_at_measured_topk_over_measured'] = at['peak'] / measured
 
@@ -226,7 +257,7 @@ def summary(rows: list[dict[str, Any]], dim: int, k: int) -> dict[str, Any]:
         add_estimates(row)
     keys = [*STAGES, 'total', 'infomap-knn']
     out: dict[str, Any] = {'growth_exponent': {s: growth(rows, s) for s in keys}}
-    proj = estimate_memory(PROJECTION_NODES, dim, k, method='sdt')
+    proj = estimate_memory(PROJECTION_NODES, dim, k, method='sdt', mapped=True)
     out['projection'] = {'num_nodes': PROJECTION_NODES, 'estimate': proj}
     ratios = [r['estimate_over_measured'] for r in rows]
     out['estimate_over_measured'] = ratios
@@ -238,8 +269,11 @@ def markdown(rows: list[dict[str, Any]], summ: dict[str, Any]) -> list[str]:
     lines = [
         'Synthetic faces (256-d, seed 0), k = 80, the shipped relational SDT '
         "model; kNN with `backend='auto'`. One subprocess per size. Times in "
-        'seconds; memory: peak resident set above the level before the data '
-        'was generated (so it includes the features), sampled every 5 ms.',
+        'seconds; memory: peak resident set above the level before the '
+        'features were mapped, sampled every 5 ms. The features are a '
+        '`.npy` file read memory-mapped; the kNN search reads them in chunks '
+        'and hands their pages back, so they are not resident after it '
+        '(rows recorded before that held them in memory).',
         '',
         'Each size was run at: '
         + '; '.join(
@@ -334,19 +368,26 @@ def run_size(num_nodes: int, args: argparse.Namespace) -> dict[str, Any]:
     r"""Runs one size in a subprocess and returns its row; raises
     :class:`RuntimeError` when it cannot fit or fails."""
     try:  # refuse a size that cannot fit before spending hours on it
-        check_memory(estimate_memory(num_nodes, args.dim, args.k, method='sdt'))
+        check_memory(
+            estimate_memory(num_nodes, args.dim, args.k, method='sdt', mapped=True)
+        )
     except MemoryError as e:
         raise RuntimeError(f'skipped: {e}') from e
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
         row_path = Path(tmp) / 'row.json'
-        cmd = [sys.executable, '-m', 'benchmarks.scale', '--one', str(num_nodes)]
-        cmd += ['--dim', str(args.dim), '--k', str(args.k)]
-        cmd += ['--threshold', str(args.threshold), '--row-out', str(row_path)]
-        cmd += ['--fces-threshold', str(args.fces_threshold)]
         env = dict(os.environ)
         env['PYTHONPATH'] = os.pathsep.join(
             p for p in (str(ROOT), env.get('PYTHONPATH')) if p
         )
+        # The faces are written by one process and clustered by another, so
+        # that the second one's memory holds the pipeline alone.
+        base = [sys.executable, '-m', 'benchmarks.scale', '--folder', tmp]
+        gen = [*base, '--generate', str(num_nodes), '--dim', str(args.dim)]
+        if subprocess.run(gen, cwd=ROOT, env=env).returncode != 0:
+            raise RuntimeError('the faces could not be generated')
+        cmd = [*base, '--one', '--k', str(args.k), '--row-out', str(row_path)]
+        cmd += ['--threshold', str(args.threshold)]
+        cmd += ['--fces-threshold', str(args.fces_threshold)]
         res = subprocess.run(cmd, cwd=ROOT, env=env)
         if res.returncode != 0 or not row_path.exists():
             raise RuntimeError(f'exit status {res.returncode}')
@@ -385,12 +426,24 @@ def main() -> None:
         help='run nothing: rewrite the results from the recorded rows, with '
         "the memory estimates of this commit's model",
     )
-    parser.add_argument('--one', type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument(
+        '--tmp',
+        default=None,
+        help='folder for the generated faces of a size (default: the '
+        "system's temporary folder; 5.3 GB at 5.21M faces)",
+    )
+    parser.add_argument('--generate', type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument('--one', action='store_true', help=argparse.SUPPRESS)
+    parser.add_argument('--folder', default=None, help=argparse.SUPPRESS)
     parser.add_argument('--row-out', default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
-    if args.one is not None:  # the child process of one size
-        row = run_one(args.one, args.dim, args.k, args.threshold, args.fces_threshold)
+    if args.generate is not None:  # the child process that writes the faces
+        generate(args.generate, args.dim, Path(args.folder))
+        return
+    if args.one:  # the child process that clusters them
+        folder = Path(args.folder)
+        row = run_one(folder, args.k, args.threshold, args.fces_threshold)
         Path(args.row_out).write_text(json.dumps(row, default=str))
         return
 

@@ -560,10 +560,12 @@ def test_incremental_timing_only_skips_the_references(tmp_path):
     ]
 
 
-def test_scale_row_compares_the_topk_with_the_oracle():
-    from benchmarks.scale import markdown, run_one, summary
+def test_scale_row_compares_the_topk_with_the_oracle(tmp_path):
+    from benchmarks.scale import generate, markdown, run_one, summary
 
-    row = run_one(1500, 32, 80, 0.7, 0.3)
+    generate(1500, 32, tmp_path)
+    row = run_one(tmp_path, 80, 0.7, 0.3)
+    assert row['features'] == 'memory-mapped .npy' and row['num_nodes'] == 1500
     assert 1.0 <= row['oracle_mean_topk'] <= 80.0
     assert 0.0 <= row['topk_mae'] <= 79.0
     # The mean error is at least the gap of the means:
@@ -576,23 +578,53 @@ def test_scale_row_compares_the_topk_with_the_oracle():
     assert f'| {row["mean_topk"]:.1f} | - | - | {row["num_links"]:,} |' in text
 
 
+def test_knn_memory_rows_keep_other_sizes_and_compare_with_the_model(tmp_path):
+    from benchmarks import knn_memory
+    from torch_geometric_sdt.memory import estimate_memory
+
+    recorded = {'num_nodes': 7, 'dim': 256, 'k': 80, 'knn_backend': 'pynndescent'}
+    recorded.update(seconds=1.0, peak_rss_above_base=2**30, graph_bytes=1)
+    recorded.update(date='then', commit='abc')
+    (tmp_path / 'knn_memory.json').write_text(json.dumps({'rows': [recorded]}))
+    knn_memory.main(['--sizes', '2500', '--dim', '32', '--out', str(tmp_path)])
+    doc = json.loads((tmp_path / 'knn_memory.json').read_text())
+    old, row = doc['rows']  # sorted by size; the recorded row is kept
+    assert old['commit'] == 'abc' and row['num_nodes'] == 2500
+    assert row['knn_backend'] == 'exact' and row['graph_bytes'] == 2500 * 80 * 12
+    want = estimate_memory(2500, 32, 80, backend='exact', mapped=True)['knn']
+    assert row['estimate_knn'] == want
+    assert row['estimate_over_measured'] == want / row['peak_rss_above_base']
+    assert row['peak_rss_above_base'] > 0 and row['seconds'] > 0
+    text = (tmp_path / 'knn_memory.md').read_text()
+    assert '| 2,500 | exact |' in text and '| 7 | pynndescent |' in text
+
+
 def test_scale_report_compares_recorded_rows_with_this_memory_model(
     tmp_path, monkeypatch
 ):
     from benchmarks import scale
     from torch_geometric_sdt.memory import estimate_memory
 
-    row = scale.run_one(1500, 32, 80, 0.7, 0.3)
+    scale.generate(1500, 32, tmp_path)
+    row = scale.run_one(tmp_path, 80, 0.7, 0.3)
     assert 'estimate' not in row  # computed when the report is written
     stale = {**row, 'estimate': {'peak': 1}, 'estimate_over_measured': 0.0}
-    (tmp_path / 'scale.json').write_text(json.dumps({'rows': [stale]}))
+    # A row recorded when the features were held in memory:
+    held = {k: v for k, v in stale.items() if k != 'features'}
+    held['num_nodes'] = 1501
+    (tmp_path / 'scale.json').write_text(json.dumps({'rows': [stale, held]}))
     monkeypatch.setattr(sys, 'argv', ['scale', '--report', '--out', str(tmp_path)])
     scale.main()
-    got = json.loads((tmp_path / 'scale.json').read_text())['rows'][0]
-    want = estimate_memory(1500, 32, 80, method='sdt', backend=row['knn_backend'])
+    got, old = json.loads((tmp_path / 'scale.json').read_text())['rows']
+    want = estimate_memory(
+        1500, 32, 80, method='sdt', backend=row['knn_backend'], mapped=True
+    )
     assert got['estimate'] == want
     assert got['estimate_over_measured'] == want['peak'] / row['measured_peak']
     assert got['stages'] == row['stages']  # nothing was run again
+    assert old['estimate'] == estimate_memory(
+        1501, 32, 80, method='sdt', backend=row['knn_backend']
+    )
     assert '| 1,500 |' in (tmp_path / 'scale.md').read_text()
 
     monkeypatch.setattr(
