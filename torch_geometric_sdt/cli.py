@@ -409,20 +409,26 @@ def _check_memory(args: argparse.Namespace, x: Any, method: str | None, k: int) 
     if args.no_memory_check:
         return
     num_nodes, dim = x.shape
-    est = estimate_memory(
-        num_nodes,
-        dim,
-        k,
-        method=method or 'infomap-knn',
-        backend=args.backend,
-        mapped=readonly_mapping(x) is not None,
-        # Read from a cache, or built here for a metric other than cosine:
-        graph_given=method is not None
-        and (
-            getattr(args, 'knn', None) is not None
-            or getattr(args, 'metric', 'cosine') != 'cosine'
-        ),
-    )
+    cached = getattr(args, 'knn', None) is not None
+    # The graph stays alive to the end when it is read from a cache or built
+    # here (any metric but cosine; _cmd_cluster leaves a cosine one to the
+    # SDT model, which frees it before Infomap):
+    kept = cached or getattr(args, 'metric', 'cosine') != 'cosine'
+
+    def estimate(graph_given: bool) -> dict[str, int]:
+        return estimate_memory(
+            num_nodes,
+            dim,
+            k,
+            method=method or 'infomap-knn',
+            backend=args.backend,
+            mapped=readonly_mapping(x) is not None,
+            graph_given=graph_given,
+        )
+
+    est = estimate(kept)
+    if kept and not cached:  # built here, then kept
+        est['knn'] = estimate(False)['knn']
     if method is None:
         est = {'knn': est['knn']}
     est.pop('peak', None)
