@@ -10,8 +10,6 @@ from torch_geometric_sdt.io import load_features
 from torch_geometric_sdt.nn.knn import knn
 from torch_geometric_sdt.nn.knn.common import prepare
 from torch_geometric_sdt.utils.mapped import (
-    MAPPED_CHUNK_BYTES,
-    chunk_rows,
     readonly_mapping,
     release_rows,
 )
@@ -52,13 +50,6 @@ def test_readonly_mapping_only_for_read_only_memmaps(features, tmp_path):
     assert readonly_mapping(x) is None
     assert readonly_mapping(torch.from_numpy(x)) is None
     assert readonly_mapping(None) is None
-
-
-def test_chunk_rows():
-    x = np.zeros((10, 256), dtype=np.float32)
-    assert chunk_rows(x) == MAPPED_CHUNK_BYTES // 1024
-    assert chunk_rows(x, chunk_bytes=100) == 1  # at least one row
-    assert chunk_rows(np.zeros((3, 2), dtype=np.float64), 32) == 2
 
 
 @linux

@@ -40,13 +40,6 @@ def readonly_mapping(x: object) -> mmap.mmap | None:
     return base if isinstance(base, mmap.mmap) else None
 
 
-def chunk_rows(x: np.ndarray, chunk_bytes: int = MAPPED_CHUNK_BYTES) -> int:
-    r"""Rows per chunk for a pass over :obj:`x` of at most about
-    :obj:`chunk_bytes` bytes per chunk (at least one row)."""
-    row_bytes = max(1, x.itemsize * int(np.prod(x.shape[1:], dtype=np.int64)))
-    return max(1, chunk_bytes // row_bytes)
-
-
 def release_rows(x: np.ndarray, start: int, end: int) -> None:
     r"""Hands the resident pages under rows :math:`[start, end)` of a
     C-contiguous :obj:`x` on a read-only file mapping back to the kernel
@@ -72,4 +65,4 @@ def release_rows(x: np.ndarray, start: int, end: int) -> None:
         mm.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
 
 
-__all__ = ['MAPPED_CHUNK_BYTES', 'chunk_rows', 'readonly_mapping', 'release_rows']
+__all__ = ['MAPPED_CHUNK_BYTES', 'readonly_mapping', 'release_rows']
