@@ -18,7 +18,6 @@ JSON files present; ``run`` ends with it.
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 import time
@@ -90,10 +89,9 @@ def run_script(name: str, quick: bool, extra: list[str]) -> dict[str, object]:
         return {'name': name, 'status': 'skipped'}
     cmd = [sys.executable, '-m', f'benchmarks.{name}', *(['--quick'] if quick else [])]
     cmd += extra
-    env = dict(os.environ)
-    env['PYTHONPATH'] = os.pathsep.join(
-        p for p in (str(ROOT), env.get('PYTHONPATH')) if p
-    )
+    from benchmarks.common import child_env
+
+    env = child_env()
     print(f'[benchmarks] {name}: {" ".join(cmd[1:])}', flush=True)
     t = time.perf_counter()
     rc = subprocess.run(cmd, cwd=ROOT, env=env).returncode

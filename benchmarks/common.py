@@ -65,6 +65,17 @@ def command() -> str:
     return ' '.join([Path(sys.executable).name, *head, *argv])
 
 
+def child_env() -> dict[str, str]:
+    r"""This process's environment with the repository first on
+    ``PYTHONPATH``, for a benchmark run as ``python -m benchmarks.<name>``
+    in a subprocess."""
+    env = dict(os.environ)
+    env['PYTHONPATH'] = os.pathsep.join(
+        p for p in (str(ROOT), env.get('PYTHONPATH')) if p
+    )
+    return env
+
+
 def provenance() -> dict[str, Any]:
     r"""Date, command, commit and machine of this run."""
     total = 0

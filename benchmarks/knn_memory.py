@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -35,6 +34,7 @@ from typing import Any
 from benchmarks.common import (
     ROOT,
     Measure,
+    child_env,
     provenance,
     results_dir,
     rss_bytes,
@@ -124,10 +124,7 @@ def main(argv: list[str] | None = None) -> None:
     if (out / f'{NAME}.json').exists():
         old = json.loads((out / f'{NAME}.json').read_text())
         rows = [r for r in old['rows'] if r['num_nodes'] not in args.sizes]
-    env = dict(os.environ)
-    env['PYTHONPATH'] = os.pathsep.join(
-        p for p in (str(ROOT), env.get('PYTHONPATH')) if p
-    )
+    env = child_env()
     for n in args.sizes:
         with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
             gen = [sys.executable, '-m', 'benchmarks.scale', '--folder', tmp]

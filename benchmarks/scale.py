@@ -21,11 +21,17 @@ those of :meth:`SDTClusterer.cluster`, run one by one:
 with ``infomap-knn`` (early-stopped cosine threshold + Infomap) and
 ``fc-es`` (full-list edge probabilities + Infomap), their thresholds chosen
 on the synthetic training draw of ``sdt_quality``, run on the same graph
-(written to a file after ``knn`` and read back after ``metrics``, so that
-during the SDT stages the graph lives in the context alone, which
-:meth:`SDTClusterer.cluster` frees before Infomap), timed and scored. Every
-size runs in its own subprocess so that the peak memory of one size never
-mixes with another's. Each stage records its wall time and peak resident
+(written to a file after ``knn``, so that during the SDT stages the graph
+lives in the context alone, which :meth:`SDTClusterer.cluster` frees before
+Infomap), timed and scored. The SDT stages of each size run in one
+subprocess and each baseline in another, so that the peak memory of one
+never mixes with another's, and a baseline killed for memory leaves the SDT
+row (and the other baseline) recorded.
+
+``--regime msceleb`` draws the identity sizes of the MS-Celeb-like regime
+(:func:`~torch_geometric_sdt.datasets.regime_draw`: 50 to 120 faces per
+identity, no singletons) instead of the LFW-like long tail, and writes
+``scale_msceleb.{json,md}``. Each stage records its wall time and peak resident
 memory (:class:`benchmarks.common.Measure`); the growth exponent of each
 stage is the least-squares slope of :math:`\log t` against :math:`\log N`
 over the sizes run. The memory model
@@ -39,6 +45,7 @@ crash at a later size keeps the sizes already done.
     python -m benchmarks.scale                       # 10K, 100K, 1M
     python -m benchmarks.scale --sizes 10000 100000
     python -m benchmarks.scale --quick               # 2K and 10K
+    python -m benchmarks.scale --sizes 5210000 --merge --regime msceleb
     python -m benchmarks.scale --report              # re-render, run nothing
 """
 
@@ -46,7 +53,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import subprocess
 import sys
@@ -60,12 +66,14 @@ from benchmarks.common import (
     METRIC_COLUMNS,
     ROOT,
     Measure,
+    child_env,
     fmt_metrics,
     provenance,
     results_dir,
     rss_bytes,
     write_results,
 )
+from torch_geometric_sdt.datasets import REGIMES
 from torch_geometric_sdt.memory import check_memory, estimate_memory
 
 NAME = 'scale'
@@ -75,19 +83,24 @@ PROJECTION_NODES = 5_210_000
 MB = 2**20
 
 
-def generate(num_nodes: int, dim: int, folder: Path) -> None:
+def generate(num_nodes: int, dim: int, folder: Path, regime: str = 'lfw') -> None:
     r"""Writes the synthetic faces of one size to :obj:`folder`
-    (``x.npy``, ``y.npy``), in the process that calls it."""
-    from torch_geometric_sdt.datasets import synthetic_faces
+    (``x.npy``, ``y.npy``), in the process that calls it: for
+    :obj:`regime='lfw'` :func:`synthetic_faces` with its defaults (seed 0),
+    else the identity-size law :obj:`regime` of
+    :func:`~torch_geometric_sdt.datasets.regime_draw` (seed 0, ArcFace-like
+    cosines)."""
+    from torch_geometric_sdt.datasets import regime_draw, synthetic_faces
 
-    x, y = synthetic_faces(num_nodes, dim, seed=0)
+    if regime == 'lfw':
+        x, y = synthetic_faces(num_nodes, dim, seed=0)
+    else:
+        x, y = regime_draw(regime, num_nodes, dim, seed=0)
     np.save(folder / 'x.npy', x.numpy())
     np.save(folder / 'y.npy', y.numpy())
 
 
-def run_one(
-    folder: Path, k: int, threshold: float, fces_threshold: float
-) -> dict[str, Any]:
+def run_one(folder: Path, k: int) -> dict[str, Any]:
     r"""Runs every stage on the faces in :obj:`folder` (in this process) and
     returns its row. The features are read memory-mapped, as
     :func:`~torch_geometric_sdt.io.load_features` reads them for ``sdt
@@ -96,15 +109,9 @@ def run_one(
     :meth:`SDTClusterer.cluster`; the baselines read it back at the end."""
     import torch
 
-    from torch_geometric_sdt.baselines import cluster_knn
     from torch_geometric_sdt.io import load_features
     from torch_geometric_sdt.metrics import evaluate
-    from torch_geometric_sdt.nn.knn import (
-        AUTO_NNDESCENT_OPTIONS,
-        KNN,
-        knn,
-        resolve_backend,
-    )
+    from torch_geometric_sdt.nn.knn import AUTO_NNDESCENT_OPTIONS, knn, resolve_backend
     from torch_geometric_sdt.nn.models import SDTClusterer
     from torch_geometric_sdt.pretrained import default_model_path
     from torch_geometric_sdt.utils import topk_target
@@ -189,29 +196,39 @@ def run_one(
             if not same:
                 raise RuntimeError('the staged pipeline differs from cluster()')
         del topk, pred
-        graph = KNN(
-            torch.from_numpy(np.load(folder / 'knn_index.npy')),
-            torch.from_numpy(np.load(folder / 'knn_sim.npy')),
-        )
-        for key, method, thr in (
-            ('baseline', 'infomap-knn', threshold),
-            ('fc_es', 'fc-es', fces_threshold),
-        ):
-            with Measure() as m:
-                base_pred = cluster_knn(graph, method, threshold=thr)
-            row[key] = {
-                'method': method,
-                'threshold': thr,
-                'seconds': m.seconds,
-                'peak_rss_above_base': m.peak_rss - base_rss,
-                'metrics': evaluate(base_pred, y),
-            }
-            del base_pred
     row['sdt_total_s'] = sum(s['seconds'] for s in stages.values())
     row['dominant_stage'] = max(stages, key=lambda s: stages[s]['seconds'])
     row['measured_peak'] = max(s['peak_rss_above_base'] for s in stages.values())
     row['max_rss'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     return row
+
+
+def run_baseline(folder: Path, method: str, threshold: float) -> dict[str, Any]:
+    r"""Runs the baseline :obj:`method` at :obj:`threshold` (in this
+    process) on the kNN graph :func:`run_one` wrote to :obj:`folder`, and
+    returns its time, peak memory above the level before the graph was read,
+    and quality."""
+    import torch
+
+    from torch_geometric_sdt.baselines import cluster_knn
+    from torch_geometric_sdt.metrics import evaluate
+    from torch_geometric_sdt.nn.knn import KNN
+
+    y = torch.from_numpy(np.load(folder / 'y.npy'))
+    base_rss = rss_bytes()
+    graph = KNN(
+        torch.from_numpy(np.load(folder / 'knn_index.npy')),
+        torch.from_numpy(np.load(folder / 'knn_sim.npy')),
+    )
+    with torch.no_grad(), Measure() as m:
+        pred = cluster_knn(graph, method, threshold=threshold)
+    return {
+        'method': method,
+        'threshold': threshold,
+        'seconds': m.seconds,
+        'peak_rss_above_base': m.peak_rss - base_rss,
+        'metrics': evaluate(pred, y),
+    }
 
 
 def growth(rows: list[dict[str, Any]], key: str) -> float | None:
@@ -227,8 +244,8 @@ def growth(rows: list[dict[str, Any]], key: str) -> float | None:
 def value(row: dict[str, Any], key: str) -> float:
     if key == 'total':
         return row['sdt_total_s']
-    if key == 'infomap-knn':
-        return row['baseline']['seconds']
+    if key == 'infomap-knn':  # 0 (left out of the fit) when it failed
+        return row['baseline'].get('seconds', 0.0)
     return row['stages'][key]['seconds']
 
 
@@ -264,11 +281,20 @@ def summary(rows: list[dict[str, Any]], dim: int, k: int) -> dict[str, Any]:
     return out
 
 
-def markdown(rows: list[dict[str, Any]], summ: dict[str, Any]) -> list[str]:
+def markdown(
+    rows: list[dict[str, Any]], summ: dict[str, Any], regime: str = 'lfw'
+) -> list[str]:
     gb = 2**30
+    data = (
+        'Synthetic faces (256-d, seed 0, `synthetic_faces`: LFW-like identity sizes)'
+        if regime == 'lfw'
+        else f"Synthetic faces (256-d, seed 0, `regime_draw('{regime}')`: "
+        f'{REGIMES[regime]})'
+    )
     lines = [
-        'Synthetic faces (256-d, seed 0), k = 80, the shipped relational SDT '
-        "model; kNN with `backend='auto'`. One subprocess per size. Times in "
+        data + ', k = 80, the shipped relational SDT '
+        "model; kNN with `backend='auto'`. Per size, one subprocess runs the "
+        'SDT stages and one each baseline. Times in '
         'seconds; memory: peak resident set above the level before the '
         'features were mapped, sampled every 5 ms. The features are a '
         '`.npy` file read memory-mapped; the kNN search reads them in chunks '
@@ -296,7 +322,7 @@ def markdown(rows: list[dict[str, Any]], summ: dict[str, Any]) -> list[str]:
         lines.append(
             f'| {r["num_nodes"]:,} | {backend} | {cells} | '
             f'{r["sdt_total_s"]:.2f} | {r["dominant_stage"]} | '
-            f'{r["baseline"]["seconds"]:.2f} |'
+            f'{baseline_seconds(r["baseline"])} |'
         )
     exps = summ['growth_exponent']
     lines += [
@@ -354,53 +380,104 @@ def markdown(rows: list[dict[str, Any]], summ: dict[str, Any]) -> list[str]:
             f'| {r["num_nodes"]:,} | sdt | {fmt_metrics(r["sdt_metrics"])} | '
             f'{r["mean_topk"]:.1f} | {oracle} | {r["num_links"]:,} |'
         )
-        for b in (r['baseline'], r.get('fc_es')):
-            if b is None:  # rows recorded before fc-es was measured
-                continue
+        for b in baselines(r):
+            result = (
+                f'failed ({b["error"]}) | | | | '
+                if 'error' in b
+                else fmt_metrics(b['metrics'])
+            )
             lines.append(
                 f'| {r["num_nodes"]:,} | {b["method"]} ({b["threshold"]}) | '
-                f'{fmt_metrics(b["metrics"])} | - | - | - | - |'
+                f'{result} | - | - | - | - |'
+            )
+    lines += [
+        '',
+        '## Baselines on the same kNN graph (each in its own process)',
+        '',
+        '| N | method | seconds | peak memory (MB above the level before the '
+        'graph was read) |',
+        '|---|---|---|---|',
+    ]
+    for r in rows:
+        for b in baselines(r):
+            peak = b.get('peak_rss_above_base')
+            lines.append(
+                f'| {r["num_nodes"]:,} | {b["method"]} ({b["threshold"]}) | '
+                f'{baseline_seconds(b)} | '
+                f'{"-" if peak is None else f"{peak / MB:.0f}"} |'
             )
     return lines
 
 
+def baselines(row: dict[str, Any]) -> list[dict[str, Any]]:
+    r"""The row's baseline results (rows recorded before ``fc-es`` was
+    measured have one)."""
+    return [b for b in (row['baseline'], row.get('fc_es')) if b is not None]
+
+
+def baseline_seconds(b: dict[str, Any]) -> str:
+    return f'failed ({b["error"]})' if 'error' in b else f'{b["seconds"]:.2f}'
+
+
 def run_size(num_nodes: int, args: argparse.Namespace) -> dict[str, Any]:
-    r"""Runs one size in a subprocess and returns its row; raises
-    :class:`RuntimeError` when it cannot fit or fails."""
+    r"""Runs one size in subprocesses (one writes the faces, one runs the
+    SDT stages, one per baseline) and returns its row; raises
+    :class:`RuntimeError` when it cannot fit or the SDT stages fail. A
+    baseline that fails (a process killed for memory, say) is recorded in
+    the row with its exit status instead of its result."""
     try:  # refuse a size that cannot fit before spending hours on it
         check_memory(
             estimate_memory(num_nodes, args.dim, args.k, method='sdt', mapped=True)
         )
     except MemoryError as e:
         raise RuntimeError(f'skipped: {e}') from e
+    env = child_env()
     with tempfile.TemporaryDirectory(dir=args.tmp) as tmp:
         row_path = Path(tmp) / 'row.json'
-        env = dict(os.environ)
-        env['PYTHONPATH'] = os.pathsep.join(
-            p for p in (str(ROOT), env.get('PYTHONPATH')) if p
-        )
         # The faces are written by one process and clustered by another, so
         # that the second one's memory holds the pipeline alone.
         base = [sys.executable, '-m', 'benchmarks.scale', '--folder', tmp]
         gen = [*base, '--generate', str(num_nodes), '--dim', str(args.dim)]
+        gen += ['--regime', args.regime]
         if subprocess.run(gen, cwd=ROOT, env=env).returncode != 0:
             raise RuntimeError('the faces could not be generated')
         cmd = [*base, '--one', '--k', str(args.k), '--row-out', str(row_path)]
-        cmd += ['--threshold', str(args.threshold)]
-        cmd += ['--fces-threshold', str(args.fces_threshold)]
         res = subprocess.run(cmd, cwd=ROOT, env=env)
         if res.returncode != 0 or not row_path.exists():
             raise RuntimeError(f'exit status {res.returncode}')
-        return json.loads(row_path.read_text())
+        row = json.loads(row_path.read_text())
+        row['regime'] = args.regime
+        for key, method, thr in (
+            ('baseline', 'infomap-knn', args.threshold),
+            ('fc_es', 'fc-es', args.fces_threshold),
+        ):
+            out = Path(tmp) / f'{key}.json'
+            cmd = [*base, '--baseline', method, '--threshold', str(thr)]
+            res = subprocess.run([*cmd, '--row-out', str(out)], cwd=ROOT, env=env)
+            if res.returncode == 0 and out.exists():
+                row[key] = json.loads(out.read_text())
+            else:
+                err = f'exit status {res.returncode}'
+                row[key] = {'method': method, 'threshold': thr, 'error': err}
+                print(f'N={num_nodes:,} {method} failed: {err}', file=sys.stderr)
+        return row
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument(
         '--sizes', type=int, nargs='+', default=[10_000, 100_000, 1_000_000]
     )
     parser.add_argument('--dim', type=int, default=256)
     parser.add_argument('--k', type=int, default=80)
+    parser.add_argument(
+        '--regime',
+        default='lfw',
+        choices=('lfw', 'msceleb'),
+        help="identity sizes: 'lfw' (synthetic_faces' LFW-like long tail; "
+        "results in scale.*) or 'msceleb' (50-120 faces per identity; "
+        'results in scale_msceleb.*)',
+    )
     parser.add_argument(
         '--threshold',
         type=float,
@@ -434,30 +511,35 @@ def main() -> None:
     )
     parser.add_argument('--generate', type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument('--one', action='store_true', help=argparse.SUPPRESS)
+    parser.add_argument('--baseline', default=None, help=argparse.SUPPRESS)
     parser.add_argument('--folder', default=None, help=argparse.SUPPRESS)
     parser.add_argument('--row-out', default=None, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     if args.generate is not None:  # the child process that writes the faces
-        generate(args.generate, args.dim, Path(args.folder))
+        generate(args.generate, args.dim, Path(args.folder), args.regime)
         return
     if args.one:  # the child process that clusters them
-        folder = Path(args.folder)
-        row = run_one(folder, args.k, args.threshold, args.fces_threshold)
+        row = run_one(Path(args.folder), args.k)
         Path(args.row_out).write_text(json.dumps(row, default=str))
+        return
+    if args.baseline is not None:  # a child process that runs a baseline
+        row = run_baseline(Path(args.folder), args.baseline, args.threshold)
+        Path(args.row_out).write_text(json.dumps(row))
         return
 
     sizes = [2_000, 10_000] if args.quick else sorted(args.sizes)
     out = results_dir(args.quick, args.out)
+    name = result_name(args.regime)
     rows: list[dict[str, Any]] = []
     if args.report:
         sizes, args.merge = [], True
-        if not (out / f'{NAME}.json').exists():
-            parser.error(f'--report needs recorded rows in {out / NAME}.json')
-    if args.merge and (out / f'{NAME}.json').exists():
+        if not (out / f'{name}.json').exists():
+            parser.error(f'--report needs recorded rows in {out / name}.json')
+    if args.merge and (out / f'{name}.json').exists():
         # Keep the recorded rows of the sizes not run now (each row carries
         # its own date and commit).
-        old = json.loads((out / f'{NAME}.json').read_text())
+        old = json.loads((out / f'{name}.json').read_text())
         for row in old.get('rows', []):
             if row['num_nodes'] not in sizes:
                 row.setdefault('date', old.get('date'))
@@ -465,7 +547,7 @@ def main() -> None:
                 rows.append(row)
     failures: list[dict[str, Any]] = []
     if args.report:
-        write_report(rows, failures, args, out)
+        write_report(rows, failures, args, out, name)
         return
     for n in sizes:
         try:
@@ -477,9 +559,14 @@ def main() -> None:
             failures.append({'num_nodes': n, 'error': str(e)})
             print(f'N={n:,} failed: {e}', file=sys.stderr)
         # Rewritten after every size: a crash later keeps what is done.
-        write_report(rows, failures, args, out)
+        write_report(rows, failures, args, out, name)
     if failures:
         sys.exit(1)
+
+
+def result_name(regime: str) -> str:
+    r"""The results file stem of an identity-size regime."""
+    return NAME if regime == 'lfw' else f'{NAME}_{regime}'
 
 
 def write_report(
@@ -487,18 +574,20 @@ def write_report(
     failures: list[dict[str, Any]],
     args: argparse.Namespace,
     out: Path,
+    name: str,
 ) -> None:
     summ = summary(rows, args.dim, args.k)
-    body = markdown(rows, summ)
+    body = markdown(rows, summ, args.regime)
     if failures:
         body += [
             '',
             'Sizes that failed: '
             + '; '.join(f'{f["num_nodes"]:,} ({f["error"]})' for f in failures),
         ]
+    title = 'SDT pipeline at scale: time and memory per stage'
     write_results(
-        NAME,
-        'SDT pipeline at scale: time and memory per stage',
+        name,
+        title if args.regime == 'lfw' else f'{title} ({args.regime} identity sizes)',
         {'rows': rows, 'failures': failures, **summ},
         body,
         out=out,

@@ -561,10 +561,11 @@ def test_incremental_timing_only_skips_the_references(tmp_path):
 
 
 def test_scale_row_compares_the_topk_with_the_oracle(tmp_path):
-    from benchmarks.scale import generate, markdown, run_one, summary
+    from benchmarks.scale import generate, markdown, run_baseline, run_one, summary
 
     generate(1500, 32, tmp_path)
-    row = run_one(tmp_path, 80, 0.7, 0.3)
+    row = run_one(tmp_path, 80)
+    row['baseline'] = run_baseline(tmp_path, 'infomap-knn', 0.7)
     assert row['features'] == 'memory-mapped .npy' and row['num_nodes'] == 1500
     assert 1.0 <= row['oracle_mean_topk'] <= 80.0
     assert 0.0 <= row['topk_mae'] <= 79.0
@@ -576,6 +577,38 @@ def test_scale_row_compares_the_topk_with_the_oracle(tmp_path):
     assert f'| {row["topk_mae"]:.2f} |' in text
     # The row recorded before the comparison:
     assert f'| {row["mean_topk"]:.1f} | - | - | {row["num_links"]:,} |' in text
+
+
+def test_scale_runs_the_baselines_apart_on_the_graph_of_the_sdt_stages(tmp_path):
+    from benchmarks import scale
+    from torch_geometric_sdt.baselines import cluster_knn
+    from torch_geometric_sdt.datasets import regime_draw
+    from torch_geometric_sdt.metrics import evaluate
+    from torch_geometric_sdt.nn.knn import knn
+
+    out = tmp_path / 'out'
+    argv = ['--sizes', '1500', '--dim', '32', '--regime', 'msceleb']
+    scale.main([*argv, '--out', str(out), '--tmp', str(tmp_path)])
+    assert not (out / 'scale.json').exists()
+    (row,) = json.loads((out / 'scale_msceleb.json').read_text())['rows']
+    assert row['regime'] == 'msceleb' and row['num_nodes'] == 1500
+    assert row['matches_cluster'] is True  # the SDT stages are cluster()
+    x, y = regime_draw('msceleb', 1500, 32, seed=0)
+    assert y.bincount().min() >= 50  # the regime's identity sizes
+    graph = knn(x, 80)
+    for key, method, thr in (('baseline', 'infomap-knn', 0.7), ('fc_es', 'fc-es', 0.3)):
+        want = evaluate(cluster_knn(graph, method, threshold=thr), y)
+        assert row[key]['metrics'] == pytest.approx(want)
+        assert row[key]['threshold'] == thr and row[key]['seconds'] > 0
+        assert row[key]['peak_rss_above_base'] > 0
+    text = (out / 'scale_msceleb.md').read_text()
+    assert "regime_draw('msceleb')" in text and '## Baselines on the same' in text
+    # A baseline killed for memory is recorded as such, the rest kept:
+    row['fc_es'] = {'method': 'fc-es', 'threshold': 0.3, 'error': 'exit status -9'}
+    text = '\n'.join(scale.markdown([row], scale.summary([row], 32, 80), 'msceleb'))
+    assert '| 1,500 | fc-es (0.3) | failed (exit status -9) |' in text
+    assert f'| 1,500 | infomap-knn (0.7) | {row["baseline"]["seconds"]:.2f} |' in text
+    assert row['sdt_metrics']['pairwise_fscore'] > 0.9
 
 
 def test_knn_memory_rows_keep_other_sizes_and_compare_with_the_model(tmp_path):
@@ -606,7 +639,8 @@ def test_scale_report_compares_recorded_rows_with_this_memory_model(
     from torch_geometric_sdt.memory import estimate_memory
 
     scale.generate(1500, 32, tmp_path)
-    row = scale.run_one(tmp_path, 80, 0.7, 0.3)
+    row = scale.run_one(tmp_path, 80)
+    row['baseline'] = scale.run_baseline(tmp_path, 'infomap-knn', 0.7)
     assert 'estimate' not in row  # computed when the report is written
     stale = {**row, 'estimate': {'peak': 1}, 'estimate_over_measured': 0.0}
     # A row recorded when the features were held in memory:
