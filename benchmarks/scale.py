@@ -269,9 +269,19 @@ def add_estimates(row: dict[str, Any]) -> None:
     row['estimate_at_measured_topk_over_measured'] = at['peak'] / measured
 
 
+def add_totals(row: dict[str, Any]) -> None:
+    r"""Sets the row's ``end_to_end_seconds`` (the SDT stages from the
+    memory-mapped features to the metrics; generating the features is not
+    counted) and ``peak_rss_gb`` (the process's peak resident set in units
+    of :math:`10^9` bytes, the interpreter and libraries included)."""
+    row['end_to_end_seconds'] = row['sdt_total_s']
+    row['peak_rss_gb'] = row['max_rss'] / 1e9
+
+
 def summary(rows: list[dict[str, Any]], dim: int, k: int) -> dict[str, Any]:
     for row in rows:
         add_estimates(row)
+        add_totals(row)
     keys = [*STAGES, 'total', 'infomap-knn']
     out: dict[str, Any] = {'growth_exponent': {s: growth(rows, s) for s in keys}}
     proj = estimate_memory(PROJECTION_NODES, dim, k, method='sdt', mapped=True)
@@ -308,6 +318,16 @@ def markdown(
             for r in rows
         )
         + ' (`--merge` keeps recorded sizes that are not run again).',
+        '',
+        '## End to end',
+        '',
+        '| N | end-to-end seconds | peak RSS (GB, the whole process) |',
+        '|---|---|---|',
+        *(
+            f'| {r["num_nodes"]:,} | {r["end_to_end_seconds"]:.0f} | '
+            f'{r["peak_rss_gb"]:.2f} |'
+            for r in rows
+        ),
         '',
         '## Time per stage (s)',
         '',

@@ -609,6 +609,11 @@ def test_scale_runs_the_baselines_apart_on_the_graph_of_the_sdt_stages(tmp_path)
     assert '| 1,500 | fc-es (0.3) | failed (exit status -9) |' in text
     assert f'| 1,500 | infomap-knn (0.7) | {row["baseline"]["seconds"]:.2f} |' in text
     assert row['sdt_metrics']['pairwise_fscore'] > 0.9
+    # The totals the report names: time of the SDT stages, peak of the process
+    assert row['end_to_end_seconds'] == row['sdt_total_s'] > 0
+    assert row['peak_rss_gb'] == row['max_rss'] / 1e9
+    assert row['peak_rss_gb'] * 1e9 > row['measured_peak'] > 0
+    assert f'| 1,500 | {row["end_to_end_seconds"]:.0f} | ' in text
 
 
 def test_knn_memory_rows_keep_other_sizes_and_compare_with_the_model(tmp_path):
