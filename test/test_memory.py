@@ -17,6 +17,7 @@ from torch_geometric_sdt.memory import (
     available_memory,
     check_memory,
     estimate_memory,
+    topk_batch_bytes,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -217,7 +218,6 @@ def test_topk_estimate_covers_the_measured_peak(n):
 
 @pytest.mark.parametrize('k', sorted(TOPK_BATCH_MEASURED))
 def test_topk_batch_model_follows_k(k):
-    from torch_geometric_sdt.memory import topk_batch_bytes
 
     batch = topk_batch_bytes(4096, k) / MB
     assert TOPK_BATCH_MEASURED[k] <= batch <= 1.25 * TOPK_BATCH_MEASURED[k]
@@ -297,6 +297,51 @@ def test_cli_memory_check_can_be_skipped(tmp_path, monkeypatch, capsys):
     assert not (tmp_path / 'a.npz').exists()
     assert main([*argv, '--quiet', '--no-memory-check']) == 0
     assert (tmp_path / 'a.npz').exists()
+
+
+def test_after_topk_splits_the_estimate_where_the_topk_is_known():
+    from torch_geometric_sdt.memory import TOPK_LATER_STAGES, after_topk
+
+    n, k = 200_000, 80
+    est = estimate_memory(n, 256, k, mean_topk=70.0, mapped=True)
+    later, held = after_topk(est, n, k)
+    assert set(later) == {*TOPK_LATER_STAGES, 'peak'}
+    assert later['peak'] == max(est[s] for s in TOPK_LATER_STAGES)
+    assert held == est['topk'] - topk_batch_bytes(256, k) > 0
+    # A larger mean Top-K makes the later stages larger, not what is held:
+    low, held_low = after_topk(estimate_memory(n, 256, k, mapped=True), n, k)
+    assert later['peak'] > low['peak'] and held == held_low
+    with pytest.raises(ValueError, match="'topk' stage"):
+        after_topk(estimate_memory(n, 256, k, method='infomap-knn'), n, k)
+
+
+def test_cli_refuses_at_the_predicted_topk_what_no_longer_fits(
+    tmp_path, monkeypatch, capsys
+):
+    # Large identities (50-120 faces each): the shipped model predicts a
+    # mean Top-K far above the k / 4 the check before the run assumes. The
+    # room seen before the run is ample, the room seen once the Top-K is
+    # known is none: the run stops there with one line, writing nothing.
+    import torch_geometric_sdt.memory as memory
+    from torch_geometric_sdt import cli
+    from torch_geometric_sdt.datasets import regime_draw
+
+    x, _ = regime_draw('msceleb', 600, 32, seed=0)
+    np.save(tmp_path / 'x.npy', x.numpy())
+    out = tmp_path / 'pred.npy'
+    monkeypatch.setattr(memory, 'available_memory', lambda: (1 << 40, 'ample'))
+    monkeypatch.setattr(cli, 'available_memory', lambda: (0, 'test room'))
+    argv = ['cluster', str(tmp_path / 'x.npy'), '-o', str(out), '--method', 'sdt']
+    assert cli.main([*argv, '--quiet']) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and not out.exists()
+    mean = re.search(r'the predicted Top-K averages (\d+\.\d) per node', err)
+    assert mean is not None and float(mean.group(1)) > 40  # not the assumed 20
+    assert 'the check before the run assumed 20' in err
+    assert 'available (test room, and the ' in err and 'holds now)' in err
+    # --no-memory-check skips both checks:
+    assert cli.main([*argv, '--quiet', '--no-memory-check']) == 0
+    assert out.exists()
 
 
 def test_cli_refuses_20k_sdt_under_ulimit_v(tmp_path):

@@ -520,6 +520,35 @@ def available_memory() -> tuple[int, str]:
     return min(found)
 
 
+#: The stages of ``method='sdt'`` whose size the Top-K sets, run after it.
+TOPK_LATER_STAGES = ('jaccard', 'sdt', 'links_infomap', 'metrics')
+
+
+def after_topk(estimate: dict[str, int], num_nodes: int, k: int) -> tuple[dict, int]:
+    r"""Splits an SDT :func:`estimate_memory` result at the moment the Top-K
+    is known: the stages still to run (:obj:`TOPK_LATER_STAGES`, with their
+    :obj:`'peak'`) and the bytes the run holds then, the ``topk`` stage less
+    its batch (:func:`topk_batch_bytes`), which the later stages' figures
+    count too.
+
+    Args:
+        estimate (dict): An :func:`estimate_memory` result for
+            :obj:`method='sdt'`, best made with the predicted
+            :obj:`mean_topk`.
+        num_nodes (int): :math:`N`.
+        k (int): Neighbours per node.
+
+    Returns:
+        (dict, int): The later stages and the bytes held.
+    """
+    if not isinstance(estimate, dict) or 'topk' not in estimate:
+        raise ValueError("estimate must be an SDT estimate with a 'topk' stage")
+    later = {stage: estimate[stage] for stage in TOPK_LATER_STAGES}
+    later['peak'] = max(later.values())
+    held = estimate['topk'] - topk_batch_bytes(min(num_nodes, TOPK_BATCH_SIZE), k)
+    return later, held
+
+
 def _gib(num_bytes: float) -> str:
     return f'{num_bytes / 2**30:.2f} GiB'
 
@@ -527,6 +556,7 @@ def _gib(num_bytes: float) -> str:
 def check_memory(
     estimate: dict[str, int],
     available: int | None = None,
+    source: str = 'given',
 ) -> int:
     r"""Raises :class:`MemoryError` when the :obj:`'peak'` of an
     :func:`estimate_memory` result exceeds the memory this process may still
@@ -539,6 +569,8 @@ def check_memory(
         estimate (dict): Bytes per stage with a :obj:`'peak'` entry.
         available (int, optional): The room in bytes; measured if
             :obj:`None`. (default: :obj:`None`)
+        source (str, optional): What a given :obj:`available` is, named in
+            the message. (default: :obj:`'given'`)
 
     Returns:
         int: The available bytes.
@@ -548,7 +580,6 @@ def check_memory(
     """
     if not isinstance(estimate, dict) or 'peak' not in estimate:
         raise ValueError("estimate must be a dict of bytes with a 'peak' entry")
-    source = 'given'
     if available is None:
         available, source = available_memory()
     elif available < 0:
@@ -581,4 +612,6 @@ __all__ = [
     'check_memory',
     'available_memory',
     'topk_batch_bytes',
+    'after_topk',
+    'TOPK_LATER_STAGES',
 ]

@@ -60,6 +60,31 @@ def test_cluster_untrained_model_runs(faces):
     assert torch.equal(details['topk'], ones)
 
 
+def test_on_topk_sees_the_topk_before_the_stages_it_sizes(faces, monkeypatch):
+    x, _ = faces
+    torch.manual_seed(0)
+    model = SDTClusterer(k=10, hidden_channels=16, predictor_channels=16, heads=2)
+    seen = []
+    labels, details = model.cluster(x, on_topk=seen.append, return_details=True)
+    assert len(seen) == 1 and torch.equal(seen[0], details['topk'])
+    torch.testing.assert_close(labels, model.cluster(x))  # nothing else changes
+    ones = torch.ones(400, dtype=torch.long)
+    seen.clear()
+    model.cluster(x, topk=ones, on_topk=seen.append)
+    assert torch.equal(seen[0], ones)  # a given Top-K too
+
+    # An exception it raises stops the run before the Top-K Jaccard:
+    def stop(topk):
+        raise ValueError('too large')
+
+    def jaccard(*args, **kwargs):
+        raise AssertionError('the Top-K Jaccard ran')
+
+    monkeypatch.setattr(model, 'jaccard', jaccard)
+    with pytest.raises(ValueError, match='too large'):
+        model.cluster(x, on_topk=stop)
+
+
 def test_context_is_scale_free(faces):
     x, _ = faces
     ctx = KNNContext.build(x, 10, reference='knn')

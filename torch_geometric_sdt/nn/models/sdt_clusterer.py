@@ -5,7 +5,7 @@ import inspect
 import json
 import math
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -605,6 +605,7 @@ class SDTClusterer(torch.nn.Module):
         return_details: bool = False,
         engine: str = 'local',
         address: str | None = None,
+        on_topk: Callable[[Tensor], None] | None = None,
     ) -> Tensor | tuple[Tensor, dict[str, Any]]:
         r"""Clusters embeddings :obj:`x` (or a precomputed kNN :obj:`graph`).
 
@@ -646,6 +647,14 @@ class SDTClusterer(torch.nn.Module):
             address (str, optional): The Ray cluster to join
                 (:func:`~torch_geometric_sdt.utils.distributed.connect`).
                 (default: :obj:`None`)
+            on_topk (callable, optional): Called with the per-node Top-K
+                :obj:`LongTensor[N]` (predicted or given) once it is known:
+                with :obj:`engine='local'` before the stages whose size it
+                sets (Top-K Jaccard, SDT, links, Infomap), with
+                :obj:`engine='ray'` before the links and Infomap on the
+                driver. An exception it raises stops the run there;
+                ``sdt cluster`` checks the memory of those stages at the
+                predicted mean Top-K with it. (default: :obj:`None`)
 
         Returns:
             torch.Tensor: Cluster ids :obj:`LongTensor[N]`, consecutive from 0.
@@ -683,6 +692,8 @@ class SDTClusterer(torch.nn.Module):
         )
         if diagnostics['warnings']:
             warnings.warn('; '.join(diagnostics['warnings']), stacklevel=3)
+        if on_topk is not None:
+            on_topk(topk)
         if engine == 'local':
             jac = self.jaccard(ctx, topk, progress=progress)
             h = self.node_states(ctx, topk, jac)
