@@ -285,7 +285,17 @@ def summary(rows: list[dict[str, Any]], dim: int, k: int) -> dict[str, Any]:
     keys = [*STAGES, 'total', 'infomap-knn']
     out: dict[str, Any] = {'growth_exponent': {s: growth(rows, s) for s in keys}}
     proj = estimate_memory(PROJECTION_NODES, dim, k, method='sdt', mapped=True)
-    out['projection'] = {'num_nodes': PROJECTION_NODES, 'estimate': proj}
+    out['projection'] = {
+        'num_nodes': PROJECTION_NODES,
+        'estimate': proj,
+        'assumed_mean_topk': max(1.0, k / 4),  # estimate_memory's default
+    }
+    if rows:  # the same at the Top-K the model predicted at the largest size
+        mean_topk = min(k, max(1.0, rows[-1]['mean_topk']))
+        out['projection']['mean_topk'] = mean_topk
+        out['projection']['estimate_at_measured_topk'] = estimate_memory(
+            PROJECTION_NODES, dim, k, method='sdt', mapped=True, mean_topk=mean_topk
+        )
     ratios = [r['estimate_over_measured'] for r in rows]
     out['estimate_over_measured'] = ratios
     return out
@@ -382,6 +392,23 @@ def markdown(
             f'{s} {b / gb:.1f}' for s, b in proj['estimate'].items() if s != 'peak'
         )
         + ' GiB).',
+        *(
+            [
+                '',
+                f'At the mean Top-K the model predicted at {rows[-1]["num_nodes"]:,} '
+                f'({proj["mean_topk"]:.1f}; the estimate above assumes '
+                f'{proj["assumed_mean_topk"]:g}), the same projection is a peak of '
+                f'{proj["estimate_at_measured_topk"]["peak"] / gb:.1f} GiB ('
+                + ', '.join(
+                    f'{s} {b / gb:.1f}'
+                    for s, b in proj['estimate_at_measured_topk'].items()
+                    if s != 'peak'
+                )
+                + ' GiB).',
+            ]
+            if 'estimate_at_measured_topk' in proj
+            else []
+        ),
         '',
         '## Quality at each size',
         '',

@@ -583,6 +583,7 @@ def test_scale_runs_the_baselines_apart_on_the_graph_of_the_sdt_stages(tmp_path)
     from benchmarks import scale
     from torch_geometric_sdt.baselines import cluster_knn
     from torch_geometric_sdt.datasets import regime_draw
+    from torch_geometric_sdt.memory import estimate_memory
     from torch_geometric_sdt.metrics import evaluate
     from torch_geometric_sdt.nn.knn import knn
 
@@ -614,6 +615,18 @@ def test_scale_runs_the_baselines_apart_on_the_graph_of_the_sdt_stages(tmp_path)
     assert row['peak_rss_gb'] == row['max_rss'] / 1e9
     assert row['peak_rss_gb'] * 1e9 > row['measured_peak'] > 0
     assert f'| 1,500 | {row["end_to_end_seconds"]:.0f} | ' in text
+    # The 5.21M projection is also given at the Top-K the model predicted:
+    proj = json.loads((out / 'scale_msceleb.json').read_text())['projection']
+    assert proj['mean_topk'] == row['mean_topk'] > proj['assumed_mean_topk'] == 20
+    want = estimate_memory(
+        scale.PROJECTION_NODES, 32, 80, mapped=True, mean_topk=row['mean_topk']
+    )
+    assert proj['estimate_at_measured_topk'] == want
+    assert proj['estimate_at_measured_topk']['peak'] > proj['estimate']['peak']
+    assert (
+        f'At the mean Top-K the model predicted at 1,500 ({row["mean_topk"]:.1f}'
+        in text
+    )
 
 
 def test_knn_memory_rows_keep_other_sizes_and_compare_with_the_model(tmp_path):

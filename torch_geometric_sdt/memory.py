@@ -222,10 +222,17 @@ def estimate_memory(
     ``faiss-hnsw``); the SDT stage needs 16.9 GiB (14.9 GiB at a mean Top-K
     of 13.8), the links and Infomap 15.8 GiB (12.3 GiB), the others less.
     With the features in memory every stage needs 5 GiB more (23.5 GiB).
-    At 1M synthetic faces read from a file the model gives 3.7 GiB for a
-    measured 3.5 GiB peak; at 100K, where the exact search's estimate is the
+    Measured on synthetic faces read from a file (``benchmarks/scale.py``):
+    at 5.21M faces the model gives 18.5 GiB for a 16.6 GiB peak, at 1M
+    3.7 GiB for 3.5 GiB; at 100K, where the exact search's estimate is the
     peak, 1.3-1.4 times the measured peak, and at 10K, where the fixed
-    :math:`R` dominates, 1.3-1.5 times (``benchmarks/scale.py``).
+    :math:`R` dominates, 1.3-1.5 times. With large identities (50 to 120
+    faces each) the shipped model predicts a mean Top-K near 71, and the
+    default :math:`\bar{K}` underestimates: at 100K such faces 0.75 GiB for
+    a 1.56 GiB peak, 1.67 GiB with the predicted :math:`\bar{K}` (see
+    :func:`after_topk` for a check once it is known). At 5.21M faces and
+    :math:`\bar{K} = 70` the model gives 47 GiB (links and Infomap; SDT
+    33 GiB).
 
     Args:
         num_nodes (int): :math:`N`.
