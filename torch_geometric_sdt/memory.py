@@ -76,7 +76,8 @@ RUNTIME = 192 * 2**20
 ENCODER_EDGE = 1600
 # Inputs of the encoder per Top-K edge: edge_index (2 x int64), four float32
 # features, the rank and the flat position (int64), and the int64 pair of
-# the nonzero() that finds them.
+# the nonzero() that finds them -- made for one chunk of NODE_CHUNK_SIZE
+# target nodes at a time (SDTClusterer.node_states).
 SUBGRAPH_EDGE = 16 + 16 + 8 + 8 + 16
 # Node states: hidden = 64 float32, the input and output of a layer (the
 # projected inputs are built chunk by chunk and the output is normalised in
@@ -196,9 +197,9 @@ def estimate_memory(
       against 960 MiB here);
     * ``jaccard``: :math:`F + G + 2 \cdot 4Nk + 8N + J`;
     * ``sdt``: node states (:math:`64 \cdot 4 \cdot 2` bytes per node) with
-      either the encoder's edge inputs (:math:`64 E`; the node inputs are
-      projected chunk by chunk) and one chunk of :math:`\min(N, 8192)
-      \bar{K}` edges at 1600 bytes, or the scored pairs (:math:`P =
+      either one chunk of :math:`\min(N, 8192) \bar{K}` edges through the
+      encoder at 1600 bytes, with their inputs at 64 bytes (the node and
+      edge inputs are made chunk by chunk), or the scored pairs (:math:`P =
       \min(\bar{K} + 10, k - 1) N` of 12 bytes: every Top-K pair for the
       veto and the 10 ranks beyond) and one chunk of :math:`\min(P,
       2^{15})` pairs at 1800 bytes, on top of :math:`F + G + 8Nk + 8N`;
@@ -297,9 +298,7 @@ def estimate_memory(
         out['topk'] = feat + graph + shared + 8 * n + batch
         out['jaccard'] = feat + graph + 2 * shared + 8 * n + scratch
         kept = feat + graph + 2 * shared + 8 * n + 4 * HIDDEN * STATE_COPIES * n
-        encode = SUBGRAPH_EDGE * edges + ENCODER_EDGE * int(
-            kbar * min(n, NODE_CHUNK_SIZE)
-        )
+        encode = (SUBGRAPH_EDGE + ENCODER_EDGE) * int(kbar * min(n, NODE_CHUNK_SIZE))
         pairs = int(min(kbar + DEFAULT_BAND[1], k - 1) * n)
         band = BAND_PAIR * pairs
         score = band + BAND_CHUNK_PAIR * min(pairs, BAND_CHUNK_SIZE)

@@ -281,3 +281,20 @@ BAD_INPUT = [
 )
 def test_bad_input_is_refused(tmp_path, good, call, exc, match):
     assert_api_refuses(call, exc, match, tmp_path, good)
+
+
+def test_weights_of_every_dtype_give_the_same_partition() -> None:
+    from torch_geometric_sdt.utils.infomap import _validate
+
+    edge_index = planted(4, 10)
+    gen = torch.Generator().manual_seed(0)
+    weight = torch.randint(1, 9, (edge_index.size(1),), generator=gen)
+    want = infomap(edge_index, weight.double(), seed=7)
+    assert want.unique().numel() == 4
+    for dtype in (torch.float32, torch.float16, torch.int64):
+        assert torch.equal(infomap(edge_index, weight.to(dtype), seed=7), want)
+    # float32 weights are handed over chunk by chunk, not copied whole:
+    _, w32, _ = _validate(edge_index, weight.float(), None)
+    assert w32.dtype == np.float32
+    _, w16, _ = _validate(edge_index, weight.half(), None)
+    assert w16.dtype == np.float64

@@ -88,7 +88,12 @@ def _validate(
                 f"'edge_weight' must have shape [{num_edges}] to match "
                 f"'edge_index' (got {list(edge_weight.shape)})"
             )
-        weight = edge_weight.detach().cpu().to(torch.float64).numpy()
+        # float32 weights stay so (8 bytes per edge less than a float64 copy
+        # of all of them); each chunk handed to Infomap is float64.
+        weight = edge_weight.detach().cpu()
+        if weight.dtype not in (torch.float32, torch.float64):
+            weight = weight.to(torch.float64)
+        weight = weight.numpy()
         if not np.isfinite(weight).all():
             raise ValueError("'edge_weight' contains NaN or infinite values")
         if num_edges > 0 and weight.min() < 0:

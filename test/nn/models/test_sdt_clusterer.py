@@ -584,3 +584,42 @@ def test_chunk_sizes_never_change_the_output():
     assert torch.equal(pos2, pos) and torch.equal(prob2, prob)
     _, prob3 = model.score_band(ctx, topk, jac, h, chunk_size=333)
     torch.testing.assert_close(prob3, prob, rtol=0, atol=1e-6)
+
+
+def test_node_states_make_each_chunks_edge_inputs_alone(monkeypatch):
+    from torch_geometric_sdt.pretrained import default_model_path
+
+    model = SDTClusterer.load(default_model_path())
+    x, _ = synthetic_faces(700, dim=32, seed=4)
+    ctx = model.context(x)
+    topk = model.predict_topk(ctx)
+    jac = model.jaccard(ctx, topk)
+    # The encoder on the inputs of every Top-K edge at once:
+    edge_index, edge_attr, edge_rank, _ = model.subgraph_inputs(
+        ctx, torch.arange(ctx.num_nodes), topk, jac
+    )
+    model.eval()
+    want = model.encoder.inference(
+        model._embedded(ctx, torch.arange(ctx.num_nodes), topk, 64),
+        edge_index,
+        edge_attr,
+        topk,
+        edge_rank,
+        chunk_size=64,
+        embedded=True,
+    )
+    made = []
+    real = model.subgraph_inputs
+
+    def spy(ctx, nodes, topk, jaccard):
+        made.append(nodes.clone())
+        return real(ctx, nodes, topk, jaccard)
+
+    monkeypatch.setattr(model, 'subgraph_inputs', spy)
+    got = model.node_states(ctx, topk, jac, chunk_size=64)
+    assert torch.equal(got, want)
+    # Each chunk of targets, once per layer, and never more than one chunk:
+    chunks = [torch.arange(lo, min(lo + 64, 700)) for lo in range(0, 700, 64)]
+    assert len(made) == model.encoder.num_layers * len(chunks)
+    for i, nodes in enumerate(made):
+        assert torch.equal(nodes, chunks[i % len(chunks)])

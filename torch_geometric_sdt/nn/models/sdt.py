@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -338,32 +338,63 @@ class SDTEncoder(torch.nn.Module):
         """
         num_nodes, device = x.size(0), x.device
         target = edge_index[1]
-        bounds = torch.searchsorted(
-            target, torch.arange(0, num_nodes + chunk_size, chunk_size, device=device)
-        ).tolist()
-        per_target = isinstance(topk, Tensor) and topk.dim() == 1
+
+        def edges(lo: int, hi: int) -> tuple[Tensor, Tensor | None, Tensor | None]:
+            bounds = torch.tensor([lo, hi], device=device)
+            e0, e1 = torch.searchsorted(target, bounds).tolist()
+            return (
+                edge_index[:, e0:e1],
+                None if edge_attr is None else edge_attr[e0:e1],
+                None if edge_rank is None else edge_rank[e0:e1],
+            )
+
         if embedded:
             h = x
         else:
             chunks = (x[lo : lo + chunk_size] for lo in range(0, num_nodes, chunk_size))
             h = self.embed(chunks, num_nodes)
         del x  # Its last reference when the caller passed a temporary.
+        return self.chunked_inference(h, edges, topk, chunk_size, num_active)
+
+    @torch.no_grad()
+    def chunked_inference(
+        self,
+        h: Tensor,
+        edges: Callable[[int, int], tuple[Tensor, Tensor | None, Tensor | None]],
+        topk: int | Tensor | None = None,
+        chunk_size: int = 65536,
+        num_active: Sequence[int] | None = None,
+    ) -> Tensor:
+        r"""The loop of :meth:`inference` with the edges made on demand:
+        :obj:`edges(lo, hi)` returns :obj:`(edge_index, edge_attr,
+        edge_rank)` of the edges into the target nodes :math:`[lo, hi)`
+        (global ids, sorted by target). A caller that builds them chunk by
+        chunk never holds the inputs of all :math:`E` edges: with the
+        shipped model those are 64 bytes per edge, about 22 GiB for 5.21M
+        nodes of 70 Top-K edges each, against one chunk's here.
+
+        :obj:`h` holds the states after the input projection
+        (:meth:`embed`), :obj:`[N, channels]`; this method owns it and
+        overwrites it. :obj:`topk` and :obj:`num_active` are those of
+        :meth:`inference`.
+        """
+        num_nodes = h.size(0)
+        per_target = isinstance(topk, Tensor) and topk.dim() == 1
         for layer in range(len(self.blocks)):
             active = num_nodes if num_active is None else int(num_active[layer])
             out = torch.empty_like(h) if active == num_nodes else h.clone()
-            end = int(torch.searchsorted(target, torch.tensor([active], device=device)))
-            for c, lo in enumerate(range(0, active, chunk_size)):
+            for lo in range(0, active, chunk_size):
                 hi = min(active, lo + chunk_size)
-                e0, e1 = bounds[c], min(bounds[c + 1], end)
+                edge_index, edge_attr, edge_rank = edges(lo, hi)
                 out[lo:hi] = self.layer_chunk(
                     layer,
                     h,
                     lo,
                     hi,
-                    edge_index[:, e0:e1],
-                    None if edge_attr is None else edge_attr[e0:e1],
+                    edge_index,
+                    edge_attr,
                     topk[lo:hi] if per_target else topk,
-                    None if edge_rank is None else edge_rank[e0:e1],
+                    edge_rank,
                 )
             h = out
         for lo in range(0, num_nodes, chunk_size):

@@ -431,7 +431,11 @@ class SDTClusterer(torch.nn.Module):
         nodes: Tensor | None = None,
     ) -> Tensor:
         r"""SDT node states of every node, :obj:`[N, H]`, layer by layer in
-        chunks (in eval mode; the module's mode is left as it was).
+        chunks (in eval mode; the module's mode is left as it was). Every
+        chunk of :obj:`chunk_size` target nodes makes the inputs of its own
+        Top-K edges (:meth:`subgraph_inputs`,
+        :meth:`SDTEncoder.chunked_inference`), so those of all edges are
+        never held at once.
 
         With :obj:`nodes` (sorted ids), the states of those nodes only,
         :obj:`[B, H]`, computed on their receptive field: the state of node
@@ -443,30 +447,22 @@ class SDTClusterer(torch.nn.Module):
         within :math:`L - 1 - l` hops, the only ones a later layer reads.
         """
         if nodes is None:
-            field, num_active = torch.arange(ctx.num_nodes), None
-        else:
-            field, within = self.receptive_field(ctx, topk, nodes)
-            num_active = within[:-1].flip(0).tolist()
+            return self._all_node_states(ctx, topk, jaccard, chunk_size)
+        field, within = self.receptive_field(ctx, topk, nodes)
+        num_active = within[:-1].flip(0).tolist()
         edge_index, edge_attr, edge_rank, _ = self.subgraph_inputs(
             ctx, field, topk, jaccard
         )
-        if nodes is not None:
-            # Relabel into the closure; edges from outside it feed only
-            # states of its outer ring, which no node asked for reads.
-            local = torch.full((ctx.num_nodes,), -1, dtype=torch.long)
-            local[field] = torch.arange(field.numel())
-            inside = local[edge_index[0]] >= 0
-            edge_index = local[edge_index[:, inside]]
-            edge_attr, edge_rank = edge_attr[inside], edge_rank[inside]
-        # The node features are projected chunk by chunk: the [B, k] inputs
-        # of every node are never held at once.
-        chunks = (
-            self.node_features(ctx, field[lo : lo + chunk_size], topk)
-            for lo in range(0, field.numel(), chunk_size)
-        )
+        # Relabel into the closure; edges from outside it feed only states of
+        # its outer ring, which no node asked for reads.
+        local = torch.full((ctx.num_nodes,), -1, dtype=torch.long)
+        local[field] = torch.arange(field.numel())
+        inside = local[edge_index[0]] >= 0
+        edge_index = local[edge_index[:, inside]]
+        edge_attr, edge_rank = edge_attr[inside], edge_rank[inside]
         with _evaluating(self):
             h = self.encoder.inference(
-                self.encoder.embed(chunks, field.numel()),
+                self._embedded(ctx, field, topk, chunk_size),
                 edge_index,
                 edge_attr,
                 topk[field],
@@ -475,9 +471,35 @@ class SDTClusterer(torch.nn.Module):
                 num_active=num_active,
                 embedded=True,
             )
-        if nodes is None:
-            return h
         return h[: nodes.numel()]  # The nodes come first, in order.
+
+    def _embedded(
+        self, ctx: KNNContext, field: Tensor, topk: Tensor, chunk_size: int
+    ) -> Tensor:
+        # The node features are projected chunk by chunk: the [B, k] inputs
+        # of every node are never held at once.
+        chunks = (
+            self.node_features(ctx, field[lo : lo + chunk_size], topk)
+            for lo in range(0, field.numel(), chunk_size)
+        )
+        return self.encoder.embed(chunks, field.numel())
+
+    def _all_node_states(
+        self, ctx: KNNContext, topk: Tensor, jaccard: Tensor, chunk_size: int
+    ) -> Tensor:
+        # The Top-K edges of every node: each chunk of targets makes its own
+        # edge inputs (64 bytes per edge), so those of all E edges are never
+        # held at once (SDTEncoder.chunked_inference).
+        def edges(lo: int, hi: int) -> tuple[Tensor, Tensor, Tensor]:
+            return self.subgraph_inputs(ctx, torch.arange(lo, hi), topk, jaccard)[:3]
+
+        with _evaluating(self):
+            return self.encoder.chunked_inference(
+                self._embedded(ctx, torch.arange(ctx.num_nodes), topk, chunk_size),
+                edges,
+                topk,
+                chunk_size=chunk_size,
+            )
 
     def receptive_field(
         self, ctx: KNNContext, topk: Tensor, nodes: Tensor
