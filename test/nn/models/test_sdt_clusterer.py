@@ -263,6 +263,57 @@ def test_final_links_veto_topk_and_add_band_beyond_it(faces, veto):
     assert len(sizes) == 3  # every eta gives another graph
 
 
+@pytest.mark.parametrize('veto', [False, True])
+def test_final_links_keep_the_strongest_per_node_and_chunk_alike(faces, veto):
+    x, _ = faces
+    torch.manual_seed(0)
+    model = SDTClusterer(
+        k=10, hidden_channels=16, predictor_channels=16, heads=2, band=(2, 3), veto=veto
+    )
+    gen = torch.Generator().manual_seed(1)
+    topk = torch.randint(1, 11, (x.size(0),), generator=gen)
+    # Weights on a coarse grid, so that ties occur:
+    jac = torch.randint(0, 6, (x.size(0), 10), generator=gen) / 5
+    band_pos = model.scored_positions(topk)
+    prob = torch.randint(0, 6, (band_pos.numel(),), generator=gen) / 5
+    args = (topk, jac, band_pos, prob, 0.5)
+    pos, weight = model.final_link_positions(*args)
+    assert pos.numel() > 3 * x.size(0)  # many nodes have more than 3 links
+    for chunk_size in (1, 7, 10**6):  # chunks never change the links
+        got = model.final_link_positions(*args, chunk_size=chunk_size)
+        assert torch.equal(got[0], pos) and torch.equal(got[1], weight)
+    inside = (pos % 10) < topk[pos // 10]
+    for cap in (1, 3):
+        capped, capped_w = model.final_link_positions(*args, max_links=cap)
+        # Brute force: per node, its links by descending weight, ties to the
+        # Top-K pairs first, then the lower rank.
+        want = set()
+        for i in range(x.size(0)):
+            mine = (pos // 10 == i).nonzero().view(-1).tolist()
+            mine.sort(
+                key=lambda e: (-float(weight[e]), not bool(inside[e]), int(pos[e]))
+            )
+            want |= {int(pos[e]) for e in mine[:cap]}
+        assert set(capped.tolist()) == want and capped.numel() == len(want)
+        assert torch.bincount(capped // 10).max() == cap
+        # The kept links keep their order (Top-K pairs, then the band) and
+        # weights:
+        keep = torch.isin(pos, capped)
+        assert torch.equal(capped, pos[keep]) and torch.equal(capped_w, weight[keep])
+        got = model.final_link_positions(*args, max_links=cap, chunk_size=7)
+        assert torch.equal(got[0], capped)
+    assert torch.equal(model.final_link_positions(*args, max_links=10)[0], pos)
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match='max_links must be a positive int'):
+            model.final_link_positions(*args, max_links=bad)
+    with pytest.raises(ValueError, match='band_pos must be in ascending order'):
+        model.final_link_positions(topk, jac, band_pos.flip(0), prob.flip(0), 0.5)
+    empty = model.final_link_positions(
+        topk[:0], jac[:0], band_pos[:0], prob[:0], max_links=2
+    )
+    assert empty[0].numel() == 0 and empty[1].numel() == 0
+
+
 def test_veto_must_be_a_bool():
     with pytest.raises(ValueError, match='veto must be a bool'):
         SDTClusterer(k=10, hidden_channels=16, predictor_channels=16, heads=2, veto=1)

@@ -36,6 +36,7 @@ from torch_geometric_sdt.utils.knn_features import (
     edge_features,
     token_features,
 )
+from torch_geometric_sdt.utils.rank import position_in_target
 from torch_geometric_sdt.utils.topk_jaccard import topk_jaccard
 from torch_geometric_sdt.version import __version__
 
@@ -72,6 +73,10 @@ NODE_CHUNK_SIZE = 8192
 #: Pairs per chunk of :meth:`SDTClusterer.score_band`; chosen like
 #: :obj:`TOPK_BATCH_SIZE`.
 BAND_CHUNK_SIZE = 1 << 15
+#: Nodes per chunk of :meth:`SDTClusterer.final_link_positions`: the masks
+#: and candidate links of one chunk (about 0.1 GiB at :math:`k = 80`) are
+#: all it holds beyond the links it keeps.
+LINK_CHUNK_SIZE = 1 << 16
 
 
 @contextlib.contextmanager
@@ -573,12 +578,14 @@ class SDTClusterer(torch.nn.Module):
         band_prob: Tensor,
         eta: float | None = None,
         theta: float | None = None,
+        max_links: int | None = None,
     ) -> tuple[Tensor, Tensor]:
         r"""The final weighted links node :math:`\to` neighbour (see the class
-        docstring): :obj:`(edge_index [2, M], weight [M])`.
+        docstring): :obj:`(edge_index [2, M], weight [M])`; the arguments are
+        those of :meth:`final_link_positions`.
         """
         pos, weight = self.final_link_positions(
-            topk, jaccard, band_pos, band_prob, eta, theta
+            topk, jaccard, band_pos, band_prob, eta, theta, max_links
         )
         edge_index = torch.stack([pos // self.k, ctx.knn.index.view(-1)[pos]])
         return edge_index, weight
@@ -591,25 +598,94 @@ class SDTClusterer(torch.nn.Module):
         band_prob: Tensor,
         eta: float | None = None,
         theta: float | None = None,
+        max_links: int | None = None,
+        chunk_size: int = LINK_CHUNK_SIZE,
     ) -> tuple[Tensor, Tensor]:
         r"""The final links as flat kNN positions :math:`i k + r` and their
-        weights, :obj:`(pos [M], weight [M])` (see :meth:`final_links`)."""
+        weights, :obj:`(pos [M], weight [M])` (see :meth:`final_links`): the
+        Top-K pairs :math:`1 \le r < K_i` with Top-K Jaccard :math:`J \ge
+        \theta`, weighted by :math:`J`, less those the edge head vetoes
+        (probability below :math:`\eta`, with ``veto``), then the scored
+        pairs beyond the Top-K with probability :math:`\ge \eta`, weighted
+        by it; weights are floored at :math:`10^{-6}`.
+
+        With :obj:`max_links` :math:`L`, every node keeps only its :math:`L`
+        links of largest weight (ties to the lower rank, Top-K pairs before
+        the ones beyond). A node with a large identity has as many Top-K
+        pairs as faces of its own (about 70 for MS-Celeb-like identities of
+        50 to 120 faces), far more than Infomap needs to keep them together,
+        and Infomap's memory grows with the links: about 120 bytes each.
+
+        The nodes are handled :obj:`chunk_size` at a time, so that the masks
+        and candidate links of all nodes are never held at once.
+
+        Args:
+            topk (torch.Tensor): :math:`K_i`, :obj:`LongTensor[N]`.
+            jaccard (torch.Tensor): Top-K Jaccard of every kNN entry,
+                :obj:`[N, k]`.
+            band_pos (torch.Tensor): Flat positions of the scored pairs,
+                ascending (as :meth:`scored_positions` gives them).
+            band_prob (torch.Tensor): Their probabilities.
+            eta (float, optional): :math:`\eta`; the model's if :obj:`None`.
+            theta (float, optional): :math:`\theta`; the model's if
+                :obj:`None`.
+            max_links (int, optional): :math:`L`, at least 1; no limit if
+                :obj:`None`. (default: :obj:`None`)
+            chunk_size (int, optional): Nodes per chunk.
+                (default: :obj:`65536`)
+        """
+        bad = isinstance(max_links, bool) or not isinstance(max_links, int)
+        if max_links is not None and (bad or max_links < 1):
+            raise ValueError(
+                f'max_links must be a positive int or None (got {max_links!r})'
+            )
+        if chunk_size < 1:
+            raise ValueError(f'chunk_size must be at least 1 (got {chunk_size})')
+        if band_pos.numel() > 1 and bool((band_pos[1:] < band_pos[:-1]).any()):
+            raise ValueError('band_pos must be in ascending order')
         eta = self.config['eta'] if eta is None else eta
         theta = self.config['theta'] if theta is None else theta
-        k = self.k
+        k, num_nodes = self.k, topk.numel()
         rank = torch.arange(k)
-        # Inside the Top-K: kept with weight J (floor theta) unless vetoed
-        # (the scored Top-K pairs below eta).
-        inside = (rank >= 1) & (rank < topk.unsqueeze(1))
-        inside &= jaccard >= theta
-        band_inside = (band_pos % k) < topk[band_pos // k]
-        if self.config['veto']:
-            inside.view(-1)[band_pos[band_inside & (band_prob < eta)]] = False
-        pos_in = inside.view(-1).nonzero().view(-1)
-        # Beyond the Top-K, in the band: added when the SDT says same identity.
-        keep = (band_prob >= eta) & ~band_inside
-        pos = torch.cat([pos_in, band_pos[keep]])
-        weight = torch.cat([jaccard.view(-1)[pos_in], band_prob[keep]])
+        starts = torch.arange(0, num_nodes + chunk_size, chunk_size).clamp(
+            max=num_nodes
+        )
+        bounds = torch.searchsorted(band_pos, starts * k).tolist()
+        none = torch.empty(0, dtype=torch.long)
+        pos_in, pos_out = [none], [none]
+        w_in, w_out = [jaccard.new_empty(0)], [band_prob.new_empty(0)]
+        for c, (lo, hi) in enumerate(zip(starts[:-1].tolist(), starts[1:].tolist())):
+            bpos = band_pos[bounds[c] : bounds[c + 1]]
+            bprob = band_prob[bounds[c] : bounds[c + 1]]
+            # Inside the Top-K: kept with weight J (floor theta) unless
+            # vetoed (the scored Top-K pairs below eta).
+            inside = (rank >= 1) & (rank < topk[lo:hi].unsqueeze(1))
+            inside &= jaccard[lo:hi] >= theta
+            band_inside = (bpos % k) < topk[bpos // k]
+            if self.config['veto']:
+                veto = bpos[band_inside & (bprob < eta)] - lo * k
+                inside.view(-1)[veto] = False
+            p_in = inside.view(-1).nonzero().view(-1) + lo * k
+            # Beyond the Top-K, in the band: added when the SDT says same
+            # identity.
+            keep = (bprob >= eta) & ~band_inside
+            p_out, q_out = bpos[keep], bprob[keep]
+            q_in = jaccard.view(-1)[p_in]
+            if max_links is not None:
+                # The rank of every candidate among its node's, by weight:
+                node = torch.cat([p_in, p_out]) // k - lo
+                order = position_in_target(torch.cat([q_in, q_out]), node, hi - lo)
+                strong = order < max_links
+                strong_in, strong_out = strong[: p_in.numel()], strong[p_in.numel() :]
+                p_in, q_in = p_in[strong_in], q_in[strong_in]
+                p_out, q_out = p_out[strong_out], q_out[strong_out]
+            pos_in.append(p_in)
+            w_in.append(q_in)
+            pos_out.append(p_out)
+            w_out.append(q_out)
+        pos = torch.cat(pos_in + pos_out)
+        del pos_in, pos_out
+        weight = torch.cat(w_in + w_out)
         return pos, weight.clamp(min=1e-6)
 
     @torch.no_grad()
