@@ -315,6 +315,23 @@ def test_sdt_cluster_leaves_the_knn_graph_to_the_model(faces, tmp_path, capsys):
     np.testing.assert_array_equal(labels, want)
 
 
+def test_sdt_cluster_max_links_is_the_models_max_links(tmp_path, capsys):
+    from torch_geometric_sdt import SDTClusterer
+    from torch_geometric_sdt.datasets import regime_draw
+    from torch_geometric_sdt.pretrained import default_model_path
+
+    # Large identities: every node has far more than 4 links.
+    x, _ = regime_draw('msceleb', 600, 32, seed=0)
+    np.save(tmp_path / 'x.npy', x.numpy())
+    out = tmp_path / 'p.npy'
+    argv = ['cluster', str(tmp_path / 'x.npy'), '-o', str(out), '--method', 'sdt']
+    assert main([*argv, '-q', '--max-links', '4']) == 0
+    model = SDTClusterer.load(default_model_path())
+    want = model.cluster(x, max_links=4)
+    np.testing.assert_array_equal(io.load_labels(out), want.numpy())
+    assert not np.array_equal(want.numpy(), model.cluster(x).numpy())  # it binds
+
+
 def test_abbreviated_options_are_refused(faces, tmp_path, capsys):
     # '--k 80' used to be read as '--knn 80' ("no such file: 80").
     x, _, _ = faces
@@ -618,6 +635,23 @@ CLI_BAD_INPUT = [
             'nan',
         ],
         r'\[0, 1\]',
+    ),
+    (
+        'max links zero',
+        lambda t, g: [
+            'cluster',
+            str(g['root'] / 'x.npy'),
+            '--method',
+            'sdt',
+            '--max-links',
+            '0',
+        ],
+        r'--max-links must be at least 1 \(got 0\)',
+    ),
+    (
+        'max links without the SDT',
+        lambda t, g: ['cluster', str(g['root'] / 'x.npy'), '--max-links', '8'],
+        '--max-links is an option of --method sdt',
     ),
     (
         'unknown method',

@@ -315,6 +315,35 @@ def test_after_topk_splits_the_estimate_where_the_topk_is_known():
         after_topk(estimate_memory(n, 256, k, method='infomap-knn'), n, k)
 
 
+def test_max_links_bounds_the_links_and_infomap_stage():
+    n, k = 5_210_000, 80
+    full = estimate_memory(n, 256, k, mean_topk=70.0, mapped=True)
+    capped = estimate_memory(n, 256, k, mean_topk=70.0, mapped=True, max_links=24)
+    # The links and Infomap shrink with the links, nothing else changes:
+    assert capped['links_infomap'] < full['links_infomap'] / 2
+    assert {s: v for s, v in capped.items() if s not in ('links_infomap', 'peak')} == {
+        s: v for s, v in full.items() if s not in ('links_infomap', 'peak')
+    }
+    # Infomap's side needs 106 bytes per link (20 held, 86 its own) and 600
+    # per node; at 70 links per node it is the stage's peak:
+    infomap = 106 * 70 * n + 608 * n + 192 * 2**20
+    assert full['links_infomap'] == infomap
+    # A cap at or above the mean Top-K changes nothing:
+    same = estimate_memory(n, 256, k, mean_topk=70.0, mapped=True, max_links=70)
+    assert same == full
+    with pytest.raises(ValueError, match="max_links is an option of method='sdt'"):
+        estimate_memory(n, 256, k, method='fc-es', max_links=24)
+    with pytest.raises(ValueError, match='max_links must be a positive int'):
+        estimate_memory(n, 256, k, max_links=0)
+    # Refused for the links and Infomap, the message names the cap:
+    with pytest.raises(MemoryError, match='largest stage: links_infomap') as e:
+        check_memory(full, available=20 * 10**9)
+    assert '--max-links in sdt cluster' in str(e.value)
+    with pytest.raises(MemoryError, match='largest stage: knn') as e:
+        check_memory(capped, available=10**9)
+    assert 'max-links' not in str(e.value)
+
+
 def test_cli_refuses_at_the_predicted_topk_what_no_longer_fits(
     tmp_path, monkeypatch, capsys
 ):

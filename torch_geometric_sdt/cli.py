@@ -192,6 +192,14 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help='the method threshold (infomap-knn: cosine; fc-es: theta; sdt: eta)',
     )
+    p.add_argument(
+        '--max-links',
+        type=int,
+        default=None,
+        metavar='L',
+        help='--method sdt: at most L links per node go to Infomap, the '
+        'strongest (large identities: less memory and time; default: all)',
+    )
     p.add_argument('--knn', default=None, help='a kNN cache .npz to reuse')
     p.add_argument('--labels', default=None, help='true labels: print metrics')
     p.add_argument('--infomap-seed', type=int, default=123, help='>= 1')
@@ -396,6 +404,7 @@ def _run_method(
         progress=not args.quiet,
         engine=getattr(args, 'engine', 'local'),
         on_topk=_topk_memory_check(args, x, model.k),
+        max_links=getattr(args, 'max_links', None),
     )
 
 
@@ -435,6 +444,7 @@ def _estimate(
             mean_topk=mean_topk,
             mapped=readonly_mapping(x) is not None,
             graph_given=graph_given,
+            max_links=getattr(args, 'max_links', None) if method == 'sdt' else None,
         )
 
     est = estimate(kept)
@@ -516,6 +526,11 @@ def _cluster_inputs(
     if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
         raise ValueError(f'--threshold must lie in [0, 1] (got {args.threshold})')
     check_infomap_options(args.infomap_seed, 1)
+    if args.max_links is not None:
+        if args.method != 'sdt':
+            raise ValueError('--max-links is an option of --method sdt')
+        if args.max_links < 1:
+            raise ValueError(f'--max-links must be at least 1 (got {args.max_links})')
     if args.metric != 'cosine':
         raise ValueError(
             f'--metric {args.metric}: every method thresholds cosine '

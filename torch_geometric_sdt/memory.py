@@ -26,8 +26,10 @@ from torch_geometric_sdt.nn.knn import (
 from torch_geometric_sdt.nn.models import (
     BAND_CHUNK_SIZE,
     DEFAULT_BAND,
+    LINK_CHUNK_SIZE,
     NODE_CHUNK_SIZE,
     TOPK_BATCH_SIZE,
+    check_max_links,
 )
 from torch_geometric_sdt.utils.distributed import DEFAULT_BLOCK_ROWS
 
@@ -90,15 +92,22 @@ STATE_COPIES = 2
 # each.
 BAND_PAIR = 8 + 4
 BAND_CHUNK_PAIR = 1800
-# Final links: int64 pair, float32 weight, the int64 position and the
-# nonzero() pair that selects them.
-LINK = 16 + 4 + 8 + 16
-# Infomap's own graph (nodes, links, flow; and the float64 copy of the
-# weights), per Top-K edge of the model (E = mean Top-K x N), plus ~0.5 KB per
-# node including one chunk of links handed over: with LINK, measured 107 and
-# 130 bytes per edge at 1M and 100K synthetic faces (benchmarks/scale.py;
-# 150-185 bytes per link at 100K with 0.8M-7.6M links before the links were
-# counted apart).
+# Final links while they are made: the int64 pair, the float32 weight, the
+# int64 position and the int64 node of each (the candidates of one chunk of
+# LINK_CHUNK_SIZE nodes at a time: masks, nonzero() pairs and, with
+# max_links, the per-node ranking; about LINK_CHUNK_ENTRY bytes per kNN
+# entry of the chunk).
+LINK = 16 + 4 + 8 + 8
+LINK_CHUNK_ENTRY = 64
+# What the run holds of each link while Infomap runs: the int64 pair and the
+# float32 weight (each chunk handed over is converted to float64 on its own).
+LINK_HELD = 16 + 4
+# Infomap's own graph (nodes, links, flow) per link, plus ~0.5 KB per node
+# including one chunk of links handed over: measured (with a float64 copy of
+# every weight, 8 bytes, then held too) 107 and 130 bytes per link beside
+# the links' 44 at 1M and 100K LFW-like synthetic faces, and 109-110 bytes
+# per link all told at 100K and 1M MS-Celeb-like faces (7.1M and 69M links;
+# benchmarks/scale.py).
 INFOMAP_LINK = 86
 INFOMAP_NODE = 600
 # Cluster ids, metrics' contingency and consecutive relabelling, per node.
@@ -148,6 +157,7 @@ def estimate_memory(
     mean_topk: float | None = None,
     mapped: bool = False,
     graph_given: bool = False,
+    max_links: int | None = None,
 ) -> dict[str, int]:
     r"""Estimates the memory of every stage of a clustering run on the CPU,
     from the sizes of the data structures each stage keeps alive, so that a
@@ -203,13 +213,16 @@ def estimate_memory(
       \min(\bar{K} + 10, k - 1) N` of 12 bytes: every Top-K pair for the
       veto and the 10 ranks beyond) and one chunk of :math:`\min(P,
       2^{15})` pairs at 1800 bytes, on top of :math:`F + G + 8Nk + 8N`;
-    * ``links_infomap``: the larger of making the links, :math:`F + G +
-      8Nk + 8N + 12 P + 44 \bar{K} N` (beside the context, the Top-K
-      Jaccard and the scored pairs), and Infomap, :math:`F + 8N + 44
-      \bar{K} N + 86 \bar{K} N + 600 N` (the scores, the context and with
-      it the kNN graph that :meth:`SDTClusterer.cluster` built are freed
-      first; Infomap's own graph measured at 100K and 1M nodes), plus
-      :math:`G` when the graph is the caller's (:obj:`graph_given`);
+    * ``links_infomap``: with :math:`M = \min(\bar{K}, L) N` links
+      (:math:`L` = :obj:`max_links`, no limit if :obj:`None`), the larger
+      of making them, :math:`F + G + 8Nk + 8N + 12 P + 36 M + 64 k
+      \min(N, 2^{16})` (beside the context, the Top-K Jaccard and the
+      scored pairs; one chunk of :math:`2^{16}` nodes' candidates at a
+      time), and Infomap, :math:`F + 8N + 20 M + 86 M + 600 N` (the links'
+      pairs and weights; the scores, the context and with it the kNN graph
+      that :meth:`SDTClusterer.cluster` built are freed first; Infomap's
+      own graph measured at 100K and 1M nodes), plus :math:`G` when the
+      graph is the caller's (:obj:`graph_given`);
     * ``metrics``: :math:`F + 64 N`, plus :math:`G` for the baselines or a
       given graph.
 
@@ -255,6 +268,10 @@ def estimate_memory(
             (:obj:`SDTClusterer.cluster(graph=...)`, ``sdt cluster --knn``):
             no ``knn`` stage, and the graph stays alive to the end.
             (default: :obj:`False`)
+        max_links (int, optional): :math:`L`, the links per node the SDT
+            keeps (:obj:`SDTClusterer.cluster(max_links=...)`, ``sdt cluster
+            --max-links``); only with :obj:`method='sdt'`.
+            (default: :obj:`None`)
 
     Returns:
         dict: Bytes per stage, and :obj:`'peak'`, their maximum.
@@ -267,9 +284,15 @@ def estimate_memory(
     if backend not in BACKENDS:
         raise ValueError(f'unknown backend {backend!r} (expected one of {BACKENDS})')
     backend = resolve_backend(backend, num_nodes, torch.device('cpu'))
+    if max_links is not None:
+        if method != 'sdt':
+            raise ValueError("max_links is an option of method='sdt'")
+        check_max_links(max_links)
     n, nk = num_nodes, num_nodes * k
     kbar = _mean_links(k, mean_topk)
     edges = int(kbar * n)
+    # The links: one per Top-K edge and node, at most max_links per node.
+    num_links = edges if max_links is None else int(min(kbar, max_links) * n)
     threads = os.cpu_count() or 1
 
     # Mapped features are read by chunks whose pages are handed back
@@ -289,8 +312,8 @@ def estimate_memory(
     lists = 0 if backend == 'pynndescent' else graph
     out: dict[str, int] = {'knn': feat + copy + lists + search}
 
-    links = LINK * edges
-    infomap = INFOMAP_LINK * edges + INFOMAP_NODE * n
+    links = LINK * num_links
+    infomap = INFOMAP_LINK * num_links + INFOMAP_NODE * n
     if method == 'sdt':
         shared = 4 * nk
         out['context'] = feat + graph + shared + scratch
@@ -307,8 +330,10 @@ def estimate_memory(
         # scores; SDTClusterer.cluster then frees those (and with the
         # context the kNN graph it built) before Infomap:
         making = feat + graph + 2 * shared + 8 * n + band + links
+        making += LINK_CHUNK_ENTRY * k * min(n, LINK_CHUNK_SIZE)
         left = feat + (graph if graph_given else 0) + 8 * n
-        out['links_infomap'] = max(making, left + links + infomap)
+        held = LINK_HELD * num_links
+        out['links_infomap'] = max(making, left + held + infomap)
     else:
         if method == 'fc-es':
             out['jaccard'] = feat + graph + 2 * 4 * nk + scratch
@@ -603,6 +628,12 @@ def check_memory(
         'is the largest (estimate_memory(..., backend=...) gives the need of '
         'each), smaller chunks (chunk_size / batch_size in the Python API), '
         'or fewer points per run'
+        + (
+            '; with the SDT, fewer links per node (max_links in the Python API, '
+            '--max-links in sdt cluster) shrink the links_infomap stage'
+            if worst == 'links_infomap'
+            else ''
+        )
         + (
             '; under an address-space limit, fewer threads (OMP_NUM_THREADS, '
             'NUMBA_NUM_THREADS) or MALLOC_ARENA_MAX=2 leave more room'

@@ -674,3 +674,22 @@ def test_node_states_make_each_chunks_edge_inputs_alone(monkeypatch):
     assert len(made) == model.encoder.num_layers * len(chunks)
     for i, nodes in enumerate(made):
         assert torch.equal(nodes, chunks[i % len(chunks)])
+
+
+def test_cluster_with_max_links_runs_infomap_on_the_strongest_links():
+    from torch_geometric_sdt.datasets import regime_draw
+    from torch_geometric_sdt.pretrained import default_model_path
+    from torch_geometric_sdt.utils.infomap import cluster_links
+
+    model = SDTClusterer.load(default_model_path())
+    x, _ = regime_draw('msceleb', 600, 32, seed=0)
+    labels, d = model.cluster(x, max_links=5, return_details=True)
+    args = (d['ctx'], d['topk'], d['jaccard'], d['band_pos'], d['band_prob'])
+    edge_index, weight = model.final_links(*args, max_links=5)
+    assert torch.bincount(edge_index[0]).max() == 5
+    assert torch.equal(labels, cluster_links(edge_index, weight, 600))
+    full, _ = model.final_links(*args)
+    assert full.size(1) > 4 * edge_index.size(1)  # about 70 per node
+    for bad in (0, 2.0, False):
+        with pytest.raises(ValueError, match='max_links must be a positive int'):
+            model.cluster(x, max_links=bad)

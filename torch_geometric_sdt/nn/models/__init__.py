@@ -3,9 +3,11 @@ from .sdt import EdgeHead, FeedForward, MoEFeedForward, SDTBlock, SDTEncoder
 from .sdt_clusterer import (
     BAND_CHUNK_SIZE,
     DEFAULT_BAND,
+    LINK_CHUNK_SIZE,
     NODE_CHUNK_SIZE,
     TOPK_BATCH_SIZE,
     SDTClusterer,
+    check_max_links,
     choose_eta,
 )
 from .topk_predictor import TopKPredictor
@@ -20,8 +22,10 @@ __all__ = [
     'KNNContext',
     'SDTClusterer',
     'choose_eta',
+    'check_max_links',
     'TOPK_BATCH_SIZE',
     'NODE_CHUNK_SIZE',
     'BAND_CHUNK_SIZE',
+    'LINK_CHUNK_SIZE',
     'DEFAULT_BAND',
 ]

@@ -79,6 +79,17 @@ BAND_CHUNK_SIZE = 1 << 15
 LINK_CHUNK_SIZE = 1 << 16
 
 
+def check_max_links(max_links: int | None) -> None:
+    r"""Raises :class:`ValueError` unless :obj:`max_links` (the links per
+    node that :meth:`SDTClusterer.cluster` keeps) is :obj:`None` or a
+    positive int."""
+    bad = isinstance(max_links, bool) or not isinstance(max_links, int)
+    if max_links is not None and (bad or max_links < 1):
+        raise ValueError(
+            f'max_links must be a positive int or None (got {max_links!r})'
+        )
+
+
 @contextlib.contextmanager
 def _evaluating(module: torch.nn.Module) -> Iterator[None]:
     # Runs a block in eval mode and gives every submodule back the mode the
@@ -634,11 +645,7 @@ class SDTClusterer(torch.nn.Module):
             chunk_size (int, optional): Nodes per chunk.
                 (default: :obj:`65536`)
         """
-        bad = isinstance(max_links, bool) or not isinstance(max_links, int)
-        if max_links is not None and (bad or max_links < 1):
-            raise ValueError(
-                f'max_links must be a positive int or None (got {max_links!r})'
-            )
+        check_max_links(max_links)
         if chunk_size < 1:
             raise ValueError(f'chunk_size must be at least 1 (got {chunk_size})')
         if band_pos.numel() > 1 and bool((band_pos[1:] < band_pos[:-1]).any()):
@@ -704,6 +711,7 @@ class SDTClusterer(torch.nn.Module):
         engine: str = 'local',
         address: str | None = None,
         on_topk: Callable[[Tensor], None] | None = None,
+        max_links: int | None = None,
     ) -> Tensor | tuple[Tensor, dict[str, Any]]:
         r"""Clusters embeddings :obj:`x` (or a precomputed kNN :obj:`graph`).
 
@@ -753,6 +761,12 @@ class SDTClusterer(torch.nn.Module):
                 driver. An exception it raises stops the run there;
                 ``sdt cluster`` checks the memory of those stages at the
                 predicted mean Top-K with it. (default: :obj:`None`)
+            max_links (int, optional): At most this many links per node go
+                to Infomap, the strongest
+                (:meth:`final_link_positions`); Infomap's memory and time
+                follow the links, and a node of a large identity has one
+                per face of it. :obj:`None` keeps every link.
+                (default: :obj:`None`)
 
         Returns:
             torch.Tensor: Cluster ids :obj:`LongTensor[N]`, consecutive from 0.
@@ -763,6 +777,7 @@ class SDTClusterer(torch.nn.Module):
         """
         if eta is not None and not 0.0 <= float(eta) <= 1.0:
             raise ValueError(f'eta must lie in [0, 1] (got {eta})')
+        check_max_links(max_links)
         check_engine(engine)
         stats = None
         if engine == 'ray':
@@ -797,7 +812,9 @@ class SDTClusterer(torch.nn.Module):
             h = self.node_states(ctx, topk, jac)
             band_pos, band_prob = self.score_band(ctx, topk, jac, h)
             del h
-        edge_index, weight = self.final_links(ctx, topk, jac, band_pos, band_prob, eta)
+        edge_index, weight = self.final_links(
+            ctx, topk, jac, band_pos, band_prob, eta, max_links=max_links
+        )
         num_nodes = ctx.num_nodes
         if not return_details:
             # Infomap reads the links alone: the scores and the context
@@ -1062,6 +1079,7 @@ __all__ = [
     'SDTClusterer',
     'KNNContext',
     'choose_eta',
+    'check_max_links',
     'DEFAULT_ETA_GRID',
     'ETA_TOLERANCE',
     'CHECKPOINT_FORMAT',
