@@ -15,7 +15,11 @@ from torch_geometric_sdt.nn.models.knn_context import (
     band_positions,
     topk_positions,
 )
-from torch_geometric_sdt.nn.models.sdt_clusterer import TOPK_QUANTILE, SDTClusterer
+from torch_geometric_sdt.nn.models.sdt_clusterer import (
+    TOPK_QUANTILE,
+    SDTClusterer,
+    spread_key,
+)
 from torch_geometric_sdt.nn.models.topk_predictor import TopKPredictor
 from torch_geometric_sdt.testing import GOOD_K as K
 from torch_geometric_sdt.testing import GOOD_N as N
@@ -264,7 +268,7 @@ def test_final_links_veto_topk_and_add_band_beyond_it(faces, veto):
 
 
 @pytest.mark.parametrize('veto', [False, True])
-def test_final_links_keep_the_strongest_per_node_and_chunk_alike(faces, veto):
+def test_final_links_keep_a_fixed_subset_per_node_and_chunk_alike(faces, veto):
     x, _ = faces
     torch.manual_seed(0)
     model = SDTClusterer(
@@ -272,7 +276,6 @@ def test_final_links_keep_the_strongest_per_node_and_chunk_alike(faces, veto):
     )
     gen = torch.Generator().manual_seed(1)
     topk = torch.randint(1, 11, (x.size(0),), generator=gen)
-    # Weights on a coarse grid, so that ties occur:
     jac = torch.randint(0, 6, (x.size(0), 10), generator=gen) / 5
     band_pos = model.scored_positions(topk)
     prob = torch.randint(0, 6, (band_pos.numel(),), generator=gen) / 5
@@ -282,17 +285,14 @@ def test_final_links_keep_the_strongest_per_node_and_chunk_alike(faces, veto):
     for chunk_size in (1, 7, 10**6):  # chunks never change the links
         got = model.final_link_positions(*args, chunk_size=chunk_size)
         assert torch.equal(got[0], pos) and torch.equal(got[1], weight)
-    inside = (pos % 10) < topk[pos // 10]
+    key = spread_key(pos)
     for cap in (1, 3):
         capped, capped_w = model.final_link_positions(*args, max_links=cap)
-        # Brute force: per node, its links by descending weight, ties to the
-        # Top-K pairs first, then the lower rank.
+        # Brute force: per node, the links of its cap smallest keys.
         want = set()
         for i in range(x.size(0)):
             mine = (pos // 10 == i).nonzero().view(-1).tolist()
-            mine.sort(
-                key=lambda e: (-float(weight[e]), not bool(inside[e]), int(pos[e]))
-            )
+            mine.sort(key=lambda e: float(key[e]))
             want |= {int(pos[e]) for e in mine[:cap]}
         assert set(capped.tolist()) == want and capped.numel() == len(want)
         assert torch.bincount(capped // 10).max() == cap
@@ -312,6 +312,21 @@ def test_final_links_keep_the_strongest_per_node_and_chunk_alike(faces, veto):
         topk[:0], jac[:0], band_pos[:0], prob[:0], max_links=2
     )
     assert empty[0].numel() == 0 and empty[1].numel() == 0
+
+
+def test_spread_key_is_a_fixed_well_spread_hash():
+    pos = torch.arange(200_000)
+    key = spread_key(pos)
+    assert key.dtype == torch.float32 and torch.equal(key, key.floor())
+    assert 0 <= key.min() and key.max() < 2**24
+    assert key.unique().numel() > 0.98 * pos.numel()  # few collisions
+    # The same key for a position whatever else is hashed with it:
+    assert torch.equal(spread_key(pos.flip(0)), key.flip(0))
+    assert spread_key(torch.tensor([2**40 + 7]))[0] != spread_key(torch.tensor([7]))[0]
+    # Consecutive positions (a node's ranks) get keys spread over the range:
+    # every eighth of it holds about an eighth of 80 consecutive keys.
+    counts = torch.bincount((spread_key(torch.arange(80, 160)) // 2**21).long())
+    assert counts.numel() == 8 and counts.min() >= 4
 
 
 def test_veto_must_be_a_bool():

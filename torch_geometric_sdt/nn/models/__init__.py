@@ -9,6 +9,7 @@ from .sdt_clusterer import (
     SDTClusterer,
     check_max_links,
     choose_eta,
+    spread_key,
 )
 from .topk_predictor import TopKPredictor
 
@@ -23,6 +24,7 @@ __all__ = [
     'SDTClusterer',
     'choose_eta',
     'check_max_links',
+    'spread_key',
     'TOPK_BATCH_SIZE',
     'NODE_CHUNK_SIZE',
     'BAND_CHUNK_SIZE',

@@ -79,6 +79,19 @@ BAND_CHUNK_SIZE = 1 << 15
 LINK_CHUNK_SIZE = 1 << 16
 
 
+def spread_key(pos: Tensor) -> Tensor:
+    r"""A fixed pseudo-random key in :math:`[0, 2^{24})` of every flat
+    position, :obj:`float32` (exact): a 32-bit integer mix (two rounds of
+    xor-shift and multiply) of the position folded to 32 bits. Keeping the
+    links of the smallest keys keeps an unbiased subset of a node's links,
+    the same whatever the chunks, order or process."""
+    x = (pos ^ (pos >> 32)) & 0xFFFFFFFF
+    for _ in range(2):
+        x = (((x >> 16) ^ x) * 0x45D9F3B) & 0xFFFFFFFF
+    x = (x >> 16) ^ x
+    return (x >> 8).to(torch.float32)
+
+
 def check_max_links(max_links: int | None) -> None:
     r"""Raises :class:`ValueError` unless :obj:`max_links` (the links per
     node that :meth:`SDTClusterer.cluster` keeps) is :obj:`None` or a
@@ -620,12 +633,16 @@ class SDTClusterer(torch.nn.Module):
         pairs beyond the Top-K with probability :math:`\ge \eta`, weighted
         by it; weights are floored at :math:`10^{-6}`.
 
-        With :obj:`max_links` :math:`L`, every node keeps only its :math:`L`
-        links of largest weight (ties to the lower rank, Top-K pairs before
-        the ones beyond). A node with a large identity has as many Top-K
-        pairs as faces of its own (about 70 for MS-Celeb-like identities of
-        50 to 120 faces), far more than Infomap needs to keep them together,
-        and Infomap's memory grows with the links: about 120 bytes each.
+        With :obj:`max_links` :math:`L`, every node keeps at most :math:`L`
+        of its links, a fixed pseudo-random subset (those of the smallest
+        :func:`spread_key` of their positions). A node of a large identity
+        has a Top-K pair for nearly every face of it (about 70 for
+        MS-Celeb-like identities of 50 to 120 faces), far more than Infomap
+        needs to keep the identity together, and Infomap's memory grows with
+        the links: about 106 bytes each. A random subset keeps the identity
+        one well-connected module; the :math:`L` strongest links would not:
+        they tie each node to its tightest few neighbours, and the identity
+        falls apart into cliques (``benchmarks/link_cap.py``).
 
         The nodes are handled :obj:`chunk_size` at a time, so that the masks
         and candidate links of all nodes are never held at once.
@@ -679,13 +696,14 @@ class SDTClusterer(torch.nn.Module):
             p_out, q_out = bpos[keep], bprob[keep]
             q_in = jaccard.view(-1)[p_in]
             if max_links is not None:
-                # The rank of every candidate among its node's, by weight:
-                node = torch.cat([p_in, p_out]) // k - lo
-                order = position_in_target(torch.cat([q_in, q_out]), node, hi - lo)
-                strong = order < max_links
-                strong_in, strong_out = strong[: p_in.numel()], strong[p_in.numel() :]
-                p_in, q_in = p_in[strong_in], q_in[strong_in]
-                p_out, q_out = p_out[strong_out], q_out[strong_out]
+                # Each node keeps the candidates of the max_links smallest
+                # hashes of their positions: a fixed pseudo-random subset.
+                cand = torch.cat([p_in, p_out])
+                order = position_in_target(-spread_key(cand), cand // k - lo, hi - lo)
+                kept = order < max_links
+                kept_in, kept_out = kept[: p_in.numel()], kept[p_in.numel() :]
+                p_in, q_in = p_in[kept_in], q_in[kept_in]
+                p_out, q_out = p_out[kept_out], q_out[kept_out]
             pos_in.append(p_in)
             w_in.append(q_in)
             pos_out.append(p_out)
@@ -1080,6 +1098,7 @@ __all__ = [
     'KNNContext',
     'choose_eta',
     'check_max_links',
+    'spread_key',
     'DEFAULT_ETA_GRID',
     'ETA_TOLERANCE',
     'CHECKPOINT_FORMAT',
