@@ -100,9 +100,10 @@ def generate(num_nodes: int, dim: int, folder: Path, regime: str = 'lfw') -> Non
     np.save(folder / 'y.npy', y.numpy())
 
 
-def run_one(folder: Path, k: int) -> dict[str, Any]:
+def run_one(folder: Path, k: int, max_links: int | None = None) -> dict[str, Any]:
     r"""Runs every stage on the faces in :obj:`folder` (in this process) and
-    returns its row. The features are read memory-mapped, as
+    returns its row; :obj:`max_links` caps the links per node
+    (:meth:`SDTClusterer.cluster`'s). The features are read memory-mapped, as
     :func:`~torch_geometric_sdt.io.load_features` reads them for ``sdt
     cluster``. After the oracle Top-K the kNN graph is written to
     :obj:`folder` and left to the SDT context alone, as in
@@ -132,6 +133,7 @@ def run_one(folder: Path, k: int) -> dict[str, Any]:
         'knn_backend': backend,
         'knn_options': AUTO_NNDESCENT_OPTIONS if backend == 'pynndescent' else {},
         'features': 'memory-mapped .npy',
+        'max_links': max_links,
         'base_rss': base_rss,
         'stages': {},
     }
@@ -175,7 +177,9 @@ def run_one(folder: Path, k: int) -> dict[str, Any]:
         record('sdt', m)
         del h
         with Measure() as m:
-            edge_index, weight = model.final_links(ctx, topk, jac, band_pos, band_prob)
+            edge_index, weight = model.final_links(
+                ctx, topk, jac, band_pos, band_prob, max_links=max_links
+            )
             row['num_band_pairs'] = int(band_pos.numel())
             # As cluster() does before Infomap (the kNN graph goes with ctx):
             del ctx, jac, band_pos, band_prob
@@ -191,7 +195,7 @@ def run_one(folder: Path, k: int) -> dict[str, Any]:
             row['sdt_metrics'] = evaluate(pred, y)
         record('metrics', m)
         if num_nodes <= 20_000:  # the stages above are exactly cluster():
-            same = torch.equal(model.cluster(x), pred)
+            same = torch.equal(model.cluster(x, max_links=max_links), pred)
             row['matches_cluster'] = same
             if not same:
                 raise RuntimeError('the staged pipeline differs from cluster()')
@@ -259,12 +263,13 @@ def add_estimates(row: dict[str, Any]) -> None:
     # Rows recorded before the features were read from a file held them:
     mapped = row.get('features') == 'memory-mapped .npy'
     measured = max(row['measured_peak'], 1)
-    est = estimate_memory(n, dim, k, method='sdt', backend=backend, mapped=mapped)
+    cap = {'max_links': row.get('max_links'), 'backend': backend, 'mapped': mapped}
+    est = estimate_memory(n, dim, k, method='sdt', **cap)
     row['estimate'] = est
     row['estimate_over_measured'] = est['peak'] / measured
     # The same model with the Top-K the shipped model actually predicted:
     mean_topk = min(k, max(1.0, row['mean_topk']))
-    at = estimate_memory(n, dim, k, backend=backend, mean_topk=mean_topk, mapped=mapped)
+    at = estimate_memory(n, dim, k, mean_topk=mean_topk, **cap)
     row['estimate_at_measured_topk'] = at
     row['estimate_at_measured_topk_over_measured'] = at['peak'] / measured
 
@@ -284,7 +289,12 @@ def summary(rows: list[dict[str, Any]], dim: int, k: int) -> dict[str, Any]:
         add_totals(row)
     keys = [*STAGES, 'total', 'infomap-knn']
     out: dict[str, Any] = {'growth_exponent': {s: growth(rows, s) for s in keys}}
-    proj = estimate_memory(PROJECTION_NODES, dim, k, method='sdt', mapped=True)
+    # The projection with the cap of the rows (all run with one: one file per
+    # cap, result_name):
+    max_links = rows[-1].get('max_links') if rows else None
+    proj = estimate_memory(
+        PROJECTION_NODES, dim, k, method='sdt', mapped=True, max_links=max_links
+    )
     out['projection'] = {
         'num_nodes': PROJECTION_NODES,
         'estimate': proj,
@@ -294,7 +304,13 @@ def summary(rows: list[dict[str, Any]], dim: int, k: int) -> dict[str, Any]:
         mean_topk = min(k, max(1.0, rows[-1]['mean_topk']))
         out['projection']['mean_topk'] = mean_topk
         out['projection']['estimate_at_measured_topk'] = estimate_memory(
-            PROJECTION_NODES, dim, k, method='sdt', mapped=True, mean_topk=mean_topk
+            PROJECTION_NODES,
+            dim,
+            k,
+            method='sdt',
+            mapped=True,
+            mean_topk=mean_topk,
+            max_links=max_links,
         )
     ratios = [r['estimate_over_measured'] for r in rows]
     out['estimate_over_measured'] = ratios
@@ -311,6 +327,9 @@ def markdown(
         else f"Synthetic faces (256-d, seed 0, `regime_draw('{regime}')`: "
         f'{REGIMES[regime]})'
     )
+    cap = rows[-1].get('max_links') if rows else None
+    if cap is not None:
+        data += f', at most {cap} links per node (`max_links={cap}`)'
     lines = [
         data + ', k = 80, the shipped relational SDT '
         "model; kNN with `backend='auto'`. Per size, one subprocess runs the "
@@ -474,7 +493,9 @@ def run_size(num_nodes: int, args: argparse.Namespace) -> dict[str, Any]:
     the row with its exit status instead of its result."""
     try:  # refuse a size that cannot fit before spending hours on it
         check_memory(
-            estimate_memory(num_nodes, args.dim, args.k, method='sdt', mapped=True)
+            estimate_memory(
+                num_nodes, args.dim, args.k, mapped=True, max_links=args.max_links
+            )
         )
     except MemoryError as e:
         raise RuntimeError(f'skipped: {e}') from e
@@ -489,6 +510,8 @@ def run_size(num_nodes: int, args: argparse.Namespace) -> dict[str, Any]:
         if subprocess.run(gen, cwd=ROOT, env=env).returncode != 0:
             raise RuntimeError('the faces could not be generated')
         cmd = [*base, '--one', '--k', str(args.k), '--row-out', str(row_path)]
+        if args.max_links is not None:
+            cmd += ['--max-links', str(args.max_links)]
         res = subprocess.run(cmd, cwd=ROOT, env=env)
         if res.returncode != 0 or not row_path.exists():
             raise RuntimeError(f'exit status {res.returncode}')
@@ -524,6 +547,14 @@ def main(argv: list[str] | None = None) -> None:
         help="identity sizes: 'lfw' (synthetic_faces' LFW-like long tail; "
         "results in scale.*) or 'msceleb' (50-120 faces per identity; "
         'results in scale_msceleb.*)',
+    )
+    parser.add_argument(
+        '--max-links',
+        type=int,
+        default=None,
+        metavar='L',
+        help='the SDT keeps at most L links per node (max_links; results in '
+        'scale[_REGIME]_links<L>.*)',
     )
     parser.add_argument(
         '--threshold',
@@ -567,7 +598,7 @@ def main(argv: list[str] | None = None) -> None:
         generate(args.generate, args.dim, Path(args.folder), args.regime)
         return
     if args.one:  # the child process that clusters them
-        row = run_one(Path(args.folder), args.k)
+        row = run_one(Path(args.folder), args.k, args.max_links)
         Path(args.row_out).write_text(json.dumps(row, default=str))
         return
     if args.baseline is not None:  # a child process that runs a baseline
@@ -577,7 +608,9 @@ def main(argv: list[str] | None = None) -> None:
 
     sizes = [2_000, 10_000] if args.quick else sorted(args.sizes)
     out = results_dir(args.quick, args.out)
-    name = result_name(args.regime)
+    if args.max_links is not None and args.max_links < 1:
+        parser.error('--max-links must be at least 1')
+    name = result_name(args.regime, args.max_links)
     rows: list[dict[str, Any]] = []
     if args.report:
         sizes, args.merge = [], True
@@ -611,9 +644,10 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(1)
 
 
-def result_name(regime: str) -> str:
-    r"""The results file stem of an identity-size regime."""
-    return NAME if regime == 'lfw' else f'{NAME}_{regime}'
+def result_name(regime: str, max_links: int | None = None) -> str:
+    r"""The results file stem of an identity-size regime and links cap."""
+    name = NAME if regime == 'lfw' else f'{NAME}_{regime}'
+    return name if max_links is None else f'{name}_links{max_links}'
 
 
 def write_report(
@@ -632,9 +666,16 @@ def write_report(
             + '; '.join(f'{f["num_nodes"]:,} ({f["error"]})' for f in failures),
         ]
     title = 'SDT pipeline at scale: time and memory per stage'
+    if args.regime != 'lfw':
+        title += f' ({args.regime} identity sizes'
+        title += (
+            ')' if args.max_links is None else f', {args.max_links} links per node)'
+        )
+    elif args.max_links is not None:
+        title += f' ({args.max_links} links per node)'
     write_results(
         name,
-        title if args.regime == 'lfw' else f'{title} ({args.regime} identity sizes)',
+        title,
         {'rows': rows, 'failures': failures, **summ},
         body,
         out=out,

@@ -684,3 +684,21 @@ def test_scale_report_compares_recorded_rows_with_this_memory_model(
     )
     with pytest.raises(SystemExit):
         scale.main()
+
+
+def test_scale_row_with_a_links_cap_is_cluster_with_that_cap(tmp_path):
+    from benchmarks import scale
+    from torch_geometric_sdt.memory import estimate_memory
+
+    scale.generate(1500, 32, tmp_path, 'msceleb')
+    row = scale.run_one(tmp_path, 80, max_links=8)
+    assert row['max_links'] == 8 and row['matches_cluster'] is True
+    assert row['num_links'] <= 8 * 1500 < 4 * row['mean_topk'] * 1500
+    scale.add_estimates(row)
+    row['baseline'] = {'method': 'infomap-knn', 'threshold': 0.7, 'error': 'not run'}
+    want = estimate_memory(1500, 32, 80, backend='exact', mapped=True, max_links=8)
+    assert row['estimate'] == want
+    assert scale.result_name('msceleb', 8) == 'scale_msceleb_links8'
+    assert scale.result_name('lfw') == 'scale'
+    text = '\n'.join(scale.markdown([row], scale.summary([row], 32, 80), 'msceleb'))
+    assert 'at most 8 links per node (`max_links=8`)' in text
