@@ -37,6 +37,7 @@ SUITES: dict[str, tuple[str, ...]] = {
         'sdt_ablation',
         'regimes',
         'regime_ablation',
+        'link_cap',
     ),
     'speed': (
         'knn',
@@ -58,6 +59,7 @@ DESCRIPTIONS = {
     'sdt_ablation': 'ablations of the SDT pipeline',
     'regimes': 'SDT against tuned baselines and HDBSCAN per data regime',
     'regime_ablation': 'Top-K Jaccard only, SDT, vanilla, MoE-SDT per regime',
+    'link_cap': 'SDT with at most L links per node (max_links) per regime',
     'knn': 'kNN backends: time and recall@k',
     'metrics': 'evaluate() at 5M items against scipy.sparse',
     'topk_jaccard': 'Top-K Jaccard speed and memory at 100K and 1M',

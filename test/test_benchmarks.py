@@ -702,3 +702,25 @@ def test_scale_row_with_a_links_cap_is_cluster_with_that_cap(tmp_path):
     assert scale.result_name('lfw') == 'scale'
     text = '\n'.join(scale.markdown([row], scale.summary([row], 32, 80), 'msceleb'))
     assert 'at most 8 links per node (`max_links=8`)' in text
+
+
+def test_link_cap_scores_both_rules_against_the_model_partition():
+    from benchmarks.link_cap import columns, score_caps, tables, verdict
+    from torch_geometric_sdt import SDTClusterer
+    from torch_geometric_sdt.datasets import regime_draw
+    from torch_geometric_sdt.pretrained import default_model_path
+
+    model = SDTClusterer.load(default_model_path())
+    x, y = regime_draw('msceleb', 800, 32, seed=0)
+    cell = score_caps(model, x, y, (4,))  # raises if 'none' is not cluster()'s
+    assert [key for key, _ in columns((4,))] == ['none', '4', '4 strongest']
+    assert cell['mean_topk'] > 40
+    # Both rules keep 4 links of every node that has that many:
+    assert cell['4']['links'] == cell['4 strongest']['links'] <= 4 * 800
+    assert cell['none']['links'] > 10 * cell['4']['links']
+    row = {'cell': 'msceleb', 'num_nodes': 800, **cell}
+    summ = verdict([row], (4,))
+    delta = cell['4']['pairwise_fscore'] - cell['none']['pairwise_fscore']
+    assert summ['4']['worst_delta'] == delta
+    assert summ['4']['links_ratio'] == cell['4']['links'] / cell['none']['links']
+    assert '| msceleb | 800 |' in '\n'.join(tables([row], (4,)))
