@@ -448,7 +448,7 @@ def markdown(
         )
         for b in baselines(r):
             result = (
-                f'failed ({b["error"]}) | | | | '
+                f'{not_scored(b)} | | | | '
                 if 'error' in b
                 else fmt_metrics(b['metrics'])
             )
@@ -482,7 +482,13 @@ def baselines(row: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def baseline_seconds(b: dict[str, Any]) -> str:
-    return f'failed ({b["error"]})' if 'error' in b else f'{b["seconds"]:.2f}'
+    return not_scored(b) if 'error' in b else f'{b["seconds"]:.2f}'
+
+
+def not_scored(b: dict[str, Any]) -> str:
+    r"""Why a baseline has no result: not run (``--no-baselines``) or
+    failed."""
+    return 'not run' if b['error'] == 'not run' else f'failed ({b["error"]})'
 
 
 def run_size(num_nodes: int, args: argparse.Namespace) -> dict[str, Any]:
@@ -521,6 +527,9 @@ def run_size(num_nodes: int, args: argparse.Namespace) -> dict[str, Any]:
             ('baseline', 'infomap-knn', args.threshold),
             ('fc_es', 'fc-es', args.fces_threshold),
         ):
+            if args.no_baselines:
+                row[key] = {'method': method, 'threshold': thr, 'error': 'not run'}
+                continue
             out = Path(tmp) / f'{key}.json'
             cmd = [*base, '--baseline', method, '--threshold', str(thr)]
             res = subprocess.run([*cmd, '--row-out', str(out)], cwd=ROOT, env=env)
@@ -567,6 +576,11 @@ def main(argv: list[str] | None = None) -> None:
         type=float,
         default=0.3,
         help='fc-es edge-probability threshold (0.3: chosen on a separate draw)',
+    )
+    parser.add_argument(
+        '--no-baselines',
+        action='store_true',
+        help="run the SDT stages alone (the baselines' rows say 'not run')",
     )
     parser.add_argument('--quick', action='store_true', help='2K and 10K')
     parser.add_argument('--out', default=None, help='results folder')
