@@ -43,6 +43,12 @@ def test_band_and_topk_positions_brute_force():
         if max(1, int(topk[i]) - 1) <= r < min(k, int(topk[i]) + 2)
     ]
     assert pos.tolist() == expected
+    for chunk_size in (1, 3):  # filled chunk by chunk, the same positions
+        assert band_positions(topk, k, (1, 2), chunk_size).tolist() == expected
+    many = torch.randint(1, 81, (1000,), generator=torch.Generator().manual_seed(0))
+    want = band_positions(many, 80, (80, 10), chunk_size=10**6)
+    assert torch.equal(band_positions(many, 80, (80, 10), chunk_size=77), want)
+    assert band_positions(many[:0], 80, (2, 3)).numel() == 0
     nodes = torch.tensor([2, 0])
     pos = topk_positions(nodes, topk, k)
     assert pos.tolist() == [12, 13, 14, 15, 16, 17, 0]

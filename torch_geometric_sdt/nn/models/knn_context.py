@@ -160,18 +160,39 @@ def set_jaccard(graph: KNN, progress: bool = False) -> Tensor:
     return topk_jaccard(graph, topk=graph.k, mode='set', progress=progress).float()
 
 
-def band_positions(topk: Tensor, k: int, band: tuple[int, int]) -> Tensor:
+#: Nodes per chunk of :func:`band_positions`.
+POSITION_CHUNK_SIZE = 1 << 16
+
+
+def band_positions(
+    topk: Tensor,
+    k: int,
+    band: tuple[int, int],
+    chunk_size: int = POSITION_CHUNK_SIZE,
+) -> Tensor:
     r"""Flat positions :math:`i k + r` of the candidate pairs near each node's
     Top-K boundary: ranks :math:`\max(1, K_i - b_-) \le r <
-    \min(k, K_i + b_+)`.
+    \min(k, K_i + b_+)`, ascending.
+
+    The output (8 bytes per pair) is allocated once and filled
+    :obj:`chunk_size` nodes at a time, so that the masks and
+    :meth:`~torch.Tensor.nonzero` pairs of all nodes (24 bytes per pair
+    more) are never held at once.
     """
     below, above = band
     rank = torch.arange(k, device=topk.device)
-    lo = (topk - below).clamp(min=1).unsqueeze(1)
-    hi = (topk + above).clamp(max=k).unsqueeze(1)
-    mask = (rank >= lo) & (rank < hi)
-    row, col = mask.nonzero(as_tuple=True)
-    return row * k + col
+    lo = (topk - below).clamp(min=1)
+    hi = (topk + above).clamp(max=k)
+    end = (hi - lo).clamp(min=0).cumsum(0)
+    num_pairs = int(end[-1]) if end.numel() else 0
+    out = torch.empty(num_pairs, dtype=torch.long, device=topk.device)
+    for c0 in range(0, topk.numel(), chunk_size):
+        c1 = min(c0 + chunk_size, topk.numel())
+        mask = (rank >= lo[c0:c1, None]) & (rank < hi[c0:c1, None])
+        row, col = mask.nonzero(as_tuple=True)
+        start = int(end[c0 - 1]) if c0 > 0 else 0
+        out[start : start + row.numel()] = (row + c0) * k + col
+    return out
 
 
 def topk_positions(nodes: Tensor, topk: Tensor, k: int) -> Tensor:
@@ -186,6 +207,7 @@ def topk_positions(nodes: Tensor, topk: Tensor, k: int) -> Tensor:
 
 __all__ = [
     'KNNContext',
+    'POSITION_CHUNK_SIZE',
     'band_positions',
     'reference_scale',
     'set_jaccard',
