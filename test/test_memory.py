@@ -27,10 +27,11 @@ MB = 2**20
 @pytest.mark.parametrize('method', METHODS)
 def test_estimate_grows_linearly(method):
     # Above the chunk sizes every stage is linear in N: doubling N doubles
-    # each stage's growth.
+    # each stage's growth (links_infomap is the larger of two linear terms,
+    # making the links and Infomap; from 2.1M nodes on, Infomap's).
     a, b, c = (
         estimate_memory(n, 256, 80, method=method, backend='faiss-hnsw')
-        for n in (1_000_000, 2_000_000, 3_000_000)
+        for n in (3_000_000, 4_000_000, 5_000_000)
     )
     assert set(a) == set(b) == set(c)
     assert a['peak'] == max(v for key, v in a.items() if key != 'peak')
@@ -59,9 +60,12 @@ def test_estimate_stages_and_structures():
     # More dimensions and more neighbours cost more:
     assert estimate_memory(100_000, 512)['peak'] > est['peak']
     assert estimate_memory(100_000, 256, 160)['peak'] > est['peak']
-    # A larger assumed Top-K costs more; the baselines cost less than SDT:
-    assert estimate_memory(100_000, 256, mean_topk=40)['peak'] > est['peak']
-    assert estimate_memory(100_000, 256, method='infomap-knn')['peak'] < est['peak']
+    # A larger assumed Top-K costs more; the baselines no more than SDT (at
+    # 100K the exact search sets the peak of both):
+    more = estimate_memory(100_000, 256, mean_topk=40)
+    assert more['sdt'] > est['sdt'] and more['links_infomap'] > est['links_infomap']
+    base = estimate_memory(100_000, 256, method='infomap-knn')
+    assert base['peak'] <= est['peak']
     # 'auto' resolves to the exact backend up to 200K points, HNSW above:
     assert estimate_memory(100_000, 256, backend='auto') == est
     assert estimate_memory(100_000, 256, backend='exact') == est
@@ -125,7 +129,7 @@ def test_check_memory_raises_with_a_tiny_limit():
     assert f'{est["peak"] / 2**30:.2f} GiB' in msg
     stages = {name: v for name, v in est.items() if name != 'peak'}
     largest = max(stages, key=stages.__getitem__)
-    assert largest in ('sdt', 'links_infomap')
+    assert largest in ('knn', 'sdt', 'links_infomap')
     assert f'largest stage: {largest}' in msg and 'knn' in msg
     assert 'backend' in msg and 'chunk' in msg
     with pytest.raises(ValueError, match='peak'):
@@ -248,11 +252,11 @@ def _import_vm_bytes() -> int:
 
 
 def test_cli_refuses_a_run_that_does_not_fit(tmp_path):
-    # 100,000 x 64 features: the SDT estimate is about 0.8 GiB (the SDT
-    # stage), while the address space left after the imports is 400 MiB: the
-    # check must refuse the run before it starts.
+    # 100,000 x 64 features: the SDT estimate is about 0.7 GiB, while the
+    # address space left after the imports is 400 MiB: the check must refuse
+    # the run before it starts.
     n, dim = 100_000, 64
-    assert estimate_memory(n, dim, method='sdt')['peak'] > 700 * MB
+    assert estimate_memory(n, dim, method='sdt')['peak'] > 600 * MB
     x = np.random.default_rng(0).standard_normal((n, dim)).astype(np.float32)
     np.save(tmp_path / 'x.npy', x)
     out = tmp_path / 'pred.npy'

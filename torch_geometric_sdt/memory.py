@@ -216,8 +216,8 @@ def estimate_memory(
     * ``links_infomap``: with :math:`M = \min(\bar{K}, L) N` links
       (:math:`L` = :obj:`max_links`, no limit if :obj:`None`), the larger
       of making them, :math:`F + G + 8Nk + 8N + 12 P + 36 M + 64 k
-      \min(N, 2^{16})` (beside the context, the Top-K Jaccard and the
-      scored pairs; one chunk of :math:`2^{16}` nodes' candidates at a
+      \min(N, 2^{14})` (beside the context, the Top-K Jaccard and the
+      scored pairs; one chunk of :math:`2^{14}` nodes' candidates at a
       time), and Infomap, :math:`F + 8N + 20 M + 86 M + 600 N` (the links'
       pairs and weights; the scores, the context and with it the kNN graph
       that :meth:`SDTClusterer.cluster` built are freed first; Infomap's
@@ -233,8 +233,8 @@ def estimate_memory(
     the shipped model (64 channels, 4 heads). For the 5.21M faces of the
     MS-Celeb-1M test set (:math:`D = 256`, :math:`k = 80`, ``pynndescent``,
     mapped features) the peak is the kNN stage, 18.5 GiB (37 GiB with
-    ``faiss-hnsw``); the SDT stage needs 16.9 GiB (14.9 GiB at a mean Top-K
-    of 13.8), the links and Infomap 15.8 GiB (12.3 GiB), the others less.
+    ``faiss-hnsw``); the SDT stage needs 12.3 GiB (11.9 GiB at a mean Top-K
+    of 13.8), the links and Infomap 13.5 GiB (12.1 GiB), the others less.
     With the features in memory every stage needs 5 GiB more (23.5 GiB).
     Measured on synthetic faces read from a file (``benchmarks/scale.py``):
     at 5.21M faces the model gives 18.5 GiB for a 16.6 GiB peak, at 1M
@@ -243,10 +243,12 @@ def estimate_memory(
     :math:`R` dominates, 1.3-1.5 times. With large identities (50 to 120
     faces each) the shipped model predicts a mean Top-K near 71, and the
     default :math:`\bar{K}` underestimates: at 100K such faces 0.75 GiB for
-    a 1.56 GiB peak, 1.67 GiB with the predicted :math:`\bar{K}` (see
-    :func:`after_topk` for a check once it is known). At 5.21M faces and
-    :math:`\bar{K} = 70` the model gives 47 GiB (links and Infomap; SDT
-    33 GiB).
+    a 1.21 GiB peak, 1.29 GiB with the predicted :math:`\bar{K}` (see
+    :func:`after_topk` for a check once it is known); at 1M 7.7 GiB with
+    the predicted :math:`\bar{K}` for a 7.4 GiB peak, and with
+    :obj:`max_links=16` 3.7 GiB for 3.7 GiB. At 5.21M faces and
+    :math:`\bar{K} = 70` the model gives 39 GiB (links and Infomap; SDT
+    15 GiB), 18.5 GiB with :obj:`max_links` at most 24.
 
     Args:
         num_nodes (int): :math:`N`.

@@ -160,8 +160,9 @@ def set_jaccard(graph: KNN, progress: bool = False) -> Tensor:
     return topk_jaccard(graph, topk=graph.k, mode='set', progress=progress).float()
 
 
-#: Nodes per chunk of :func:`band_positions`.
-POSITION_CHUNK_SIZE = 1 << 16
+#: Nodes per chunk of :func:`band_positions` (the masks and pairs of one
+#: chunk: about 40 MiB at :math:`k = 80`).
+POSITION_CHUNK_SIZE = 1 << 14
 
 
 def band_positions(

@@ -74,9 +74,9 @@ NODE_CHUNK_SIZE = 8192
 #: :obj:`TOPK_BATCH_SIZE`.
 BAND_CHUNK_SIZE = 1 << 15
 #: Nodes per chunk of :meth:`SDTClusterer.final_link_positions`: the masks
-#: and candidate links of one chunk (about 0.1 GiB at :math:`k = 80`) are
+#: and candidate links of one chunk (up to 80 MiB at :math:`k = 80`) are
 #: all it holds beyond the links it keeps.
-LINK_CHUNK_SIZE = 1 << 16
+LINK_CHUNK_SIZE = 1 << 14
 
 
 def spread_key(pos: Tensor) -> Tensor:
@@ -660,7 +660,7 @@ class SDTClusterer(torch.nn.Module):
             max_links (int, optional): :math:`L`, at least 1; no limit if
                 :obj:`None`. (default: :obj:`None`)
             chunk_size (int, optional): Nodes per chunk.
-                (default: :obj:`65536`)
+                (default: :obj:`16384`)
         """
         check_max_links(max_links)
         if chunk_size < 1:
