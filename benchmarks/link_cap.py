@@ -60,17 +60,24 @@ LARGE_SEED = 3100
 MARGIN = 0.002
 
 
-def strongest(
-    model: SDTClusterer, d: dict[str, Any], cap: int
-) -> tuple[Tensor, Tensor]:
-    r"""The alternative the cap is measured against: every node keeps its
-    :obj:`cap` links of largest weight (ties to the earlier link)."""
-    k = model.k
+def rank_by_weight(model: SDTClusterer, d: dict[str, Any]) -> tuple[Tensor, ...]:
+    r"""The uncapped links as positions, their weights, and the rank of each
+    among its node's by descending weight (ties to the earlier link)."""
     args = (d['topk'], d['jaccard'], d['band_pos'], d['band_prob'])
     pos, weight = model.final_link_positions(*args)
-    keep = position_in_target(weight, pos // k, d['topk'].numel()) < cap
+    return pos, weight, position_in_target(weight, pos // model.k, d['topk'].numel())
+
+
+def strongest(
+    model: SDTClusterer, d: dict[str, Any], ranked: tuple[Tensor, ...], cap: int
+) -> tuple[Tensor, Tensor]:
+    r"""The alternative the cap is measured against: every node keeps its
+    :obj:`cap` links of largest weight (:obj:`ranked` from
+    :func:`rank_by_weight`)."""
+    pos, weight, rank = ranked
+    keep = rank < cap
     pos = pos[keep]
-    edge_index = torch.stack([pos // k, d['ctx'].knn.index.view(-1)[pos]])
+    edge_index = torch.stack([pos // model.k, d['ctx'].knn.index.view(-1)[pos]])
     return edge_index, weight[keep]
 
 
@@ -84,10 +91,13 @@ def score_caps(
     labels, d = model.cluster(x, graph=graph, return_details=True)
     out: dict[str, Any] = {'mean_topk': float(d['topk'].float().mean())}
     args = (d['ctx'], d['topk'], d['jaccard'], d['band_pos'], d['band_prob'])
+    ranked = rank_by_weight(model, d)
     runs = [('none', lambda: model.final_links(*args))]
     for cap in caps:
         runs.append((str(cap), lambda cap=cap: model.final_links(*args, max_links=cap)))
-        runs.append((f'{cap} strongest', lambda cap=cap: strongest(model, d, cap)))
+        runs.append(
+            (f'{cap} strongest', lambda cap=cap: strongest(model, d, ranked, cap))
+        )
     for key, links in runs:
         edge_index, weight = links()
         t = time.perf_counter()

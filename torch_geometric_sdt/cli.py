@@ -197,8 +197,9 @@ def _parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         metavar='L',
-        help='--method sdt: at most L links per node go to Infomap, the '
-        'strongest (large identities: less memory and time; default: all)',
+        help='--method sdt: at most L links per node go to Infomap, a fixed '
+        'pseudo-random subset (large identities: less memory and time; '
+        'default: all)',
     )
     p.add_argument('--knn', default=None, help='a kNN cache .npz to reuse')
     p.add_argument('--labels', default=None, help='true labels: print metrics')
