@@ -159,15 +159,22 @@ def test_sdt_update_asks_topk_where_the_list_moved_within_reach(model, grown):
     x, old, new, _ = grown
     linker, before, _, calls = _spied_update(model, grown, 'predict_topk')
     asked = calls[0]['nodes']
-    # Old rows asked: those with a new id or a moved set Jaccard index at a
-    # rank below K_i + TOPK_REACH; every new row.
-    shared = linker.context(x, new).shared[:700]
-    moved = (new.index[:700] != old.index) | ((shared - before['shared']).abs() > 0.02)
+    # Old rows asked: those with a new id at a rank below K_i + TOPK_REACH;
+    # every new row.
+    listed = new.index[:700] != old.index
     reach = torch.arange(80) < (before['topk'] + TOPK_REACH).unsqueeze(1)
     expected = torch.cat(
-        [(moved & reach).any(dim=1).nonzero().view(-1), torch.arange(700, 735)]
+        [(listed & reach).any(dim=1).nonzero().view(-1), torch.arange(700, 735)]
     )
     assert torch.equal(asked, expected)
     # A change past the reach alone asks nothing.
-    far = (moved & ~reach).any(dim=1) & ~(moved & reach).any(dim=1)
+    far = (listed & ~reach).any(dim=1) & ~(listed & reach).any(dim=1)
     assert bool(far.any()) and not bool(torch.isin(far.nonzero().view(-1), asked).any())
+    # Nor does a set Jaccard index that moved within reach while the ids
+    # there stayed.
+    shared = linker.context(x, new).shared[:700]
+    moved = ((shared - before['shared']).abs() > 0.02) & reach
+    alone = moved.any(dim=1) & ~(listed & reach).any(dim=1)
+    assert bool(alone.any()) and not bool(
+        torch.isin(alone.nonzero().view(-1), asked).any()
+    )
