@@ -44,14 +44,21 @@ def test_merge_candidates_dedupes_and_keeps_self_first():
 
 
 @pytest.mark.parametrize('block_size', [16, 64])  # Several query chunks, or one.
-def test_additions_keep_the_graph_exact(block_size):
+@pytest.mark.parametrize('low_precision', [False, True])
+def test_additions_keep_the_graph_exact(block_size, low_precision):
     x = _data(500)
     k = 10
     old = knn(x[:450], k, backend='exact')
     new_rows = torch.arange(450, 500)
     alive = torch.ones(500, dtype=torch.bool)
     new_index, new_sim, *offers = search_both_ways(
-        x, torch.arange(500), new_rows, k, old.sim[:, -1], block_size=block_size
+        x,
+        torch.arange(500),
+        new_rows,
+        k,
+        old.sim[:, -1],
+        block_size=block_size,
+        low_precision=low_precision,
     )
     index = torch.cat([old.index, new_index])
     sim = torch.cat([old.sim, new_sim])
@@ -107,13 +114,20 @@ def test_refill_searches_lists_its_neighbours_cannot_fill():
     assert torch.equal(index[live], live[exact.index])
 
 
-def test_offers_are_the_pairs_that_reach_an_old_rows_bound():
+@pytest.mark.parametrize('low_precision', [False, True])
+def test_offers_are_the_pairs_that_reach_an_old_rows_bound(low_precision):
     x = _data(300)
     k = 8
     old = knn(x[:280], k, backend='exact')
     new_rows = torch.arange(280, 300)
     _, _, rows, cand, cand_sim = search_both_ways(
-        x, torch.arange(300), new_rows, k, old.sim[:, -1], block_size=64
+        x,
+        torch.arange(300),
+        new_rows,
+        k,
+        old.sim[:, -1],
+        block_size=64,
+        low_precision=low_precision,
     )
     full = x[:280] @ x[280:].t()
     reach = (full >= old.sim[:, -1:]).nonzero()
@@ -139,6 +153,42 @@ def test_search_both_ways_breaks_ties_at_the_cut_by_id():
     assert torch.equal(new_index, exact.index[16:])
     assert new_index[0].tolist() == [16, 14, 15, 17]
     assert torch.allclose(new_sim, exact.sim[16:])
+
+
+def test_search_both_ways_orders_cosines_closer_than_bfloat16_can_tell():
+    # Past the first block the products run in bfloat16, whose spacing near
+    # 0.5 is 2**-9: the cosines of k - 1 points (the list holds the new
+    # point first) to the new point, 1e-4 apart, look equal there (the cut
+    # after them does not), and the float32 comparison of the survivors
+    # orders them.
+    k = 5
+    far = torch.tensor([[0.0, 1.0, 0.0]]).repeat(16, 1)  # The first block.
+    gen = torch.Generator().manual_seed(0)
+    cos = torch.cat(
+        [
+            0.5 + 1e-4 * torch.randperm(k - 1, generator=gen),
+            0.4 + 1e-4 * torch.randperm(24 - k + 1, generator=gen),
+        ]
+    )
+    near = torch.stack([cos, torch.zeros(24), (1 - cos**2).sqrt()], dim=1)
+    x = torch.cat([far, near, torch.tensor([[1.0, 0.0, 0.0]])])
+    x = x + 1e-3 * torch.randn(x.shape, generator=torch.Generator().manual_seed(1))
+    x = x / x.norm(dim=1, keepdim=True)
+    old = knn(x[:40], k, backend='exact')
+    new_index, new_sim, rows, cand, _ = search_both_ways(
+        x,
+        torch.arange(41),
+        torch.arange(40, 41),
+        k,
+        old.sim[:, -1],
+        block_size=16,
+        low_precision=True,
+    )
+    exact = knn(x, k, backend='exact')
+    assert torch.equal(new_index, exact.index[40:])
+    assert torch.allclose(new_sim, exact.sim[40:], atol=1e-6)
+    reach = ((x[:40] @ x[40]) >= old.sim[:, -1]).nonzero().view(-1)
+    assert torch.equal(rows, reach) and bool((cand == 40).all())
 
 
 def test_offer_reverse_skips_removed_rows():
