@@ -3,7 +3,12 @@ import torch
 
 from torch_geometric_sdt.datasets import synthetic_faces
 from torch_geometric_sdt.index.graph import offer_reverse, search_both_ways
-from torch_geometric_sdt.index.links import TOPK_REACH, EarlyStopLinker, SDTLinker
+from torch_geometric_sdt.index.links import (
+    TOPK_REACH,
+    EarlyStopLinker,
+    SDTLinker,
+    same_pairs,
+)
 from torch_geometric_sdt.nn.knn import KNN, knn
 from torch_geometric_sdt.nn.models import SDTClusterer
 from torch_geometric_sdt.nn.models.knn_context import topk_positions
@@ -72,6 +77,7 @@ def test_sdt_update_without_tolerance_equals_a_full_computation(model, grown):
     after = linker.update(x, new, old, before, changed)
     ref = SDTLinker(model, scale=linker.scale).compute(x, new)
     assert torch.equal(after['topk'], ref['topk'])
+    assert torch.equal(after['shared'], ref['shared'])
     assert torch.equal(after['jaccard'], ref['jaccard'])
     assert torch.allclose(after['h'], ref['h'], atol=1e-5)
     assert torch.equal(torch.isnan(after['band']), torch.isnan(ref['band']))
@@ -178,3 +184,43 @@ def test_sdt_update_asks_topk_where_the_list_moved_within_reach(model, grown):
     assert bool(alone.any()) and not bool(
         torch.isin(alone.nonzero().view(-1), asked).any()
     )
+
+
+def test_same_pairs_finds_every_old_pair_after_an_addition(grown):
+    _, old, new, _ = grown
+    rank = same_pairs(new.index, old.index)
+    assert bool((rank[700:] == -1).all())
+    found = rank[:700] >= 0
+    # Every old point still listed is found, at a rank holding it before.
+    assert torch.equal(found, new.index[:700] < 700)
+    held = old.index.gather(1, rank[:700].clamp(min=0))
+    assert torch.equal(held[found], new.index[:700][found])
+    # A list changed otherwise (a removal's refill) finds its pairs up to
+    # the first change only.
+    index = old.index.clone()
+    index[0, 5:] = old.index[1, 5:]
+    rank = same_pairs(index, old.index)
+    assert rank[0, :5].tolist() == list(range(5))
+    changed = (index[0] != old.index[0]).nonzero().view(-1)
+    assert bool((rank[0, changed] == -1).all())
+
+
+def test_sdt_update_rescores_the_jaccard_of_the_pairs_whose_lists_moved(model, grown):
+    x, old, new, _ = grown
+    _, before, after, calls = _spied_update(model, grown, 'jaccard')
+    pos = calls[0]['positions']
+    assert 35 * 80 < pos.numel() < 735 * 80
+    # A pair of two old faces whose Top-K sets both stayed is not rescored,
+    # and keeps its score at its (maybe shifted) rank.
+    rank = same_pairs(new.index, old.index)
+    stay = rank[:700] == torch.arange(80)
+    head = torch.arange(80) < after['topk'][:700].unsqueeze(1)
+    kept = (after['topk'][:700] == before['topk']) & (stay | ~head).all(dim=1)
+    kept = torch.cat([kept, torch.zeros(35, dtype=torch.bool)])
+    pair = kept[new.index[:700]] & kept[:700].unsqueeze(1) & (rank[:700] >= 0)
+    assert bool(pair.any())
+    flat = (torch.arange(700).unsqueeze(1) * 80 + torch.arange(80))[pair]
+    assert not bool(torch.isin(flat, pos).any())
+    old_rank = rank[:700][pair]
+    rows = torch.arange(700).unsqueeze(1).expand(700, 80)[pair]
+    assert torch.equal(after['jaccard'][:700][pair], before['jaccard'][rows, old_rank])

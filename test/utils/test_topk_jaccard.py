@@ -542,3 +542,55 @@ def test_rows_are_checked():
     edge_index = torch.tensor([[0, 1], [1, 0]])
     with pytest.raises(ValueError, match='kNN form'):
         topk_jaccard(edge_index, torch.tensor([0.5, 0.5]), rows=(0, 1), num_nodes=2)
+
+
+@pytest.mark.parametrize(
+    'options',
+    [
+        dict(),
+        dict(mode='set'),
+        dict(transform='exp', normalize='knn'),
+    ],
+)
+def test_positions_equal_the_entries_of_the_full_result(options):
+    from torch_geometric_sdt.nn.knn import knn as build_knn
+
+    x = torch.randn(300, 16, generator=torch.Generator().manual_seed(0))
+    graph = build_knn(x, 12)
+    topk = torch.randint(1, 13, (300,), generator=torch.Generator().manual_seed(1))
+    full = topk_jaccard(graph, topk=topk, **options).view(-1)
+    gen = torch.Generator().manual_seed(2)
+    # In any order, with repeats, sorted, and none.
+    for pos in [
+        torch.randint(0, 300 * 12, (500,), generator=gen),
+        torch.randperm(300 * 12, generator=gen)[:40].sort().values,
+        torch.arange(300 * 12),
+        torch.empty(0, dtype=torch.long),
+    ]:
+        out = topk_jaccard(graph, topk=topk, positions=pos, **options)
+        assert out.shape == pos.shape
+        assert torch.equal(out, full[pos])
+
+
+def test_positions_are_checked():
+    index = torch.tensor([[0, 1], [1, 0]])
+    sim = torch.tensor([[1.0, 0.5], [1.0, 0.5]])
+    for pos, match in [
+        (torch.tensor([[0]]), 'must be a 1-D tensor'),
+        ([0, 1], 'must be a 1-D tensor'),
+        (torch.tensor([0.0]), 'integer tensor'),
+        (torch.tensor([4]), r'must lie in \[0, N \* k\) = \[0, 4\)'),
+        (torch.tensor([-1]), 'must lie in'),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            topk_jaccard(index, sim, topk=1, positions=pos)
+    with pytest.raises(ValueError, match='rows or positions'):
+        topk_jaccard(index, sim, topk=1, rows=(0, 1), positions=torch.tensor([0]))
+    edge_index = torch.tensor([[0, 1], [1, 0]])
+    with pytest.raises(ValueError, match='kNN form'):
+        topk_jaccard(
+            edge_index,
+            torch.tensor([0.5, 0.5]),
+            positions=torch.tensor([0]),
+            num_nodes=2,
+        )

@@ -10,12 +10,15 @@ model the update recomputes only what the changed lists reach, and with
 a tolerance of :obj:`0` gives the same state as :meth:`Linker.compute` on
 the same lists:
 
-1. the set Jaccard indices of the full lists (all rows, a fast kernel);
+1. the set Jaccard indices of the pairs whose either full list changed,
+   the others carried over from the pair's old rank (:func:`same_pairs`);
 2. :math:`K_i` for the nodes that took a new neighbour id within the first
    :math:`K_i +` :data:`TOPK_REACH` ranks, the Top-K and the first rank
    past it (with a tolerance of :obj:`0`: every node whose ids,
    similarities or set Jaccard row changed at all);
-3. the Top-K Jaccard scores (all rows, a fast kernel);
+3. the Top-K Jaccard scores of the pairs whose either Top-K set changed
+   (ids or :math:`K_i`), the others carried over as in step 1 (exact: a
+   score reads only the two Top-K sets and their similarities);
 4. the node states of the nodes whose encoder input changed, and of those
    up to :math:`L` Top-K hops downstream of them, each on its receptive
    field (:meth:`~torch_geometric_sdt.nn.models.SDTClusterer.node_states`);
@@ -148,15 +151,20 @@ class SDTLinker(Linker):
             tolerance=self.tolerance,
         )
 
-    def context(self, x: Tensor, graph: KNN) -> KNNContext:
+    def context(
+        self, x: Tensor, graph: KNN, shared: Tensor | None = None
+    ) -> KNNContext:
         """The model's context with the similarity scale frozen at creation
-        (so that rows nobody touched keep their inputs)."""
+        (so that rows nobody touched keep their inputs), and :obj:`shared`
+        as its set Jaccard indices (default: computed)."""
         if self.scale is None:
             self.scale = noise_scale(x)
             self.scale = SimilarityScale(
                 float(self.scale.center), float(self.scale.scale)
             )
-        return KNNContext(graph, self.scale, set_jaccard(graph), None, 'random_pairs')
+        if shared is None:
+            shared = set_jaccard(graph)
+        return KNNContext(graph, self.scale, shared, None, 'random_pairs')
 
     def compute(self, x: Tensor, graph: KNN, progress: bool = False) -> State:
         model = self.model
@@ -180,12 +188,20 @@ class SDTLinker(Linker):
     ) -> State:
         model, k = self.model, graph.k
         n, n_old = graph.num_nodes, old['topk'].numel()
-        ctx = self.context(x, graph)
         # What moved, entry by entry (rows past the old ones: everything).
         listed = torch.ones(n, k, dtype=torch.bool)
         listed[:n_old] = graph.index[:n_old] != old_graph.index
+        # 1. Set Jaccard of the pairs whose either list changed.
+        old_pos = same_pairs(graph.index, old_graph.index)
+        lists_moved = listed.any(dim=1)
+        again = (old_pos < 0) | lists_moved.unsqueeze(1) | lists_moved[graph.index]
+        shared = _carry(old['shared'], old_pos)
+        shared.view(-1)[again.view(-1)] = set_jaccard(
+            graph, positions=again.view(-1).nonzero().view(-1)
+        )
+        ctx = self.context(x, graph, shared)
         sim = self._moved(graph.sim, old_graph.sim)
-        shared = self._moved(ctx.shared, old['shared'])
+        shared = self._moved(shared, old['shared'])
         # 2. K_i where a new id entered the reach. A set Jaccard index that
         # moved there alone does not ask: in three additions of 1,000 faces
         # to 100,000 (benchmarks/incremental.py's data) such nodes were
@@ -201,8 +217,16 @@ class SDTLinker(Linker):
         if ask.numel():
             topk[ask] = model.predict_topk(ctx, nodes=ask, progress=progress)
         topk_diff = topk != topk_old
-        # 3. Top-K Jaccard (all rows).
-        jac = model.jaccard(ctx, topk, progress=progress)
+        # 3. Top-K Jaccard of the pairs whose either Top-K set changed (ids
+        # or K_i: the probabilities read the similarities of that set).
+        stay = old_pos == torch.arange(k)
+        inside_new = torch.arange(k) < topk.unsqueeze(1)
+        head_moved = topk_diff | (~stay & inside_new).any(dim=1)
+        again = (old_pos < 0) | head_moved.unsqueeze(1) | head_moved[graph.index]
+        jac = _carry(old['jaccard'], old_pos)
+        jac.view(-1)[again.view(-1)] = model.jaccard(
+            ctx, topk, progress=progress, positions=again.view(-1).nonzero().view(-1)
+        )
         pair = listed | sim | shared | self._moved(jac, old['jaccard'])
         # 4. Node states: nodes whose features (similarity profile, K_i) or
         # Top-K in-edges moved, and the nodes that read them.
@@ -270,6 +294,39 @@ class SDTLinker(Linker):
         )
 
 
+def same_pairs(index: Tensor, old_index: Tensor) -> Tensor:
+    r"""For every entry of the lists :obj:`index` :obj:`[N, k]`, the rank of
+    the same pair in the lists :obj:`old_index` :obj:`[N_old, k]` (rows past
+    :math:`N_{old}`, and pairs not found: :obj:`-1`).
+
+    An addition only inserts new points (ids :math:`\ge N_{old}`) into the
+    old lists, and the old points keep their order: the entry at rank
+    :math:`r` held rank :math:`r - c`, where :math:`c` counts the new points
+    before it. Each such rank is checked against :obj:`old_index`, so lists
+    changed otherwise (a removal's refill) find the pairs before their first
+    change and no others.
+    """
+    n, k = index.shape
+    n_old = old_index.size(0)
+    out = torch.full((n, k), -1, dtype=torch.long)
+    rows = index[:n_old]
+    new = rows >= n_old
+    rank = torch.arange(k) - (new.cumsum(dim=1) - new.long())
+    held = old_index.gather(1, rank) == rows
+    out[:n_old] = torch.where(held & ~new, rank, -1)
+    return out
+
+
+def _carry(old: Tensor, old_pos: Tensor) -> Tensor:
+    """Per entry, the value :obj:`old` held for the same pair (rank
+    :obj:`old_pos` of the same row; :obj:`NaN` where :obj:`-1`)."""
+    n_old = old.size(0)
+    out = torch.full(old_pos.shape, float('nan'), dtype=old.dtype)
+    out[:n_old] = old.gather(1, old_pos[:n_old].clamp(min=0))
+    out[old_pos < 0] = float('nan')
+    return out
+
+
 def _pad(value: Tensor, num_rows: int) -> Tensor:
     """:obj:`value` with :obj:`NaN` rows appended up to :obj:`num_rows`."""
     extra = value.new_full((num_rows - value.size(0), *value.shape[1:]), float('nan'))
@@ -279,6 +336,7 @@ def _pad(value: Tensor, num_rows: int) -> Tensor:
 __all__ = [
     'TOLERANCE',
     'TOPK_REACH',
+    'same_pairs',
     'EarlyStopLinker',
     'Linker',
     'SDTLinker',

@@ -111,6 +111,37 @@ def check_rows(
             err[i] = code
 
 
+@njit(nogil=True, fastmath=True)
+def pair_score(
+    rowptr: np.ndarray,
+    col: np.ndarray,
+    p: np.ndarray,
+    topk: np.ndarray,
+    weighted: bool,
+    mark: np.ndarray,
+    ki: int,
+    j: int,
+) -> float:  # pragma: no cover (compiled)
+    # The score of the edge (i, j), with `mark` holding the Top-K set of i
+    # (see `scores`) and `ki` its size.
+    sj = rowptr[j]
+    kj = topk[j]
+    # Branch-free loops over local slices, so that they vectorise.
+    cj = col[sj : sj + kj]
+    zero = mark.dtype.type(0.0)
+    if weighted:
+        pj = p[sj : sj + kj]
+        acc = zero
+        for f in range(kj):
+            v = mark[np.uint64(cj[f])]
+            acc += (v + pj[f]) if v >= zero else zero
+        return min(0.5 * acc, 1.0)  # not past 1
+    cnt = 0
+    for f in range(kj):
+        cnt += 1 if mark[np.uint64(cj[f])] >= zero else 0
+    return cnt / (ki + kj - cnt)
+
+
 @njit(parallel=True, nogil=True, fastmath=True)
 def scores(
     rowptr: np.ndarray,
@@ -130,7 +161,6 @@ def scores(
     num_nodes = rowptr.shape[0] - 1
     num_rows = row_stop - row_start
     chunk = (num_rows + num_chunks - 1) // num_chunks
-    zero = out.dtype.type(0.0)
     for c in numba.prange(num_chunks):
         # `mark[m]` holds p_im while m is in the Top-K set of the current i,
         # and -1 otherwise; it is reset after each row, so one O(N) scratch
@@ -147,23 +177,50 @@ def scores(
             for e in range(si, si + ki):
                 mark[col[e]] = p[e] if weighted else 1.0
             for e in range(si, rowptr[i + 1]):
-                j = col[e]
-                sj = rowptr[j]
-                kj = topk[j]
-                # Branch-free loops over local slices, so that they vectorise.
-                cj = col[sj : sj + kj]
-                if weighted:
-                    pj = p[sj : sj + kj]
-                    acc = zero
-                    for f in range(kj):
-                        v = mark[np.uint64(cj[f])]
-                        acc += (v + pj[f]) if v >= zero else zero
-                    out[base + e] = min(0.5 * acc, 1.0)  # not past 1
-                else:
-                    cnt = 0
-                    for f in range(kj):
-                        cnt += 1 if mark[np.uint64(cj[f])] >= zero else 0
-                    out[base + e] = cnt / (ki + kj - cnt)
+                out[base + e] = pair_score(
+                    rowptr, col, p, topk, weighted, mark, ki, col[e]
+                )
+            for e in range(si, si + ki):
+                mark[col[e]] = -1.0
+
+
+@njit(parallel=True, nogil=True, fastmath=True)
+def entry_scores(
+    rowptr: np.ndarray,
+    col: np.ndarray,
+    p: np.ndarray,
+    topk: np.ndarray,
+    weighted: bool,
+    rows: np.ndarray,
+    row_start: int,
+    row_stop: int,
+    num_chunks: int,
+    entry_start: np.ndarray,
+    entry_stop: np.ndarray,
+    entries: np.ndarray,
+    out: np.ndarray,
+) -> None:  # pragma: no cover (compiled)
+    # Scores the entries entries[entry_start[t]:entry_stop[t]] (CSR
+    # positions in the list of row rows[t]) for t in [row_start, row_stop),
+    # into the same places of `out`; as `scores` for the other rows' lists.
+    num_nodes = rowptr.shape[0] - 1
+    num_rows = row_stop - row_start
+    chunk = (num_rows + num_chunks - 1) // num_chunks
+    for c in numba.prange(num_chunks):
+        mark = np.empty(num_nodes, dtype=out.dtype)
+        mark[:] = -1.0
+        lo = row_start + c * chunk
+        hi = min(row_stop, lo + chunk)
+        for t in range(lo, hi):
+            i = rows[t]
+            si = rowptr[i]
+            ki = topk[i]
+            for e in range(si, si + ki):
+                mark[col[e]] = p[e] if weighted else 1.0
+            for s in range(entry_start[t], entry_stop[t]):
+                out[s] = pair_score(
+                    rowptr, col, p, topk, weighted, mark, ki, col[entries[s]]
+                )
             for e in range(si, si + ki):
                 mark[col[e]] = -1.0
 

@@ -225,6 +225,7 @@ def topk_jaccard(
     eps: float = -5.0,
     sigma: float = 0.5,
     rows: tuple[int, int] | None = None,
+    positions: Tensor | None = None,
     progress: bool = False,
 ) -> Tensor:
     r"""Scores every edge :math:`(i, j)` of a neighbour graph with the Top-K
@@ -332,6 +333,12 @@ def topk_jaccard(
             so they equal the same rows of the full result (the map stages
             of the Ray engine split the work this way). (default:
             :obj:`None`)
+        positions (torch.Tensor, optional): kNN form only: score the entries
+            at flat positions :math:`i k + r` alone and return them,
+            :obj:`[P]` in the same order, equal to the same entries of the
+            full result. The cost is :math:`O(\sum_i K_i + \sum_{(i, j)}
+            K_j)` over the rows and entries given, beside one :math:`O(Nk)`
+            check of the lists. (default: :obj:`None`)
         progress (bool, optional): Show a progress bar. (default: :obj:`False`)
 
     Returns:
@@ -366,6 +373,14 @@ def topk_jaccard(
     row_lo, row_hi = _check_rows(rows, n)
     if rows is not None and pos is not None:
         raise ValueError('rows needs the kNN form [N, k]')
+    if positions is not None:
+        if pos is not None:
+            raise ValueError('positions needs the kNN form [N, k]')
+        if rows is not None:
+            raise ValueError('Pass rows or positions, not both')
+        flat = _check_positions(positions, n * out_shape[1])
+        out = _score_entries(lists, flat, out_shape[1], progress=progress)
+        return torch.from_numpy(out).to(device)
     rowptr = lists['rowptr']
     if rows is not None:
         order = np.arange(row_lo, row_hi, dtype=np.int64)
@@ -569,6 +584,74 @@ def _score_rows(
     return out
 
 
+def _score_entries(
+    lists: dict[str, np.ndarray], flat: np.ndarray, k: int, progress: bool = False
+) -> np.ndarray:
+    r"""The scores of the entries at flat positions :obj:`flat` of kNN
+    lists of length :obj:`k` (:func:`_prepare_lists`'s arrays), in the
+    order given. Each row's Top-K set is marked once for all of its entries,
+    and the rows are visited in :func:`_visit_order`'s order, as the full
+    scoring does, so that neighbouring lists stay in cache."""
+    perm = None
+    if flat.size > 1 and bool((flat[1:] < flat[:-1]).any()):
+        perm = np.argsort(flat, kind='stable')
+        flat = flat[perm]
+    row_of = flat // k
+    start = np.flatnonzero(np.diff(row_of, prepend=-1))
+    stop = np.append(start[1:], flat.size)
+    rows = row_of[start]
+    rank = np.empty(lists['rowptr'].size - 1, np.int64)
+    rank[_visit_order(lists)] = np.arange(rank.size)
+    visit = np.argsort(rank[rows])
+    rows, start, stop = rows[visit], start[visit], stop[visit]
+    p = lists['p']
+    out = np.empty(flat.size, p.dtype)
+    with deferred_interrupts():
+        num_blocks = min(rows.size, 100)
+        bounds = np.linspace(0, rows.size, num_blocks + 1).astype(np.int64)
+        chunks = max(1, 8 * numba.get_num_threads())
+        for b in tqdm(range(num_blocks), disable=not progress, desc='topk_jaccard'):
+            interruption_point()
+            lo, hi = int(bounds[b]), int(bounds[b + 1])
+            if hi > lo:
+                kernels.entry_scores(
+                    lists['rowptr'],
+                    lists['col'],
+                    p,
+                    lists['topk'],
+                    p.size > 0,
+                    rows,
+                    lo,
+                    hi,
+                    max(1, min(hi - lo, chunks)),
+                    start,
+                    stop,
+                    flat,
+                    out,
+                )
+    if perm is None:
+        return out
+    unsorted = np.empty_like(out)
+    unsorted[perm] = out
+    return unsorted
+
+
+def _check_positions(positions: Tensor, size: int) -> np.ndarray:
+    """:obj:`positions` as an :obj:`int64` array, checked to be a 1-D
+    integer tensor of flat positions in :math:`[0, Nk)`."""
+    if not isinstance(positions, Tensor) or positions.dim() != 1:
+        raise ValueError('positions must be a 1-D tensor of flat positions i * k + r')
+    if positions.is_floating_point() or positions.dtype == torch.bool:
+        raise ValueError(f'positions must be an integer tensor (got {positions.dtype})')
+    flat = positions.detach().to('cpu', torch.int64).numpy()
+    if flat.size and (flat.min() < 0 or flat.max() >= size):
+        raise ValueError(
+            f'positions must lie in [0, N * k) = [0, {size}) '
+            f'(got {int(flat.min())} to {int(flat.max())})'
+        )
+    return flat
+
+
 def _visit_order(lists: dict[str, np.ndarray]) -> np.ndarray:
     r"""Rows in breadth-first order over the lists: consecutive rows then
     share most of their neighbours, whose lists stay in cache."""
@@ -687,7 +770,8 @@ def topk_target(
 _OPTIONS = {
     name: param.default
     for name, param in inspect.signature(topk_jaccard).parameters.items()
-    if param.kind is inspect.Parameter.KEYWORD_ONLY and name not in ('rows', 'progress')
+    if param.kind is inspect.Parameter.KEYWORD_ONLY
+    and name not in ('rows', 'positions', 'progress')
 }
 
 

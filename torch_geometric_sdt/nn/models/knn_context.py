@@ -154,10 +154,16 @@ def reference_scale(
     return similarity_scale(graph.sim), 'knn'
 
 
-def set_jaccard(graph: KNN, progress: bool = False) -> Tensor:
+def set_jaccard(
+    graph: KNN, progress: bool = False, positions: Tensor | None = None
+) -> Tensor:
     r"""Set Jaccard index of the full lists of every kNN edge, :obj:`[N, k]`
-    (:attr:`KNNContext.shared`)."""
-    return topk_jaccard(graph, topk=graph.k, mode='set', progress=progress).float()
+    (:attr:`KNNContext.shared`); with :obj:`positions`, of the edges at
+    those flat positions alone, :obj:`[P]`."""
+    out = topk_jaccard(
+        graph, topk=graph.k, mode='set', positions=positions, progress=progress
+    )
+    return out.float()
 
 
 #: Nodes per chunk of :func:`band_positions` (the masks and pairs of one

@@ -431,10 +431,22 @@ class SDTClusterer(torch.nn.Module):
                 )
         return out
 
-    def jaccard(self, ctx: KNNContext, topk: Tensor, progress: bool = False) -> Tensor:
-        """Top-K Jaccard of every kNN edge, :obj:`[N, k]`."""
+    def jaccard(
+        self,
+        ctx: KNNContext,
+        topk: Tensor,
+        progress: bool = False,
+        positions: Tensor | None = None,
+    ) -> Tensor:
+        """Top-K Jaccard of every kNN edge, :obj:`[N, k]`; with
+        :obj:`positions`, of the edges at those flat positions alone,
+        :obj:`[P]` (the same values)."""
         return topk_jaccard(
-            ctx.knn, topk=topk, transform=self.config['transform'], progress=progress
+            ctx.knn,
+            topk=topk,
+            transform=self.config['transform'],
+            positions=positions,
+            progress=progress,
         ).float()
 
     def subgraph_inputs(
