@@ -510,20 +510,22 @@ def test_bad_input_is_refused(tmp_path, good, call, exc, match):
     assert_api_refuses(call, exc, match, tmp_path, good)
 
 
-@pytest.mark.parametrize(
-    'options',
-    [
-        dict(),
-        dict(mode='set'),
-        dict(transform='exp', normalize='knn'),
-    ],
-)
-def test_rows_equal_the_rows_of_the_full_result(options):
+# Options of the partial scorings (rows, positions).
+PART_OPTIONS = [dict(), dict(mode='set'), dict(transform='exp', normalize='knn')]
+
+
+def _part_graph():
+    """A kNN graph of 300 points (k = 12) and Top-K sizes for it."""
     from torch_geometric_sdt.nn.knn import knn as build_knn
 
     x = torch.randn(300, 16, generator=torch.Generator().manual_seed(0))
-    graph = build_knn(x, 12)
     topk = torch.randint(1, 13, (300,), generator=torch.Generator().manual_seed(1))
+    return build_knn(x, 12), topk
+
+
+@pytest.mark.parametrize('options', PART_OPTIONS)
+def test_rows_equal_the_rows_of_the_full_result(options):
+    graph, topk = _part_graph()
     full = topk_jaccard(graph, topk=topk, **options)
     parts = [
         topk_jaccard(graph, topk=topk, rows=(lo, min(lo + 70, 300)), **options)
@@ -544,20 +546,9 @@ def test_rows_are_checked():
         topk_jaccard(edge_index, torch.tensor([0.5, 0.5]), rows=(0, 1), num_nodes=2)
 
 
-@pytest.mark.parametrize(
-    'options',
-    [
-        dict(),
-        dict(mode='set'),
-        dict(transform='exp', normalize='knn'),
-    ],
-)
+@pytest.mark.parametrize('options', PART_OPTIONS)
 def test_positions_equal_the_entries_of_the_full_result(options):
-    from torch_geometric_sdt.nn.knn import knn as build_knn
-
-    x = torch.randn(300, 16, generator=torch.Generator().manual_seed(0))
-    graph = build_knn(x, 12)
-    topk = torch.randint(1, 13, (300,), generator=torch.Generator().manual_seed(1))
+    graph, topk = _part_graph()
     full = topk_jaccard(graph, topk=topk, **options).view(-1)
     gen = torch.Generator().manual_seed(2)
     # In any order, with repeats, sorted, and none.

@@ -149,64 +149,27 @@ def scores(
     p: np.ndarray,
     topk: np.ndarray,
     weighted: bool,
-    order: np.ndarray,
-    row_start: int,
-    row_stop: int,
-    num_chunks: int,
-    out_ptr: np.ndarray,
-    out: np.ndarray,
-) -> None:  # pragma: no cover (compiled)
-    # Scores the lists of rows order[row_start:row_stop]; the list of row
-    # order[t] goes to out[out_ptr[t]:], in list order.
-    num_nodes = rowptr.shape[0] - 1
-    num_rows = row_stop - row_start
-    chunk = (num_rows + num_chunks - 1) // num_chunks
-    for c in numba.prange(num_chunks):
-        # `mark[m]` holds p_im while m is in the Top-K set of the current i,
-        # and -1 otherwise; it is reset after each row, so one O(N) scratch
-        # array per worker serves all of its rows.
-        mark = np.empty(num_nodes, dtype=out.dtype)
-        mark[:] = -1.0
-        lo = row_start + c * chunk
-        hi = min(row_stop, lo + chunk)
-        for t in range(lo, hi):
-            i = order[t]
-            si = rowptr[i]
-            base = out_ptr[t] - si
-            ki = topk[i]
-            for e in range(si, si + ki):
-                mark[col[e]] = p[e] if weighted else 1.0
-            for e in range(si, rowptr[i + 1]):
-                out[base + e] = pair_score(
-                    rowptr, col, p, topk, weighted, mark, ki, col[e]
-                )
-            for e in range(si, si + ki):
-                mark[col[e]] = -1.0
-
-
-@njit(parallel=True, nogil=True, fastmath=True)
-def entry_scores(
-    rowptr: np.ndarray,
-    col: np.ndarray,
-    p: np.ndarray,
-    topk: np.ndarray,
-    weighted: bool,
     rows: np.ndarray,
     row_start: int,
     row_stop: int,
     num_chunks: int,
-    entry_start: np.ndarray,
-    entry_stop: np.ndarray,
+    out_start: np.ndarray,
+    out_stop: np.ndarray,
     entries: np.ndarray,
     out: np.ndarray,
 ) -> None:  # pragma: no cover (compiled)
-    # Scores the entries entries[entry_start[t]:entry_stop[t]] (CSR
-    # positions in the list of row rows[t]) for t in [row_start, row_stop),
-    # into the same places of `out`; as `scores` for the other rows' lists.
+    # Scores entries of the lists of rows rows[row_start:row_stop] into
+    # out[out_start[t]:out_stop[t]] for row rows[t]: with `entries` empty,
+    # its whole list in list order; else the CSR positions entries[s] for s
+    # in that range.
     num_nodes = rowptr.shape[0] - 1
     num_rows = row_stop - row_start
     chunk = (num_rows + num_chunks - 1) // num_chunks
+    whole = entries.size == 0
     for c in numba.prange(num_chunks):
+        # `mark[m]` holds p_im while m is in the Top-K set of the current i,
+        # and -1 otherwise; it is reset after each row, so one O(N) scratch
+        # array per worker serves all of its rows.
         mark = np.empty(num_nodes, dtype=out.dtype)
         mark[:] = -1.0
         lo = row_start + c * chunk
@@ -217,10 +180,10 @@ def entry_scores(
             ki = topk[i]
             for e in range(si, si + ki):
                 mark[col[e]] = p[e] if weighted else 1.0
-            for s in range(entry_start[t], entry_stop[t]):
-                out[s] = pair_score(
-                    rowptr, col, p, topk, weighted, mark, ki, col[entries[s]]
-                )
+            s0 = out_start[t]
+            for s in range(s0, out_stop[t]):
+                e = si + (s - s0) if whole else entries[s]
+                out[s] = pair_score(rowptr, col, p, topk, weighted, mark, ki, col[e])
             for e in range(si, si + ki):
                 mark[col[e]] = -1.0
 

@@ -548,14 +548,23 @@ def _score_rows(
     out_ptr: np.ndarray,
     out_size: int,
     progress: bool = False,
+    out_stop: np.ndarray | None = None,
+    entries: np.ndarray | None = None,
 ) -> np.ndarray:
     r"""The scores of the lists of rows :obj:`order` from
     :func:`_prepare_lists`'s arrays: the list of row :obj:`order[t]` goes to
     :obj:`out[out_ptr[t]:]`, in list order, in an output of :obj:`out_size`
-    entries (the only allocation). Each row's scores depend on nothing else,
-    so the order only decides which lists stay in cache together."""
+    entries (the only allocation). With :obj:`entries`, only the CSR
+    positions :obj:`entries[out_ptr[t]:out_stop[t]]` of row
+    :obj:`order[t]`, into the same places. Each row's scores depend on
+    nothing else, so the order only decides which lists stay in cache
+    together."""
     p = lists['p']
+    rowptr = lists['rowptr']
     out = np.empty(out_size, p.dtype)
+    if entries is None:
+        entries = np.empty(0, np.int64)
+        out_stop = out_ptr[: order.size] + (rowptr[order + 1] - rowptr[order])
     weighted = p.size > 0  # set mode shares no probabilities
     with deferred_interrupts():
         # Blocks of rows (never one long kernel call): a held-back stop
@@ -569,7 +578,7 @@ def _score_rows(
             start, stop = int(bounds[b]), int(bounds[b + 1])
             if stop > start:
                 kernels.scores(
-                    lists['rowptr'],
+                    rowptr,
                     lists['col'],
                     p,
                     lists['topk'],
@@ -579,6 +588,8 @@ def _score_rows(
                     stop,
                     max(1, min(stop - start, chunks)),
                     out_ptr,
+                    out_stop,
+                    entries,
                     out,
                 )
     return out
@@ -603,32 +614,15 @@ def _score_entries(
     rank = np.empty(lists['rowptr'].size - 1, np.int64)
     rank[_visit_order(lists)] = np.arange(rank.size)
     visit = np.argsort(rank[rows])
-    rows, start, stop = rows[visit], start[visit], stop[visit]
-    p = lists['p']
-    out = np.empty(flat.size, p.dtype)
-    with deferred_interrupts():
-        num_blocks = min(rows.size, 100)
-        bounds = np.linspace(0, rows.size, num_blocks + 1).astype(np.int64)
-        chunks = max(1, 8 * numba.get_num_threads())
-        for b in tqdm(range(num_blocks), disable=not progress, desc='topk_jaccard'):
-            interruption_point()
-            lo, hi = int(bounds[b]), int(bounds[b + 1])
-            if hi > lo:
-                kernels.entry_scores(
-                    lists['rowptr'],
-                    lists['col'],
-                    p,
-                    lists['topk'],
-                    p.size > 0,
-                    rows,
-                    lo,
-                    hi,
-                    max(1, min(hi - lo, chunks)),
-                    start,
-                    stop,
-                    flat,
-                    out,
-                )
+    out = _score_rows(
+        lists,
+        rows[visit],
+        start[visit],
+        flat.size,
+        progress,
+        out_stop=stop[visit],
+        entries=flat,
+    )
     if perm is None:
         return out
     unsorted = np.empty_like(out)
