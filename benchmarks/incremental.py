@@ -327,10 +327,13 @@ def plot(res: dict[str, Any], out: Path, name: str = 'incremental') -> list[Path
 
 
 def result_name(res: dict[str, Any]) -> str:
-    """``incremental``, or ``incremental_<N>`` for a timing-only run."""
+    """``incremental``, or for a timing-only run ``incremental_<N>`` (the SDT
+    model alone) or ``incremental_<N>_<methods>``."""
     if res.get('references', True):
         return 'incremental'
-    return f'incremental_{res["num_nodes"]}'
+    methods = [m['method'] for m in res['methods']]
+    suffix = '' if methods == ['sdt'] else '_' + '_'.join(methods)
+    return f'incremental_{res["num_nodes"]}{suffix}'
 
 
 def write(res: dict[str, Any], out: Path) -> None:
@@ -357,7 +360,7 @@ def main() -> None:
     parser.add_argument(
         '--timing-only',
         action='store_true',
-        help='creation and rounds only, into incremental_<N>.{md,json}',
+        help='creation and rounds only, into incremental_<N>[_<methods>].{md,json}',
     )
     parser.add_argument('--quick', action='store_true', help='3K faces, 3 rounds')
     parser.add_argument('--out', default=None, help='results folder')

@@ -550,13 +550,16 @@ def test_incremental_timing_only_skips_the_references(tmp_path):
     md = '\n'.join(markdown(res))
     assert 'Timing only' in md and "backend 'auto'" in md
     assert 'add / at once' not in md and 'never added' not in md
-    assert result_name(res) == 'incremental_600'
+    # Named by size, and by method unless the SDT model alone.
+    assert result_name(res) == 'incremental_600_infomap-knn'
+    sdt_only = {**res, 'methods': [{**m, 'method': 'sdt'}]}
+    assert result_name(sdt_only) == 'incremental_600'
     write(res, tmp_path)
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == [
-        'incremental_600.json',
-        'incremental_600.md',
-        'incremental_600_rounds.png',
+        'incremental_600_infomap-knn.json',
+        'incremental_600_infomap-knn.md',
+        'incremental_600_infomap-knn_rounds.png',
     ]
 
 
