@@ -207,8 +207,9 @@ def bfloat16_is_fast(device: torch.device) -> bool:
         return torch.cuda.is_bf16_supported()
     if device.type != 'cpu':
         return False
-    cpu = torch.cpu
-    return cpu._is_avx512_bf16_supported() or cpu._is_amx_tile_supported()
+    # torch.cpu's feature probes are private: without them, say no.
+    probes = ('_is_avx512_bf16_supported', '_is_amx_tile_supported')
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)
 
 
 def _survivors(
