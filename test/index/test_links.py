@@ -195,8 +195,8 @@ def test_same_pairs_finds_every_old_pair_after_an_addition(grown):
     assert torch.equal(found, new.index[:700] < 700)
     held = old.index.gather(1, rank[:700].clamp(min=0))
     assert torch.equal(held[found], new.index[:700][found])
-    # A list changed otherwise (a removal's refill) finds its pairs up to
-    # the first change only.
+    # A list changed otherwise (a removal's refill) finds a pair only where
+    # it kept its rank.
     index = old.index.clone()
     index[0, 5:] = old.index[1, 5:]
     rank = same_pairs(index, old.index)

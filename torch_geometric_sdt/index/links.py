@@ -302,9 +302,9 @@ def same_pairs(index: Tensor, old_index: Tensor) -> Tensor:
     An addition only inserts new points (ids :math:`\ge N_{old}`) into the
     old lists, and the old points keep their order: the entry at rank
     :math:`r` held rank :math:`r - c`, where :math:`c` counts the new points
-    before it. Each such rank is checked against :obj:`old_index`, so lists
-    changed otherwise (a removal's refill) find the pairs before their first
-    change and no others.
+    before it. Each such rank is checked against :obj:`old_index`, so a list
+    changed otherwise (a removal's refill) finds a pair only where it kept
+    its rank.
     """
     n, k = index.shape
     n_old = old_index.size(0)
