@@ -152,36 +152,22 @@ def search_both_ways(
             cols = alive[c0 : c0 + block_size]
             at = torch.searchsorted(cols, rows).clamp(max=cols.numel() - 1)
             own = (cols[at] == rows).nonzero().view(-1)
-            if c0 == 0 or not low_precision:
-                # The first block in float32: the new rows' first top-(k+1)
-                # and the old rows of the block whose bound a new row reaches.
-                block = qx @ x[cols].t()  # [q, b]
-                q, c, val = screen(block, below[cols], dim=0)
-                offers.append((cols[c], rows[q], val))
-                block[own, at[own]] = torch.inf  # Self first.
-                if c0 == 0:
-                    cand_val, pos = torch.topk(block, min(kk, cols.numel()), dim=1)
-                    cand_idx = cols[pos]
-                else:
-                    q, c, val = screen(block, best_val[:, -1], dim=1)
-                    cand_val, cand_idx = pack_rows(q, cols[c], val, rows.numel())
+            if low_precision and c0 > 0:
+                block = qx_low @ x[cols].to(torch.bfloat16).t()  # [q, b]
+            else:  # The first block in float32: its top-(k+1) starts the rows.
+                block = qx @ x[cols].t()
+            # The old rows of this block whose bound a new row reaches.
+            q, c, val = _above(qx, x, cols, block, below[cols], 0)
+            offers.append((cols[c], rows[q], val))
+            # The new rows' own lists: self first; past the first block only
+            # the entries above a row's current (k+1)-th value.
+            block[own, at[own]] = torch.inf
+            if c0 == 0:
+                cand_val, pos = torch.topk(block, min(kk, cols.numel()), dim=1)
+                cand_idx = cols[pos]
             else:
-                # The other blocks in bfloat16, screened SCREEN_MARGIN below
-                # the offers' bounds and the rows' current (k+1)-th values;
-                # the survivors compared at their float32 cosines.
-                block = qx_low @ x[cols].to(torch.bfloat16).t()
-                bound_cols = below[cols]
-                q, c, val = _survivors(qx, x, cols, block, bound_cols, 0)
-                keep = val > bound_cols[c]
-                offers.append((cols[c[keep]], rows[q[keep]], val[keep]))
-                block[own, at[own]] = torch.inf
-                cut = best_val[:, -1]
-                q, c, val = _survivors(qx, x, cols, block, cut, 1)
-                val[cols[c] == rows[q]] = torch.inf  # Self first.
-                keep = val > cut[q]
-                cand_val, cand_idx = pack_rows(
-                    q[keep], cols[c[keep]], val[keep], rows.numel()
-                )
+                q, c, val = _above(qx, x, cols, block, best_val[:, -1], 1)
+                cand_val, cand_idx = pack_rows(q, cols[c], val, rows.numel())
             best_val, best_idx = keep_top(
                 (best_val, best_idx), (cand_val, cand_idx), kk
             )
@@ -212,16 +198,22 @@ def bfloat16_is_fast(device: torch.device) -> bool:
     return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)
 
 
-def _survivors(
+def _above(
     qx: Tensor, x: Tensor, cols: Tensor, block: Tensor, thr: Tensor, dim: int
 ) -> tuple[Tensor, Tensor, Tensor]:
-    r"""The entries of a bfloat16 :obj:`block` of cosines (rows :obj:`qx`,
-    columns :obj:`x[cols]`) above :obj:`thr` (float32, one per row or column
-    as in :func:`~torch_geometric_sdt.nn.knn.screen`) lowered by
-    :data:`SCREEN_MARGIN`, with their float32 cosines: a superset of the
-    entries whose float32 cosine exceeds :obj:`thr`."""
-    q, c, _ = screen(block, thr - SCREEN_MARGIN, dim=dim)
-    return q, c, (qx[q] * x[cols[c]]).sum(dim=1)
+    r"""The entries of a :obj:`block` of cosines (rows :obj:`qx`, columns
+    :obj:`x[cols]`) whose float32 cosine exceeds :obj:`thr`, one threshold
+    per row or column as in :func:`~torch_geometric_sdt.nn.knn.screen`. A
+    bfloat16 block is screened :data:`SCREEN_MARGIN` lower and its
+    survivors compared at their float32 cosines; entries set to
+    :math:`+\infty` (a row's self) stay so."""
+    if block.dtype != torch.bfloat16:
+        return screen(block, thr, dim=dim)
+    q, c, low = screen(block, thr - SCREEN_MARGIN, dim=dim)
+    val = (qx[q] * x[cols[c]]).sum(dim=1)
+    val = torch.where(torch.isposinf(low), torch.inf, val)
+    keep = val > thr[c if dim == 0 else q]
+    return q[keep], c[keep], val[keep]
 
 
 def merge_candidates(

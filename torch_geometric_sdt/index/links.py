@@ -34,6 +34,7 @@ state.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -193,11 +194,12 @@ class SDTLinker(Linker):
         listed[:n_old] = graph.index[:n_old] != old_graph.index
         # 1. Set Jaccard of the pairs whose either list changed.
         old_pos = same_pairs(graph.index, old_graph.index)
-        lists_moved = listed.any(dim=1)
-        again = (old_pos < 0) | lists_moved.unsqueeze(1) | lists_moved[graph.index]
-        shared = _carry(old['shared'], old_pos)
-        shared.view(-1)[again.view(-1)] = set_jaccard(
-            graph, positions=again.view(-1).nonzero().view(-1)
+        shared = _refresh(
+            old['shared'],
+            old_pos,
+            listed.any(dim=1),
+            graph.index,
+            lambda pos: set_jaccard(graph, positions=pos),
         )
         ctx = self.context(x, graph, shared)
         sim = self._moved(graph.sim, old_graph.sim)
@@ -221,11 +223,12 @@ class SDTLinker(Linker):
         # or K_i: the probabilities read the similarities of that set).
         stay = old_pos == torch.arange(k)
         inside_new = torch.arange(k) < topk.unsqueeze(1)
-        head_moved = topk_diff | (~stay & inside_new).any(dim=1)
-        again = (old_pos < 0) | head_moved.unsqueeze(1) | head_moved[graph.index]
-        jac = _carry(old['jaccard'], old_pos)
-        jac.view(-1)[again.view(-1)] = model.jaccard(
-            ctx, topk, progress=progress, positions=again.view(-1).nonzero().view(-1)
+        jac = _refresh(
+            old['jaccard'],
+            old_pos,
+            topk_diff | (~stay & inside_new).any(dim=1),
+            graph.index,
+            lambda pos: model.jaccard(ctx, topk, progress=progress, positions=pos),
         )
         pair = listed | sim | shared | self._moved(jac, old['jaccard'])
         # 4. Node states: nodes whose features (similarity profile, K_i) or
@@ -317,13 +320,22 @@ def same_pairs(index: Tensor, old_index: Tensor) -> Tensor:
     return out
 
 
-def _carry(old: Tensor, old_pos: Tensor) -> Tensor:
-    """Per entry, the value :obj:`old` held for the same pair (rank
-    :obj:`old_pos` of the same row; :obj:`NaN` where :obj:`-1`)."""
+def _refresh(
+    old: Tensor,
+    old_pos: Tensor,
+    moved: Tensor,
+    index: Tensor,
+    score: Callable[[Tensor], Tensor],
+) -> Tensor:
+    """Per entry of the lists :obj:`index`, a pair score: :obj:`score` of
+    its flat position where the pair is new (:obj:`old_pos` :obj:`-1`, see
+    :func:`same_pairs`) or either end is :obj:`moved`, else the value
+    :obj:`old` held for the same pair."""
+    again = ((old_pos < 0) | moved.unsqueeze(1) | moved[index]).view(-1)
     n_old = old.size(0)
-    out = torch.full(old_pos.shape, float('nan'), dtype=old.dtype)
+    out = old.new_empty(old_pos.shape)  # Every entry is carried or scored.
     out[:n_old] = old.gather(1, old_pos[:n_old].clamp(min=0))
-    out[old_pos < 0] = float('nan')
+    out.view(-1)[again] = score(again.nonzero().view(-1))
     return out
 
 
