@@ -727,3 +727,27 @@ def test_link_cap_scores_both_rules_against_the_model_partition():
     assert summ['4']['worst_delta'] == delta
     assert summ['4']['links_ratio'] == cell['4']['links'] / cell['none']['links']
     assert '| msceleb | 800 |' in '\n'.join(tables([row], (4,)))
+
+
+def test_precision_scores_both_precisions_and_the_share_that_moves():
+    from benchmarks.precision import COMPARED, score_cell, tables
+    from torch_geometric_sdt import SDTClusterer
+    from torch_geometric_sdt.datasets import regime_draw
+    from torch_geometric_sdt.pretrained import default_model_path
+
+    model = SDTClusterer.load(default_model_path())
+    x, y = regime_draw('lfw', 900, 32, seed=1)
+    cell = score_cell(model, x, y)
+    model.precision = 'float32'
+    want = model.cluster(x)
+    from torch_geometric_sdt.metrics import evaluate
+
+    assert cell['float32']['pairwise_fscore'] == evaluate(want, y)['pairwise_fscore']
+    assert set(COMPARED) <= set(cell)
+    assert 0.0 < cell['topk_differs'] < 0.2  # bfloat16 moves a few K_i
+    assert cell['topk_mean_change'] >= cell['topk_differs']  # |change| >= 1 where any
+    for p in COMPARED:
+        assert cell[p]['topk_mae'] >= 0 and cell[p]['mean_topk'] >= 1
+    row = {'cell': 'lfw', 'num_nodes': 900, **cell}
+    text = '\n'.join(tables([row]))
+    assert '| lfw | 900 |' in text and '**mean**' in text

@@ -332,6 +332,26 @@ def test_sdt_cluster_max_links_is_the_models_max_links(tmp_path, capsys):
     assert not np.array_equal(want.numpy(), model.cluster(x).numpy())  # it binds
 
 
+def test_sdt_cluster_precision_is_the_models_precision(tmp_path, monkeypatch):
+    from torch_geometric_sdt import SDTClusterer
+
+    seen = []
+    predict = SDTClusterer.predict_topk
+
+    def spy(self, *args, **kwargs):
+        seen.append(self.precision)
+        return predict(self, *args, **kwargs)
+
+    monkeypatch.setattr(SDTClusterer, 'predict_topk', spy)
+    x, _ = synthetic_faces(300, dim=32, seed=2)
+    np.save(tmp_path / 'x.npy', x.numpy())
+    argv = ['cluster', str(tmp_path / 'x.npy'), '--method', 'sdt', '-q']
+    for option, want in ([], 'float32'), (['--precision', 'auto'], 'auto'):
+        out = tmp_path / f'{want}.npy'
+        assert main([*argv, '-o', str(out), *option]) == 0
+        assert seen[-1] == want and out.exists()
+
+
 def test_abbreviated_options_are_refused(faces, tmp_path, capsys):
     # '--k 80' used to be read as '--knn 80' ("no such file: 80").
     x, _, _ = faces
@@ -652,6 +672,23 @@ CLI_BAD_INPUT = [
         'max links without the SDT',
         lambda t, g: ['cluster', str(g['root'] / 'x.npy'), '--max-links', '8'],
         '--max-links is an option of --method sdt',
+    ),
+    (
+        'precision without the SDT',
+        lambda t, g: ['cluster', str(g['root'] / 'x.npy'), '--precision', 'float32'],
+        '--precision is an option of --method sdt',
+    ),
+    (
+        'unknown precision',
+        lambda t, g: [
+            'cluster',
+            str(g['root'] / 'x.npy'),
+            '--method',
+            'sdt',
+            '--precision',
+            'float16',
+        ],
+        "invalid choice: 'float16'",
     ),
     (
         'unknown method',

@@ -53,6 +53,7 @@ from torch_geometric_sdt.pretrained import default_model_path
 from torch_geometric_sdt.utils.distributed import DEFAULT_BLOCK_ROWS, ENGINES, connect
 from torch_geometric_sdt.utils.infomap import check_infomap_options
 from torch_geometric_sdt.utils.mapped import readonly_mapping
+from torch_geometric_sdt.utils.precision import PRECISIONS
 
 _USER_ERRORS = (
     ValueError,
@@ -200,6 +201,14 @@ def _parser() -> argparse.ArgumentParser:
         help='--method sdt: at most L links per node go to Infomap, a fixed '
         'pseudo-random subset (large identities: less memory and time; '
         'default: all)',
+    )
+    p.add_argument(
+        '--precision',
+        default=None,
+        choices=PRECISIONS,
+        help="--method sdt: the Top-K predictor's matrix products; auto: "
+        'bfloat16 where the CPU multiplies it natively (AVX-512 BF16, AMX), '
+        'else float32 (default: auto)',
     )
     p.add_argument('--knn', default=None, help='a kNN cache .npz to reuse')
     p.add_argument('--labels', default=None, help='true labels: print metrics')
@@ -370,7 +379,9 @@ def _k(args: argparse.Namespace) -> int:
 def _load_model(args: argparse.Namespace) -> Any:
     from torch_geometric_sdt.nn.models import SDTClusterer
 
-    return SDTClusterer.load(args.model or default_model_path())
+    model = SDTClusterer.load(args.model or default_model_path())
+    model.precision = getattr(args, 'precision', None) or 'float32'
+    return model
 
 
 def _run_method(
@@ -532,6 +543,8 @@ def _cluster_inputs(
             raise ValueError('--max-links is an option of --method sdt')
         if args.max_links < 1:
             raise ValueError(f'--max-links must be at least 1 (got {args.max_links})')
+    if args.precision is not None and args.method != 'sdt':
+        raise ValueError('--precision is an option of --method sdt')
     if args.metric != 'cosine':
         raise ValueError(
             f'--metric {args.metric}: every method thresholds cosine '

@@ -3,7 +3,6 @@ import torch
 
 from torch_geometric_sdt.datasets import synthetic_faces
 from torch_geometric_sdt.index.graph import (
-    bfloat16_is_fast,
     merge_candidates,
     offer_reverse,
     refill,
@@ -228,11 +227,3 @@ def test_refill_takes_candidates_from_the_lists_of_its_group():
             assert index[row].tolist() == live[exact.index[local]].tolist()
             searched += 1  # ...is searched exactly.
     assert searched < changed.numel() // 4
-
-
-def test_bfloat16_is_fast_asks_the_cpu_and_says_no_without_its_probes(monkeypatch):
-    assert isinstance(bfloat16_is_fast(torch.device('cpu')), bool)
-    assert bfloat16_is_fast(torch.device('meta')) is False
-    for name in ('_is_avx512_bf16_supported', '_is_amx_tile_supported'):
-        monkeypatch.delattr(torch.cpu, name, raising=False)
-    assert bfloat16_is_fast(torch.device('cpu')) is False

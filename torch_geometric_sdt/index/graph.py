@@ -24,6 +24,7 @@ from torch_geometric.utils import to_dense_batch
 
 from torch_geometric_sdt.nn.knn import exact_knn, pack_rows, screen
 from torch_geometric_sdt.nn.knn.common import keep_top, order
+from torch_geometric_sdt.utils.precision import bfloat16_is_fast
 
 #: Rows per side of a similarity block in :func:`search_both_ways`.
 SEARCH_BLOCK_SIZE = 8192
@@ -118,7 +119,7 @@ def search_both_ways(
         block_size (int, optional): Rows per side of a similarity block.
         low_precision (bool, optional): Screen the blocks past the first in
             bfloat16. :obj:`None`: where the device multiplies bfloat16
-            natively (:func:`bfloat16_is_fast`).
+            natively (:func:`~torch_geometric_sdt.utils.precision.bfloat16_is_fast`).
 
     Returns:
         (index, sim, rows, cand, cand_sim): the new rows' lists
@@ -183,19 +184,6 @@ def search_both_ways(
     target, cand, cand_sim = (torch.cat(part) for part in zip(*offers))
     perm = torch.sort(target, stable=True)[1]
     return index, sim, target[perm], cand[perm], cand_sim[perm]
-
-
-def bfloat16_is_fast(device: torch.device) -> bool:
-    """Whether matrix products in bfloat16 run natively on :obj:`device`
-    (a CPU with AVX-512 BF16 or AMX, a CUDA device that supports them);
-    elsewhere they are emulated, slower than in float32."""
-    if device.type == 'cuda':
-        return torch.cuda.is_bf16_supported()
-    if device.type != 'cpu':
-        return False
-    # torch.cpu's feature probes are private: without them, say no.
-    probes = ('_is_avx512_bf16_supported', '_is_amx_tile_supported')
-    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)
 
 
 def _above(
@@ -388,7 +376,6 @@ __all__ = [
     'SEARCH_BLOCK_SIZE',
     'SCREEN_MARGIN',
     'TIE_MARGIN',
-    'bfloat16_is_fast',
     'search_both_ways',
     'merge_candidates',
     'offer_reverse',

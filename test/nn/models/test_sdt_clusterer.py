@@ -714,3 +714,46 @@ def test_cluster_with_max_links_runs_infomap_on_the_strongest_links():
     for bad in (0, 2.0, False):
         with pytest.raises(ValueError, match='max_links must be a positive int'):
             model.cluster(x, max_links=bad)
+
+
+def test_precision_is_a_checked_runtime_setting(tmp_path):
+    model = SDTClusterer(k=4, hidden_channels=8, predictor_channels=8, heads=2)
+    assert model.precision == 'float32'
+    model.precision = 'bfloat16'
+    assert model.precision == 'bfloat16'
+    with pytest.raises(ValueError, match='precision must be one of'):
+        model.precision = 'float16'
+    assert model.precision == 'bfloat16'
+    # Not part of the checkpoint: a loaded model starts at float32.
+    path = model.save(tmp_path / 'm.safetensors')
+    assert SDTClusterer.load(path).precision == 'float32'
+    # It travels with the model to other processes (the Ray engine pickles it).
+    assert pickle.loads(pickle.dumps(model)).precision == 'bfloat16'
+
+
+def test_bfloat16_topk_runs_the_predictor_in_bfloat16_and_stays_close():
+    from torch_geometric_sdt.pretrained import default_model_path
+
+    model = SDTClusterer.load(default_model_path())
+    x, _ = synthetic_faces(3000, dim=64, seed=4)
+    ctx = model.context(x)
+    dtypes = []
+    hook = model.topk_predictor.lin_token.register_forward_hook(
+        lambda module, args, out: dtypes.append(out.dtype)
+    )
+    model.precision = 'float32'
+    full = model.predict_topk(ctx)
+    assert set(dtypes) == {torch.float32}
+    dtypes.clear()
+    model.precision = 'bfloat16'
+    low = model.predict_topk(ctx)
+    hook.remove()
+    assert set(dtypes) == {torch.bfloat16}
+    # A few nodes near a quantile step move, by little.
+    differ = low != full
+    assert differ.float().mean() < 0.03
+    assert (low - full).abs().float().mean() < 0.05
+    # Still a node's own business: batches and subsets give the same bits.
+    assert torch.equal(model.predict_topk(ctx, batch_size=7), low)
+    nodes = torch.arange(5, 3000, 11)
+    assert torch.equal(model.predict_topk(ctx, nodes=nodes, batch_size=13), low[nodes])
