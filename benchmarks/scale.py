@@ -100,10 +100,13 @@ def generate(num_nodes: int, dim: int, folder: Path, regime: str = 'lfw') -> Non
     np.save(folder / 'y.npy', y.numpy())
 
 
-def run_one(folder: Path, k: int, max_links: int | None = None) -> dict[str, Any]:
+def run_one(
+    folder: Path, k: int, max_links: int | None = None, precision: str = 'float32'
+) -> dict[str, Any]:
     r"""Runs every stage on the faces in :obj:`folder` (in this process) and
     returns its row; :obj:`max_links` caps the links per node
-    (:meth:`SDTClusterer.cluster`'s). The features are read memory-mapped, as
+    (:meth:`SDTClusterer.cluster`'s), :obj:`precision` is the model's
+    (:attr:`SDTClusterer.precision`). The features are read memory-mapped, as
     :func:`~torch_geometric_sdt.io.load_features` reads them for ``sdt
     cluster``. After the oracle Top-K the kNN graph is written to
     :obj:`folder` and left to the SDT context alone, as in
@@ -119,6 +122,7 @@ def run_one(folder: Path, k: int, max_links: int | None = None) -> dict[str, Any
     from torch_geometric_sdt.utils.infomap import cluster_links
 
     model = SDTClusterer.load(default_model_path())
+    model.precision = precision
     if model.k != k:
         raise ValueError(f'the shipped model has k = {model.k} (got --k {k})')
     y = torch.from_numpy(np.load(folder / 'y.npy'))
@@ -134,6 +138,7 @@ def run_one(folder: Path, k: int, max_links: int | None = None) -> dict[str, Any
         'knn_options': AUTO_NNDESCENT_OPTIONS if backend == 'pynndescent' else {},
         'features': 'memory-mapped .npy',
         'max_links': max_links,
+        'precision': precision,
         'base_rss': base_rss,
         'stages': {},
     }
@@ -330,6 +335,9 @@ def markdown(
     cap = rows[-1].get('max_links') if rows else None
     if cap is not None:
         data += f', at most {cap} links per node (`max_links={cap}`)'
+    precision = rows[-1].get('precision', 'float32') if rows else 'float32'
+    if precision != 'float32':
+        data += f", the Top-K predictor in {precision} (`precision='{precision}'`)"
     lines = [
         data + ', k = 80, the shipped relational SDT '
         "model; kNN with `backend='auto'`. Per size, one subprocess runs the "
@@ -518,6 +526,7 @@ def run_size(num_nodes: int, args: argparse.Namespace) -> dict[str, Any]:
         cmd = [*base, '--one', '--k', str(args.k), '--row-out', str(row_path)]
         if args.max_links is not None:
             cmd += ['--max-links', str(args.max_links)]
+        cmd += ['--precision', args.precision]
         res = subprocess.run(cmd, cwd=ROOT, env=env)
         if res.returncode != 0 or not row_path.exists():
             raise RuntimeError(f'exit status {res.returncode}')
@@ -566,6 +575,13 @@ def main(argv: list[str] | None = None) -> None:
         'scale[_REGIME]_links<L>.*)',
     )
     parser.add_argument(
+        '--precision',
+        default='float32',
+        choices=('float32', 'bfloat16'),
+        help="the Top-K predictor's products (SDTClusterer.precision; results "
+        'in scale[_REGIME][_links<L>]_bfloat16.* for bfloat16)',
+    )
+    parser.add_argument(
         '--threshold',
         type=float,
         default=0.7,
@@ -612,7 +628,7 @@ def main(argv: list[str] | None = None) -> None:
         generate(args.generate, args.dim, Path(args.folder), args.regime)
         return
     if args.one:  # the child process that clusters them
-        row = run_one(Path(args.folder), args.k, args.max_links)
+        row = run_one(Path(args.folder), args.k, args.max_links, args.precision)
         Path(args.row_out).write_text(json.dumps(row, default=str))
         return
     if args.baseline is not None:  # a child process that runs a baseline
@@ -624,7 +640,7 @@ def main(argv: list[str] | None = None) -> None:
     out = results_dir(args.quick, args.out)
     if args.max_links is not None and args.max_links < 1:
         parser.error('--max-links must be at least 1')
-    name = result_name(args.regime, args.max_links)
+    name = result_name(args.regime, args.max_links, args.precision)
     rows: list[dict[str, Any]] = []
     if args.report:
         sizes, args.merge = [], True
@@ -658,10 +674,14 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(1)
 
 
-def result_name(regime: str, max_links: int | None = None) -> str:
-    r"""The results file stem of an identity-size regime and links cap."""
+def result_name(
+    regime: str, max_links: int | None = None, precision: str = 'float32'
+) -> str:
+    r"""The results file stem of an identity-size regime, links cap and
+    Top-K precision."""
     name = NAME if regime == 'lfw' else f'{NAME}_{regime}'
-    return name if max_links is None else f'{name}_links{max_links}'
+    name = name if max_links is None else f'{name}_links{max_links}'
+    return name if precision == 'float32' else f'{name}_{precision}'
 
 
 def write_report(
@@ -687,6 +707,8 @@ def write_report(
         )
     elif args.max_links is not None:
         title += f' ({args.max_links} links per node)'
+    if args.precision != 'float32':
+        title += f', Top-K predictor in {args.precision}'
     write_results(
         name,
         title,

@@ -751,3 +751,17 @@ def test_precision_scores_both_precisions_and_the_share_that_moves():
     row = {'cell': 'lfw', 'num_nodes': 900, **cell}
     text = '\n'.join(tables([row]))
     assert '| lfw | 900 |' in text and '**mean**' in text
+
+
+def test_scale_row_at_bfloat16_is_cluster_at_that_precision(tmp_path):
+    from benchmarks import scale
+
+    scale.generate(1200, 32, tmp_path)
+    row = scale.run_one(tmp_path, 80, precision='bfloat16')
+    # run_one raises unless the staged pipeline equals cluster() at bfloat16:
+    assert row['precision'] == 'bfloat16' and row['matches_cluster'] is True
+    assert scale.result_name('lfw', None, 'bfloat16') == 'scale_bfloat16'
+    assert scale.result_name('msceleb', 8, 'float32') == 'scale_msceleb_links8'
+    row['baseline'] = {'method': 'infomap-knn', 'threshold': 0.7, 'error': 'not run'}
+    text = '\n'.join(scale.markdown([row], scale.summary([row], 32, 80)))
+    assert "the Top-K predictor in bfloat16 (`precision='bfloat16'`)" in text
