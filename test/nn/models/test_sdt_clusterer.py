@@ -737,18 +737,36 @@ def test_bfloat16_topk_runs_the_predictor_in_bfloat16_and_stays_close():
     model = SDTClusterer.load(default_model_path())
     x, _ = synthetic_faces(3000, dim=64, seed=4)
     ctx = model.context(x)
-    dtypes = []
-    hook = model.topk_predictor.lin_token.register_forward_hook(
-        lambda module, args, out: dtypes.append(out.dtype)
-    )
+    dtypes: dict[str, set] = {'token': set(), 'encoder': set()}
+
+    def spy(name):
+        return lambda module, args, out: dtypes[name].add(out.dtype)
+
+    predictor = model.topk_predictor
+    embed = predictor._embed_tokens
+
+    def spy_embed(tokens):
+        out = embed(tokens)
+        dtypes['token'].add(out.dtype)
+        return out
+
+    predictor._embed_tokens = spy_embed
+    hooks = [predictor.encoder.layers[0].linear1.register_forward_hook(spy('encoder'))]
+    model.precision = 'float32'
+    model.predict_topk(ctx, nodes=torch.arange(300))
+    assert dtypes == {'token': {torch.float32}, 'encoder': {torch.float32}}
+    dtypes = {'token': set(), 'encoder': set()}
+    model.precision = 'bfloat16'
+    model.predict_topk(ctx, nodes=torch.arange(300))
+    # The encoder's products in bfloat16, the token embedding in float32:
+    assert dtypes == {'token': {torch.float32}, 'encoder': {torch.bfloat16}}
+    for hook in hooks:  # (a hook can change which kernels run)
+        hook.remove()
+    del predictor._embed_tokens
     model.precision = 'float32'
     full = model.predict_topk(ctx)
-    assert set(dtypes) == {torch.float32}
-    dtypes.clear()
     model.precision = 'bfloat16'
     low = model.predict_topk(ctx)
-    hook.remove()
-    assert set(dtypes) == {torch.bfloat16}
     # A few nodes near a quantile step move, by little.
     differ = low != full
     assert differ.float().mean() < 0.03

@@ -83,3 +83,17 @@ def test_reset_parameters_reinitialises_everything():
         model.reset_parameters()
     for p, q in zip(a.state_dict().values(), b.state_dict().values()):
         assert torch.equal(p, q)
+
+
+def test_token_embedding_stays_float32_and_per_node_under_autocast():
+    torch.manual_seed(0)
+    model = TopKPredictor(k=12, in_channels=3, hidden_channels=16, heads=2)
+    tokens = torch.randn(50, 12, 3)
+    plain = model._embed_tokens(tokens)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        h = model._embed_tokens(tokens)
+        alone = model._embed_tokens(tokens[17:18])
+        assert model(tokens).dtype == torch.bfloat16  # the rest in bfloat16
+    assert h.dtype == torch.float32
+    torch.testing.assert_close(h, plain, rtol=1e-6, atol=1e-6)
+    assert torch.equal(alone, h[17:18])  # whatever the batch

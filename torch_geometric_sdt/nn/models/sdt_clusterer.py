@@ -319,10 +319,10 @@ class SDTClusterer(torch.nn.Module):
         :data:`~torch_geometric_sdt.utils.precision.PRECISIONS`:
         :obj:`'float32'`, :obj:`'bfloat16'` or :obj:`'auto'` (bfloat16 where
         the device multiplies it natively, float32 elsewhere). A runtime
-        setting, not stored in checkpoints. bfloat16 makes the Top-K stage
-        about 2 to 3 times faster on a CPU with AVX-512 BF16 or AMX and moves
-        a few :math:`K_i` (``benchmarks/results/precision.md``).
-        (default: :obj:`'float32'`)"""
+        setting, not stored in checkpoints. On a CPU with AVX-512 BF16 or
+        AMX, bfloat16 takes the Top-K stage of 1M faces in 0.61 of its
+        float32 time and moves a few :math:`K_i`
+        (``benchmarks/results/precision.md``). (default: :obj:`'float32'`)"""
         return self._precision
 
     @precision.setter
@@ -439,12 +439,14 @@ class SDTClusterer(torch.nn.Module):
         (nor on the batch size, at either precision).
 
         The predictor's products run at :attr:`precision`; in bfloat16 its
-        layer norms, softmax and the quantile of
-        :meth:`TopKPredictor.predict` stay in float32. On a CPU with AVX-512
-        BF16 or AMX, bfloat16 is about 2 to 3 times faster; it changes
-        :math:`K_i` for 0 to 2.3 % of the nodes of the regime benchmark's
-        cells at 256-d (8 % on a 32-d draw), by about one rank, which can
-        flip a merge (``benchmarks/precision.py``).
+        token embedding, layer norms, softmax and the quantile of
+        :meth:`TopKPredictor.predict` stay in float32. On two cores with AMX,
+        bfloat16 took 139 s against 227 s for 1M faces (two runs the same
+        day) and 0.72 of the float32 time at 100,000 (interleaved in one
+        process); it gives another :math:`K_i`
+        to 0 to 1.6 % of the nodes of the regime cells of
+        ``benchmarks/precision.py`` (6.3 % on a 32-d draw), mostly one rank
+        away, which can flip a merge.
         """
         if nodes is None:
             nodes = torch.arange(ctx.num_nodes)
