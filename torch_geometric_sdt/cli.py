@@ -206,9 +206,9 @@ def _parser() -> argparse.ArgumentParser:
         '--precision',
         default=None,
         choices=PRECISIONS,
-        help="--method sdt: the Top-K predictor's matrix products; auto: "
-        'bfloat16 where the CPU multiplies it natively (AVX-512 BF16, AMX), '
-        'else float32 (default: auto)',
+        help="--method sdt: the Top-K predictor's matrix products; bfloat16 "
+        'is faster on CPUs with AVX-512 BF16 or AMX and moves a few Top-Ks; '
+        'auto: bfloat16 on such CPUs, else float32 (default: float32)',
     )
     p.add_argument('--knn', default=None, help='a kNN cache .npz to reuse')
     p.add_argument('--labels', default=None, help='true labels: print metrics')
