@@ -203,7 +203,7 @@ class SDTLinker(Linker):
         )
         ctx = self.context(x, graph, shared)
         sim = self._moved(graph.sim, old_graph.sim)
-        shared = self._moved(shared, old['shared'])
+        shared_moved = self._moved(shared, old['shared'])
         # 2. K_i where a new id entered the reach. A set Jaccard index that
         # moved there alone does not ask: in three additions of 1,000 faces
         # to 100,000 (benchmarks/incremental.py's data) such nodes were
@@ -214,7 +214,7 @@ class SDTLinker(Linker):
         scope = self._scope(topk_old)
         ask = (listed & scope).any(dim=1)
         if self.tolerance == 0:
-            ask |= (shared | sim).any(dim=1)
+            ask |= (shared_moved | sim).any(dim=1)
         ask = ask.nonzero().view(-1)
         if ask.numel():
             topk[ask] = model.predict_topk(ctx, nodes=ask, progress=progress)
@@ -230,7 +230,7 @@ class SDTLinker(Linker):
             graph.index,
             lambda pos: model.jaccard(ctx, topk, progress=progress, positions=pos),
         )
-        pair = listed | sim | shared | self._moved(jac, old['jaccard'])
+        pair = listed | sim | shared_moved | self._moved(jac, old['jaccard'])
         # 4. Node states: nodes whose features (similarity profile, K_i) or
         # Top-K in-edges moved, and the nodes that read them.
         inside = torch.arange(k) < torch.maximum(topk, topk_old).unsqueeze(1)

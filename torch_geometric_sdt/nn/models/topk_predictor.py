@@ -164,9 +164,8 @@ class TopKPredictor(torch.nn.Module):
             return self.lin_token(tokens)
         weight, bias = self.lin_token.weight, self.lin_token.bias
         with torch.autocast(tokens.device.type, enabled=False):
-            tokens = tokens.float()
-            h = bias + tokens[..., 0:1] * weight[:, 0]
-            for f in range(1, self.in_channels):
+            tokens, h = tokens.float(), bias
+            for f in range(self.in_channels):
                 h = h + tokens[..., f : f + 1] * weight[:, f]
         return h
 
