@@ -5,7 +5,9 @@ A timing on this shared machine means something only as a ratio against a
 baseline run at the same time: both models cluster the same synthetic faces
 (LFW-like, 256-d, seed 7) from the same precomputed kNN graph, interleaved
 ``--repeats`` times; the report gives each run, the median ratio and the
-Top-K each model predicts (the SDT step's cost grows with the Top-K).
+Top-K each model predicts (the SDT step's cost grows with the Top-K). Each
+repeat also times :meth:`SDTClusterer.predict_topk` alone on the same kNN
+context (the Top-K predictor's share of the run), with its own ratio.
 
 Writes ``benchmarks/results/model_speed.{md,json}``::
 
@@ -43,7 +45,9 @@ def main() -> None:
     }
     x, _ = synthetic_faces(n, 256, seed=7)
     graph = knn(x, 80)
+    contexts = {name: model.context(x, graph=graph) for name, model in models.items()}
     runs: dict[str, list[float]] = {name: [] for name in models}
+    predict: dict[str, list[float]] = {name: [] for name in models}
     topk: dict[str, float] = {}
     for _ in range(repeats):
         for name, model in models.items():
@@ -51,15 +55,27 @@ def main() -> None:
             _, details = model.cluster(x, graph=graph, return_details=True)
             runs[name].append(time.perf_counter() - t)
             topk[name] = float(details['topk'].float().mean())
-            print(name, f'{runs[name][-1]:.1f} s', flush=True)
+            t = time.perf_counter()
+            model.predict_topk(contexts[name])
+            predict[name].append(time.perf_counter() - t)
+            print(
+                name,
+                f'{runs[name][-1]:.1f} s, predict_topk {predict[name][-1]:.1f} s',
+                flush=True,
+            )
     ratios = [a / b for a, b in zip(runs['shipped'], runs['baseline'])]
     ratio = statistics.median(ratios)
+    predict_ratios = [a / b for a, b in zip(predict['shipped'], predict['baseline'])]
+    predict_ratio = statistics.median(predict_ratios)
     payload: dict[str, Any] = {
         'num_nodes': n,
         'baseline': str(args.baseline),
         'seconds': runs,
         'ratios': ratios,
         'median_ratio': ratio,
+        'predict_topk_seconds': predict,
+        'predict_topk_ratios': predict_ratios,
+        'predict_topk_median_ratio': predict_ratio,
         'mean_topk': topk,
     }
     lines = [
@@ -67,16 +83,19 @@ def main() -> None:
         'from one precomputed exact kNN graph (k = 80), the two models '
         f'interleaved {repeats} time(s) in one process.',
         '',
-        '| model | seconds per run | mean Top-K |',
-        '|---|---|---|',
+        '| model | seconds per run | `predict_topk` seconds | mean Top-K |',
+        '|---|---|---|---|',
     ]
     for name in models:
         secs = ', '.join(f'{s:.1f}' for s in runs[name])
-        lines.append(f'| {name} | {secs} | {topk[name]:.1f} |')
+        pred = ', '.join(f'{s:.1f}' for s in predict[name])
+        lines.append(f'| {name} | {secs} | {pred} | {topk[name]:.1f} |')
     lines += [
         '',
         f'Median ratio shipped / baseline: **{ratio:.2f}** '
-        f'(per repeat: {", ".join(f"{r:.2f}" for r in ratios)}).',
+        f'(per repeat: {", ".join(f"{r:.2f}" for r in ratios)}); '
+        f'`predict_topk` alone: **{predict_ratio:.2f}** '
+        f'(per repeat: {", ".join(f"{r:.2f}" for r in predict_ratios)}).',
         '',
     ]
     write_results(

@@ -87,8 +87,10 @@ about 10 s)::
 from __future__ import annotations
 
 import argparse
+import hashlib
 import time
 import warnings
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -953,6 +955,12 @@ def main() -> None:
         action='store_true',
         help='2 cells of 1,000, one dim, one draw, no LFW, no locality',
     )
+    parser.add_argument(
+        '--model',
+        type=Path,
+        default=None,
+        help='an SDT checkpoint to score instead of the shipped model',
+    )
     parser.add_argument('--out', default=None, help='results folder')
     args = parser.parse_args()
     sizes, cell_names, dims, num_draws = args.sizes, args.cells, args.dims, args.draws
@@ -978,8 +986,14 @@ def main() -> None:
     assert top + TUNE_OFFSET < LOCALITY_SEED < SEED_LIMIT - TUNE_OFFSET
 
     start = time.perf_counter()
-    model = SDTClusterer.load(default_model_path())
+    model_path = default_model_path() if args.model is None else args.model
+    model = SDTClusterer.load(model_path)
+    model_sha = hashlib.sha256(Path(model_path).read_bytes()).hexdigest()
     notes = []
+    if args.model is not None:
+        notes.append(
+            f'Model: `{args.model}` (sha256 {model_sha[:12]}), not the shipped one.'
+        )
     cells = []
     skipped = []
     for n in sizes:
@@ -1132,6 +1146,8 @@ def main() -> None:
             'dims': dims,
             'draws': num_draws,
             'cells_requested': cell_names,
+            'model': str(model_path),
+            'model_sha256': model_sha,
             'agglomerative_max': args.agglomerative_max,
             'notes': notes,
             'total_seconds': total,

@@ -765,3 +765,29 @@ def test_scale_row_at_bfloat16_is_cluster_at_that_precision(tmp_path):
     row['baseline'] = {'method': 'infomap-knn', 'threshold': 0.7, 'error': 'not run'}
     text = '\n'.join(scale.markdown([row], scale.summary([row], 32, 80)))
     assert "the Top-K predictor in bfloat16 (`precision='bfloat16'`)" in text
+
+
+def test_model_speed_times_both_models_and_their_topk_stage(tmp_path, monkeypatch):
+    from benchmarks import model_speed
+    from torch_geometric_sdt.pretrained import default_model_path
+
+    argv = ['model_speed', '--baseline', str(default_model_path()), '--nodes', '600']
+    argv += ['--repeats', '2', '--out', str(tmp_path)]
+    monkeypatch.setattr(sys, 'argv', argv)
+    model_speed.main()
+    doc = json.loads((tmp_path / 'model_speed.json').read_text())
+    assert doc['num_nodes'] == 600
+    for key in ('seconds', 'predict_topk_seconds'):
+        assert sorted(doc[key]) == ['baseline', 'shipped']
+        assert all(len(v) == 2 and min(v) > 0 for v in doc[key].values())
+    ratios = [
+        a / b
+        for a, b in zip(
+            *(doc['predict_topk_seconds'][m] for m in ('shipped', 'baseline'))
+        )
+    ]
+    assert doc['predict_topk_ratios'] == pytest.approx(ratios)
+    # The same checkpoint on both sides predicts the same Top-K:
+    assert doc['mean_topk']['shipped'] == doc['mean_topk']['baseline']
+    md = (tmp_path / 'model_speed.md').read_text()
+    assert '`predict_topk` alone: **' in md
