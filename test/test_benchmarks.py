@@ -791,3 +791,26 @@ def test_model_speed_times_both_models_and_their_topk_stage(tmp_path, monkeypatc
     assert doc['mean_topk']['shipped'] == doc['mean_topk']['baseline']
     md = (tmp_path / 'model_speed.md').read_text()
     assert '`predict_topk` alone: **' in md
+
+
+def test_eta_choice_sweeps_every_size_and_keeps_the_model_eta(tmp_path):
+    from benchmarks.eta_choice import markdown, sweep_size
+    from torch_geometric_sdt import SDTClusterer
+    from torch_geometric_sdt.pretrained import default_model_path
+
+    model = SDTClusterer.load(default_model_path())
+    own = model.config['eta']
+    grid = (0.3, 0.6, 0.9)
+    s = sweep_size(model, 600, 64, grid)
+    assert model.config['eta'] == own
+    assert [r['eta'] for r in s['sweep']] == list(grid)
+    assert s['chosen'] in grid and s['num_nodes'] == 600
+    assert all(0 < r['pairwise_fscore'] <= 1 for r in s['sweep'])
+    res = {'model': 'shipped', 'model_eta': 0.6, 'dim': 64, 'grid': list(grid)}
+    md = '\n'.join(markdown({**res, 'sizes': [s]}))
+    rows = {line.split(' |')[0]: line for line in md.splitlines() if line[:3] == '| 0'}
+    assert sorted(rows) == ['| 0.30', '| 0.60*', '| 0.90']
+    assert [r for r in rows.values() if '**' in r] == [
+        rows[f'| {s["chosen"]:.2f}' + ('*' if s['chosen'] == 0.6 else '')]
+    ]
+    assert '600 faces: the rule picks' in md

@@ -775,3 +775,9 @@ def test_bfloat16_topk_runs_the_predictor_in_bfloat16_and_stays_close():
     assert torch.equal(model.predict_topk(ctx, batch_size=7), low)
     nodes = torch.arange(5, 3000, 11)
     assert torch.equal(model.predict_topk(ctx, nodes=nodes, batch_size=13), low[nodes])
+
+
+def test_repr_names_the_predictor_width():
+    model = SDTClusterer(k=10, hidden_channels=16, predictor_channels=24, heads=2)
+    assert repr(model).startswith('SDTClusterer(k=10, ')
+    assert repr(model).endswith("predictor='transformer', predictor_channels=24)")

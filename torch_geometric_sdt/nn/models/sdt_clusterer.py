@@ -52,9 +52,10 @@ ETA_TOLERANCE = 1e-3
 #: boundary that the SDT scores (and, with the veto, every Top-K pair).
 DEFAULT_BAND = (2, 10)
 #: Nodes per batch of :meth:`SDTClusterer.predict_topk`. A batch's
-#: activations (:math:`256 \times 80` tokens of 64 channels, 5 MiB each)
-#: stay in the CPU caches: about 1.9x faster than batches of 4096 on two
-#: cores, with the same output (``benchmarks/chunk_sizes.py``).
+#: activations (:math:`256 \times 80` tokens of 64 channels, the default
+#: width, 5 MiB each) stay in the CPU caches: about 1.9x faster than batches
+#: of 4096 on two cores, with the same output (``benchmarks/chunk_sizes.py``,
+#: measured at that width).
 TOPK_BATCH_SIZE = 256
 #: The quantile of the Top-K predictor's distribution taken as :math:`K_i`
 #: (:meth:`TopKPredictor.predict`). Measured against the mode (the rule
@@ -353,7 +354,8 @@ class SDTClusterer(torch.nn.Module):
             f'{self.__class__.__name__}(k={c["k"]}, mode={c["mode"]!r}, '
             f'hidden_channels={c["hidden_channels"]}, num_layers={c["num_layers"]}, '
             f'heads={c["heads"]}, differential={c["differential"]}, '
-            f'num_experts={c["num_experts"]}, predictor={c["predictor"]!r})'
+            f'num_experts={c["num_experts"]}, predictor={c["predictor"]!r}, '
+            f'predictor_channels={c["predictor_channels"]})'
         )
 
     # ------------------------------------------------------------------
