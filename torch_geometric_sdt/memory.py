@@ -58,12 +58,18 @@ NNDESCENT_ENTRY = 34
 JACCARD_ENTRY = 4 + 4 + 4
 JACCARD_NODE = 8
 JACCARD_THREAD_NODE = 4
-# Top-K predictor: batches of TOPK_BATCH_SIZE nodes of k tokens through the
-# shipped transformer (64 channels, 4 heads): one [B, 4, k, k] float32
+# Top-K predictor: batches of TOPK_BATCH_SIZE nodes of k tokens through a
+# transformer of 64 channels and 4 heads (SDTClusterer's default; the shipped
+# model's is 32 channels wide, so this bounds it): one [B, 4, k, k] float32
 # attention map and 7 [B, k, 64] float32 activations (the fused q/k/v
 # projection and its three heads' views, the attention output, the 2x wide
 # feed-forward) alive at once -- measured 369, 891 and 2583 MiB per batch of
-# 4096 nodes at k = 40, 80, 160 (topk_batch_bytes gives 380, 960 and 2720).
+# 4096 nodes at k = 40, 80, 160 with a 64-channel model (topk_batch_bytes
+# gives 380, 960 and 2720). The shipped 32-channel model, the same way
+# (benchmarks/topk_memory.py --batch-size 4096, two runs): 428-508, 764-828
+# and 2247 MiB, of which 150-250 MiB are not the batch (the context, what the
+# allocator kept of the kNN search); at the default batch size 186-209 MiB at
+# 20K nodes and 270-284 MiB at 100K (64 channels: 210 and 330).
 TOPK_HEADS = 4
 TOPK_MAP_COPIES = 1
 TOPK_CHANNELS = 64
@@ -230,7 +236,9 @@ def estimate_memory(
     :math:`\bar{K}` per node) and ``metrics``; ``fc-es`` adds ``jaccard``
     (the full-list coefficient). ``peak`` is the largest stage. The chunked
     stages' constants are those of the library's default chunk sizes and of
-    the shipped model (64 channels, 4 heads). For the 5.21M faces of the
+    a model with :class:`SDTClusterer`'s default widths (64 channels, 4
+    heads; the shipped model's Top-K predictor is 32 channels wide and needs
+    less). For the 5.21M faces of the
     MS-Celeb-1M test set (:math:`D = 256`, :math:`k = 80`, ``pynndescent``,
     mapped features) the peak is the kNN stage, 18.5 GiB (37 GiB with
     ``faiss-hnsw``); the SDT stage needs 12.3 GiB (11.9 GiB at a mean Top-K
