@@ -10,6 +10,7 @@ the command and the date of the run.
 from __future__ import annotations
 
 import datetime
+import hashlib
 import json
 import os
 import platform
@@ -220,6 +221,11 @@ METRIC_COLUMNS = 'pairwise F | BCubed F | NMI | clusters | singletons'
 #: Where ``--quick`` smoke runs write, so that they never replace the
 #: recorded results in :obj:`RESULTS`.
 QUICK_RESULTS = Path(tempfile.gettempdir()) / 'sdt_bench_quick'
+
+
+def file_sha256(path: str | Path) -> str:
+    """The SHA-256 hex digest of a file (a checkpoint's identity in results)."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def results_dir(quick: bool = False, out: str | Path | None = None) -> Path:

@@ -102,7 +102,7 @@ def main() -> None:
     sizes = [2_000] if args.quick else args.sizes
     path = default_model_path() if args.model is None else args.model
     model = SDTClusterer.load(path)
-    grid = tuple(DEFAULT_ETA_GRID)
+    grid = DEFAULT_ETA_GRID
     res: dict[str, Any] = {
         'model': str(path) if args.model is not None else 'shipped',
         'model_eta': model.config['eta'],

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import hashlib
 import os
 import time
 from pathlib import Path
@@ -49,7 +48,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from benchmarks.common import LFW, results_dir, write_results
+from benchmarks.common import LFW, file_sha256, results_dir, write_results
 from benchmarks.regimes import CELLS, FIRST_SEED
 from benchmarks.sdt_ablation import topk_links
 from torch_geometric_sdt import SDTClusterer
@@ -103,7 +102,7 @@ def variant(
     trained once and cached."""
     slug = name.split()[0].lower() + ('_retrained' if 'retrained' in name else '')
     # Keyed by the shipped model's bytes: a new shipped predictor retrains.
-    tag = hashlib.sha256(Path(default_model_path()).read_bytes()).hexdigest()[:10]
+    tag = file_sha256(default_model_path())[:10]
     path = cache / f'{slug}_{scale:g}_{tag}.safetensors'
     if path.exists():
         return SDTClusterer.load(path)

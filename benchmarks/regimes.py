@@ -87,7 +87,6 @@ about 10 s)::
 from __future__ import annotations
 
 import argparse
-import hashlib
 import time
 import warnings
 from pathlib import Path
@@ -98,7 +97,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from benchmarks.common import LFW, results_dir, write_results
+from benchmarks.common import LFW, file_sha256, results_dir, write_results
 from torch_geometric_sdt import SDTClusterer
 from torch_geometric_sdt.baselines import THRESHOLD_GRIDS, cluster_knn, tune_threshold
 from torch_geometric_sdt.datasets import (
@@ -988,7 +987,7 @@ def main() -> None:
     start = time.perf_counter()
     model_path = default_model_path() if args.model is None else args.model
     model = SDTClusterer.load(model_path)
-    model_sha = hashlib.sha256(Path(model_path).read_bytes()).hexdigest()
+    model_sha = file_sha256(model_path)
     notes = []
     if args.model is not None:
         notes.append(
