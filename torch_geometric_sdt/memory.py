@@ -78,6 +78,12 @@ TOPK_ACTIVATION_COPIES = 7
 # it imports after the check (PyG, the numba kernels, Infomap) and what the
 # allocator keeps of earlier stages; measured 140-230 MiB at 20K-100K nodes.
 RUNTIME = 192 * 2**20
+# The kNN search runs first: nothing is kept of earlier stages and the
+# libraries loaded later are not loaded yet (the numba kernels of the Jaccard
+# stages alone added 136 MiB at the first set Jaccard of a run). Measured
+# beyond the search's data terms below: 86 MiB at 10K and none at 100K
+# (exact search, 2 threads, benchmarks/scale.py's mapped faces).
+SEARCH_RUNTIME = 64 * 2**20
 # SDT encoder inference: NODE_CHUNK_SIZE target nodes per chunk; every Top-K
 # edge of a chunk holds the projected messages and attention terms of all heads
 # (measured ~1.5 KB per edge with the shipped model, 64 channels, 4 heads).
@@ -188,7 +194,9 @@ def estimate_memory(
     reads more than a sample of rows. Each stage counts
     what is alive while it runs, plus :math:`R` = 192 MiB for what the run
     holds beyond its data (the libraries it imports after the check, what
-    the allocator keeps of earlier stages; measured 140-230 MiB):
+    the allocator keeps of earlier stages; measured 140-230 MiB), 64 MiB in
+    the ``knn`` stage, which runs first (nothing earlier is kept, the numba
+    kernels of the later stages are not compiled yet):
 
     * ``knn`` (exact): :math:`F + F' + G + 2 \cdot 12 N (k+1) + 4.3 \min(N,
       B)^2` (:math:`F' = 4 N D` the normalised copy the search works on,
@@ -240,23 +248,26 @@ def estimate_memory(
     heads; the shipped model's Top-K predictor is 32 channels wide and needs
     less). For the 5.21M faces of the
     MS-Celeb-1M test set (:math:`D = 256`, :math:`k = 80`, ``pynndescent``,
-    mapped features) the peak is the kNN stage, 18.5 GiB (37 GiB with
+    mapped features) the peak is the kNN stage, 18.4 GiB (36.6 GiB with
     ``faiss-hnsw``); the SDT stage needs 12.3 GiB (11.9 GiB at a mean Top-K
-    of 13.8), the links and Infomap 13.5 GiB (12.1 GiB), the others less.
-    With the features in memory every stage needs 5 GiB more (23.5 GiB).
-    Measured on synthetic faces read from a file (``benchmarks/scale.py``):
-    at 5.21M faces the model gives 18.5 GiB for a 16.6 GiB peak, at 1M
-    3.7 GiB for 3.5 GiB; at 100K, where the exact search's estimate is the
-    peak, 1.3-1.4 times the measured peak, and at 10K, where the fixed
-    :math:`R` dominates, 1.3-1.5 times. With large identities (50 to 120
+    of 13.8), the links and Infomap 13.4 GiB (11.9 GiB), the others less.
+    With the features in memory every stage needs 5 GiB more (23.4 GiB).
+    Measured on synthetic faces read from a file (``benchmarks/scale.py``),
+    at the mean Top-K the shipped model predicted: at 5.21M faces the model
+    gives 18.4 GiB for a 16.6 GiB peak, at 1M 3.6 GiB for 3.4 GiB, at 100K
+    (the exact search's estimate is the peak) 577 MiB for 520 MiB, at 10K
+    397 MiB for 322 MiB (1.23 times: the fixed :math:`R` dominates). The
+    default :math:`\bar{K} = k / 4` overestimates the SDT stage where the
+    model predicts fewer: 1.47 times the measured peak at 10K and 1.26 at
+    100K, where it predicted 14.2 and 11.4. With large identities (50 to 120
     faces each) the shipped model predicts a mean Top-K near 71, and the
-    default :math:`\bar{K}` underestimates: at 100K such faces 0.75 GiB for
+    default :math:`\bar{K}` underestimates: at 100K such faces 0.64 GiB for
     a 1.21 GiB peak, 1.29 GiB with the predicted :math:`\bar{K}` (see
     :func:`after_topk` for a check once it is known); at 1M 7.7 GiB with
     the predicted :math:`\bar{K}` for a 7.4 GiB peak, and with
-    :obj:`max_links=16` 3.7 GiB for 3.7 GiB. At 5.21M faces and
+    :obj:`max_links=16` 3.6 GiB for 3.7 GiB. At 5.21M faces and
     :math:`\bar{K} = 70` the model gives 39 GiB (links and Infomap; SDT
-    15 GiB), 18.5 GiB with :obj:`max_links` at most 24.
+    15 GiB), 18.4 GiB with :obj:`max_links` at most 24.
 
     Args:
         num_nodes (int): :math:`N`.
@@ -353,7 +364,10 @@ def estimate_memory(
         out['metrics'] -= graph  # freed with the context before Infomap
     if graph_given:
         del out['knn']
-    out = {stage: value + RUNTIME for stage, value in out.items()}
+    out = {
+        stage: value + (SEARCH_RUNTIME if stage == 'knn' else RUNTIME)
+        for stage, value in out.items()
+    }
     out['peak'] = max(out.values())
     return out
 
