@@ -62,9 +62,11 @@ the plot ``regimes_fscore.png``.
 
 **Locality** (``--no-locality`` skips it): :func:`locality` clusters a set
 alone and with the faces of one large unrelated identity appended, with
-the SDT and the tuned ``infomap-knn``, and reports how much the partition
-of the set changes. Rows: synthetic LFW-like faces (3,000 plus an identity
-of 500, at every dimension of ``--dims``) whose extra identity shares the
+the SDT (as it comes, and with the set's own random-pair noise level given
+to both runs, ``cluster(scale=noise_scale(x))``) and the tuned
+``infomap-knn``, and reports how much the partition of the set changes.
+Rows: synthetic LFW-like faces (3,000 plus an identity of 500, at every
+dimension of ``--dims``) whose extra identity shares the
 set's geometry (:func:`locality_draw`: the same subspace and mean
 direction, so it enters the set's kNN lists), the same with an identity
 drawn with another seed (another subspace: the set's kNN lists do not
@@ -112,7 +114,7 @@ from torch_geometric_sdt.metrics import evaluate
 from torch_geometric_sdt.nn import knn
 from torch_geometric_sdt.pretrained import default_model_path
 from torch_geometric_sdt.train import split_identities
-from torch_geometric_sdt.utils import topk_target
+from torch_geometric_sdt.utils import noise_scale, topk_target
 
 FIRST_SEED = 3000
 TUNE_OFFSET = 500
@@ -128,6 +130,8 @@ SEED_LIMIT = 10_000
 LOCALITY_SEED = 4000
 LOCALITY_SIZE = 3000
 LOCALITY_EXTRA = 500
+#: The locality rows' SDT run with the set's own noise level given.
+OWN_LEVEL = "sdt (the set's noise level)"
 #: The LFW halvings scored, and the one the real locality row uses.
 LFW_HALVINGS = (0, 1, 2, 3)
 LOCALITY_HALVING = 1
@@ -633,7 +637,10 @@ def locality(
     :obj:`'pairwise_fscore_alone'` and :obj:`'pairwise_fscore_with'`
     against :obj:`y`; :obj:`'rows_joined'`, the rows of :obj:`x` that share
     a cluster with a row of :obj:`x_big`; and :obj:`'extra_clusters'`, the
-    clusters the extra identity is split into. Also the share of rows of
+    clusters the extra identity is split into. The SDT runs twice: as it
+    comes, and (:data:`OWN_LEVEL`) with the noise level of :obj:`x` alone
+    given in both runs (``cluster(scale=noise_scale(x))``), which tells
+    what the random-pair level of the whole input moves. Also the share of rows of
     :obj:`x` whose kNN list changes and the mean cosine between :obj:`x`
     and :obj:`x_big`.
     """
@@ -650,8 +657,11 @@ def locality(
         'random_pair_cosine': random_pair_cosine(x),
         'threshold': threshold,
     }
+    level = noise_scale(x)
     runs = {
         'sdt': lambda xx, g: model.cluster(xx, graph=g),
+        # The one set-wide statistic the SDT reads, held at the set's own:
+        OWN_LEVEL: lambda xx, g: model.cluster(xx, graph=g, scale=level),
         'infomap-knn (tuned)': lambda xx, g: cluster_knn(
             g, 'infomap-knn', threshold=threshold
         ),

@@ -400,14 +400,16 @@ def test_regimes_locality_draw_shares_the_geometry_only_when_asked():
 
 
 def test_regimes_locality_reports_agreement_with_a_stub_model():
-    from benchmarks.regimes import locality, locality_draw
+    from benchmarks.regimes import OWN_LEVEL, locality, locality_draw
     from torch_geometric_sdt.baselines import cluster_knn
+    from torch_geometric_sdt.utils import noise_scale
 
     class Stub:
         k = 20
 
-        def cluster(self, x, *, graph):
+        def cluster(self, x, *, graph, scale=None):
             assert x.size(0) == graph.num_nodes
+            assert scale is None or scale == noise_scale(x[:300])
             return cluster_knn(graph, 'infomap-knn', threshold=0.7)
 
     x, y, big = locality_draw(300, 50, 32, seed=3)
@@ -416,6 +418,7 @@ def test_regimes_locality_reports_agreement_with_a_stub_model():
     assert 0.0 < row['knn_rows_changed'] <= 1.0
     sdt, base = row['metrics']['sdt'], row['metrics']['infomap-knn (tuned)']
     assert sdt == base  # The stub is infomap-knn at the same threshold.
+    assert row['metrics'][OWN_LEVEL] == base
     assert 0.0 <= sdt['agreement'] <= 1.0 and sdt['extra_clusters'] >= 1
     # Nothing added, nothing changes:
     row = locality(Stub(), x, y, big[:0], 0.7)

@@ -156,6 +156,21 @@ def test_sdt_on_ray_gives_the_local_partition(faces, model):
     assert 'engine' not in ld
 
 
+def test_sdt_on_ray_uses_a_given_scale(faces, model):
+    from torch_geometric_sdt.utils import SimilarityScale, noise_scale
+
+    x, _ = faces
+    own = noise_scale(x)
+    other = SimilarityScale(float(own.center) - 0.05, float(own.scale) * 0.8)
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')  # self-diagnosis of synthetic data
+        local, ld = model.cluster(x, backend='exact', scale=other, return_details=True)
+        dist, dd = model.cluster(x, engine='ray', scale=other, return_details=True)
+    assert dd['ctx'].scale == other == ld['ctx'].scale
+    assert torch.equal(dd['topk'], ld['topk'])
+    assert torch.equal(dist, local)
+
+
 @pytest.mark.parametrize('mode', ['relational', 'embedding'])
 def test_sdt_stages_on_many_blocks_equal_the_local_chunks(faces, mode):
     x = faces[0][:1500]

@@ -89,6 +89,31 @@ class SimilarityScale(NamedTuple):
         )
 
 
+def check_scale(scale: object, num_nodes: int) -> SimilarityScale:
+    r"""Returns :obj:`scale` if it is a usable :class:`SimilarityScale` for
+    :obj:`num_nodes` nodes: finite centres, finite positive scales, and
+    per-node fields of length :obj:`num_nodes`; else raises
+    :class:`ValueError`."""
+    if not isinstance(scale, SimilarityScale):
+        raise ValueError(
+            f'scale must be a SimilarityScale (got {type(scale).__name__}), '
+            'e.g. noise_scale(x) of the set whose noise level to use'
+        )
+    center = torch.as_tensor(scale.center, dtype=torch.float64)
+    spread = torch.as_tensor(scale.scale, dtype=torch.float64)
+    for name, value in (('center', center), ('scale', spread)):
+        if value.dim() > 1 or (value.dim() == 1 and value.numel() != num_nodes):
+            raise ValueError(
+                f'scale.{name} must be a float or one value per node '
+                f'({num_nodes}); got shape {list(value.shape)}'
+            )
+    if not bool(torch.isfinite(center).all()):
+        raise ValueError('scale.center must be finite')
+    if not bool((torch.isfinite(spread) & (spread > 0)).all()):
+        raise ValueError('scale.scale must be finite and positive')
+    return scale
+
+
 def noise_scale(
     x: Tensor | np.ndarray, *, num_rows: int = 2048, seed: int = 0
 ) -> SimilarityScale:

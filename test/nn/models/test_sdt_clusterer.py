@@ -781,3 +781,30 @@ def test_repr_names_the_predictor_width():
     model = SDTClusterer(k=10, hidden_channels=16, predictor_channels=24, heads=2)
     assert repr(model).startswith('SDTClusterer(k=10, ')
     assert repr(model).endswith("predictor='transformer', predictor_channels=24)")
+
+
+def test_cluster_with_a_given_scale():
+    from torch_geometric_sdt.pretrained import default_model_path
+    from torch_geometric_sdt.utils import SimilarityScale
+
+    x, _ = synthetic_faces(600, 64, seed=7)
+    model = SDTClusterer.load(default_model_path())
+    own = noise_scale(x)
+    # The scale estimated from x, given, changes nothing:
+    assert torch.equal(model.cluster(x, scale=own), model.cluster(x))
+    ctx = model.context(x, scale=SimilarityScale(0.3, 0.2))
+    assert ctx.scale == SimilarityScale(0.3, 0.2)
+    assert ctx.reference == model.config['reference']
+    # A graph alone with a given scale keeps the model's reference (no
+    # fallback to the kNN estimate):
+    assert model.context(graph=ctx.knn, scale=own).reference == 'random_pairs'
+    per_node = own.per_node(600)
+    assert torch.equal(model.cluster(x, scale=per_node), model.cluster(x))
+    for bad, match in (
+        ((0.3, 0.2), 'must be a SimilarityScale'),
+        (SimilarityScale(0.3, 0.0), 'finite and positive'),
+        (SimilarityScale(float('nan'), 0.2), 'center must be finite'),
+        (SimilarityScale(torch.zeros(5), torch.ones(5)), 'one value per node'),
+    ):
+        with pytest.raises(ValueError, match=match):
+            model.cluster(x, scale=bad)

@@ -19,6 +19,7 @@ from torch_geometric_sdt.utils.distributed import FeatureShards
 from torch_geometric_sdt.utils.knn_features import (
     REFERENCES,
     SimilarityScale,
+    check_scale,
     noise_sample_rows,
     noise_scale,
     similarity_scale,
@@ -69,6 +70,7 @@ class KNNContext:
         reference: str = 'random_pairs',
         backend: str = 'auto',
         progress: bool = False,
+        scale: SimilarityScale | None = None,
     ) -> KNNContext:
         r"""Builds the context from embeddings (and/or a precomputed kNN).
 
@@ -76,7 +78,8 @@ class KNNContext:
         (:mod:`~torch_geometric_sdt.utils.knn_features`):
         :obj:`'random_pairs'` needs the embeddings; given a graph alone, it
         falls back to the :obj:`'knn'` estimate, which :attr:`reference`
-        records (the model's self-diagnosis reports it).
+        records (the model's self-diagnosis reports it). A given
+        :obj:`scale` is used as it is (see :func:`reference_scale`).
         """
         check_choice('reference', reference, REFERENCES)
         if x is not None and not isinstance(x, np.ndarray):
@@ -97,7 +100,7 @@ class KNNContext:
             if x is None:
                 raise ValueError('embedding mode needs the embeddings x')
             xx = torch.nn.functional.normalize(torch.as_tensor(x).float(), dim=-1)
-        scale, reference = reference_scale(x, graph, reference)
+        scale, reference = reference_scale(x, graph, reference, scale)
         return cls(graph, scale, shared, xx, reference)
 
     @classmethod
@@ -140,13 +143,27 @@ class KNNContext:
 
 
 def reference_scale(
-    x: Tensor | np.ndarray | FeatureShards | None, graph: KNN, reference: str
+    x: Tensor | np.ndarray | FeatureShards | None,
+    graph: KNN,
+    reference: str,
+    scale: SimilarityScale | None = None,
 ) -> tuple[SimilarityScale, str]:
     r"""The similarity scale of a data set for :obj:`reference` and the
     reference it used: :obj:`'random_pairs'` reads the rows
     :func:`~torch_geometric_sdt.utils.knn_features.noise_sample_rows` picks
     (of sharded embeddings too); without embeddings it falls back to
-    :obj:`'knn'`, the scale of :obj:`graph.sim`."""
+    :obj:`'knn'`, the scale of :obj:`graph.sim`.
+
+    A given :obj:`scale` (checked by
+    :func:`~torch_geometric_sdt.utils.knn_features.check_scale`) is returned
+    with :obj:`reference` and nothing is estimated: *e.g.* the
+    :func:`~torch_geometric_sdt.utils.noise_scale` of a whole collection,
+    so that subsets of it are clustered on one noise level. The scale is
+    the one statistic of the whole input that the SDT reads (every other
+    input is a node's own kNN list), so with it fixed a node's decision
+    depends on its neighbourhood alone."""
+    if scale is not None:
+        return check_scale(scale, graph.num_nodes), reference
     if reference == 'random_pairs' and x is not None:
         if isinstance(x, FeatureShards):
             x = x.take(noise_sample_rows(x.num_rows).numpy())

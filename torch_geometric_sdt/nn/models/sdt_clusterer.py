@@ -33,6 +33,7 @@ from torch_geometric_sdt.utils.infomap import cluster_links
 from torch_geometric_sdt.utils.knn_features import (
     NUM_EDGE_FEATURES,
     NUM_TOKEN_FEATURES,
+    SimilarityScale,
     edge_features,
     token_features,
 )
@@ -776,6 +777,7 @@ class SDTClusterer(torch.nn.Module):
         address: str | None = None,
         on_topk: Callable[[Tensor], None] | None = None,
         max_links: int | None = None,
+        scale: SimilarityScale | None = None,
     ) -> Tensor | tuple[Tensor, dict[str, Any]]:
         r"""Clusters embeddings :obj:`x` (or a precomputed kNN :obj:`graph`).
 
@@ -831,6 +833,13 @@ class SDTClusterer(torch.nn.Module):
                 follow the links, and a node of a large identity has one
                 per face of it. :obj:`None` keeps every link.
                 (default: :obj:`None`)
+            scale (SimilarityScale, optional): The similarity scale to
+                standardise with instead of the one estimated from
+                :obj:`x` (the model's reference), *e.g.*
+                :func:`~torch_geometric_sdt.utils.noise_scale` of a whole
+                collection, to cluster parts of it on one noise level: the
+                scale is the one statistic of the whole input the SDT reads.
+                (default: :obj:`None`)
 
         Returns:
             torch.Tensor: Cluster ids :obj:`LongTensor[N]`, consecutive from 0.
@@ -856,11 +865,14 @@ class SDTClusterer(torch.nn.Module):
                     topk=TOPK_BATCH_SIZE, nodes=NODE_CHUNK_SIZE, band=BAND_CHUNK_SIZE
                 ),
                 progress=progress,
+                scale=scale,
             )
         else:
             if address is not None:
                 raise ValueError("address is an option of engine='ray'")
-            ctx = self.context(x, graph=graph, backend=backend, progress=progress)
+            ctx = self.context(
+                x, graph=graph, backend=backend, progress=progress, scale=scale
+            )
             if topk is None:
                 topk = self.predict_topk(ctx, progress=progress)
         diagnostics = data_statistics(ctx, topk)
@@ -913,12 +925,14 @@ class SDTClusterer(torch.nn.Module):
         graph: KNN | None = None,
         backend: str = 'auto',
         progress: bool = False,
+        scale: SimilarityScale | None = None,
     ) -> KNNContext:
         r"""What this model reads from a data set
         (:class:`~torch_geometric_sdt.nn.models.KNNContext`), built with its
         :math:`k`, input mode and similarity reference; give the embeddings
         :obj:`x`, a precomputed kNN :obj:`graph`, or both (a relational
-        model needs :obj:`x` for its :obj:`'random_pairs'` reference).
+        model needs :obj:`x` for its :obj:`'random_pairs'` reference, unless
+        a :obj:`scale` is given, see :meth:`cluster`).
         """
         ctx = KNNContext.build(
             x,
@@ -928,6 +942,7 @@ class SDTClusterer(torch.nn.Module):
             reference=self.config['reference'],
             backend=backend,
             progress=progress,
+            scale=scale,
         )
         emb = self.config['embedding_channels']
         if self.mode == 'embedding' and ctx.x is not None and ctx.x.size(1) != emb:

@@ -219,6 +219,7 @@ def cluster_ray(
     chunks: dict[str, int],
     block_rows: int | None = None,
     progress: bool = False,
+    scale: SimilarityScale | None = None,
 ) -> tuple[KNNContext, Tensor, Tensor, Tensor, Tensor, EngineStats]:
     r"""Runs the stages of
     :meth:`~torch_geometric_sdt.nn.models.SDTClusterer.cluster` up to the
@@ -241,6 +242,9 @@ def cluster_ray(
             :func:`~torch_geometric_sdt.utils.distributed.auto_block_rows`),
             and the rows per part of in-memory embeddings.
         progress (bool, optional): Progress bars.
+        scale (SimilarityScale, optional): The similarity scale to use
+            instead of estimating it
+            (:func:`~torch_geometric_sdt.nn.models.knn_context.reference_scale`).
 
     Returns:
         (ctx, topk, jaccard, band_pos, band_prob, stats)
@@ -273,7 +277,7 @@ def cluster_ray(
     num = graph.num_nodes
     if x is not None and x.num_rows != num:
         raise ValueError(f'x has {x.num_rows} rows but the kNN graph {num} nodes')
-    scale, reference = reference_scale(x, graph, model.config['reference'])
+    scale, reference = reference_scale(x, graph, model.config['reference'], scale)
     xx = None
     if model.mode == 'embedding':
         if x is None:
