@@ -18,9 +18,11 @@ it again on ``ETA_DRAW`` = 200,000 LFW-like synthetic faces (seed 10100):
 the small validation draws prefer a low eta (0.45 for the shipped weights)
 that attaches one-off faces to large identities on crowded data (on that
 draw pairwise F 0.940 at 0.45 against 0.977 at 0.75; on other draws
-``benchmarks/results/eta_choice.md``). The shipped file is one full run and
+``benchmarks/results/eta_choice.md``). On the same draw it then chooses the
+veto's threshold ``veto_eta`` at that eta, by BCubed F
+(``SDTClusterer.tune_eta(veto=True)``). The shipped file is one full run and
 one ``--init`` run on its weights (which trains nothing and chooses eta
-again, on the validation identities and then on the draw)::
+again, on the validation identities and then on the draw, and veto_eta)::
 
     python scripts/train_shipped_model.py --output m.safetensors
     python scripts/train_shipped_model.py --init m.safetensors
@@ -187,12 +189,20 @@ def main() -> None:
     if args.eta_draw:
         # The validation draws are small; a crowded draw asks for stricter
         # links (benchmarks/results/eta_choice.md).
+        # Then the veto's threshold at that eta, by BCubed F (the veto
+        # decides which faces stay attached; see choose_eta).
         xd, yd = synthetic_faces(args.eta_draw, args.dim, seed=ETA_DRAW_SEED)
-        model.tune_eta(xd, yd)
-        del xd, yd
+        draw_graph = knn(xd, args.k)
+        model.tune_eta(xd, yd, graph=draw_graph)
+        model.tune_eta(xd, yd, graph=draw_graph, veto=True)
+        del xd, yd, draw_graph
     train_seconds = time.perf_counter() - t0
     extra = {key: summary[key] for key in ('data', 'val_topk_mae')}
-    extra.update(eta=model.config['eta'], eta_validation=summary['eta'])
+    extra.update(
+        eta=model.config['eta'],
+        veto_eta=model.config['veto_eta'],
+        eta_validation=summary['eta'],
+    )
     if args.eta_draw:
         extra.update(eta_draw=args.eta_draw, eta_draw_seed=ETA_DRAW_SEED)
     model.save(args.output, overwrite=True, extra=extra)
@@ -218,7 +228,7 @@ def main() -> None:
         if args.init is None
         else [
             f'- Weights: kept from `{args.init.name}` (`--init`); this run chose '
-            'eta and the training range only.'
+            'eta, veto_eta and the training range only.'
         ]
     )
     lines = [
@@ -251,7 +261,8 @@ def main() -> None:
             else f'eta = {model.config["eta"]:.2f}, chosen on {args.eta_draw:,} '
             f'LFW-like synthetic faces ({args.dim}-d, seed {ETA_DRAW_SEED}; the '
             f'small validation draws chose {summary["eta"]:.2f}, which scores '
-            'lower on crowded data).'
+            'lower on crowded data), then the veto threshold veto_eta = '
+            f'{model.config["veto_eta"]:.2f} on the same draw by BCubed F.'
         ),
         '- Not trained on any real face data.',
         '',

@@ -320,14 +320,14 @@ def test_sdt_cluster_max_links_is_the_models_max_links(tmp_path, capsys):
     from torch_geometric_sdt.datasets import regime_draw
     from torch_geometric_sdt.pretrained import default_model_path
 
-    # Large identities: every node has far more than 4 links.
+    # Large identities: every node has far more than 2 links.
     x, _ = regime_draw('msceleb', 600, 32, seed=0)
     np.save(tmp_path / 'x.npy', x.numpy())
     out = tmp_path / 'p.npy'
     argv = ['cluster', str(tmp_path / 'x.npy'), '-o', str(out), '--method', 'sdt']
-    assert main([*argv, '-q', '--max-links', '4']) == 0
+    assert main([*argv, '-q', '--max-links', '2']) == 0
     model = SDTClusterer.load(default_model_path())
-    want = model.cluster(x, max_links=4)
+    want = model.cluster(x, max_links=2)
     np.testing.assert_array_equal(io.load_labels(out), want.numpy())
     assert not np.array_equal(want.numpy(), model.cluster(x).numpy())  # it binds
 

@@ -271,6 +271,32 @@ def test_final_links_veto_topk_and_add_band_beyond_it(faces, veto):
         for key, value in expected.items():
             assert lookup[key] == pytest.approx(max(value, 1e-6), abs=1e-6)
     assert len(sizes) == 3  # every eta gives another graph
+    # A veto threshold of its own: the Top-K pairs follow veto_eta, the
+    # pairs beyond the Top-K eta (given, or the model's config).
+    for veto_eta, eta in ((0.2, 0.8), (0.8, 0.2)):
+        for given in (True, False):
+            model.config['veto_eta'] = None if given else veto_eta
+            edge_index, _ = model.final_links(
+                ctx,
+                topk,
+                jac,
+                band_pos,
+                prob,
+                eta,
+                veto_eta=veto_eta if given else None,
+            )
+            got = set(zip(edge_index[0].tolist(), edge_index[1].tolist()))
+            expected = set()
+            for p, q in score.items():
+                i, r = divmod(p, 10)
+                if r >= int(topk[i]) and q >= eta:
+                    expected.add((i, int(ctx.knn.index[i, r])))
+            for i in range(x.size(0)):
+                for r in range(1, int(topk[i])):
+                    if not (veto and score.get(i * 10 + r, 1.0) < veto_eta):
+                        expected.add((i, int(ctx.knn.index[i, r])))
+            assert got == expected
+    model.config['veto_eta'] = None
 
 
 @pytest.mark.parametrize('veto', [False, True])
@@ -338,6 +364,33 @@ def test_spread_key_is_a_fixed_well_spread_hash():
 def test_veto_must_be_a_bool():
     with pytest.raises(ValueError, match='veto must be a bool'):
         SDTClusterer(k=10, hidden_channels=16, predictor_channels=16, heads=2, veto=1)
+
+
+@pytest.mark.parametrize('bad', [1.5, -0.1, 'a', True])
+def test_veto_eta_must_lie_in_the_unit_interval(bad):
+    with pytest.raises(ValueError, match='veto_eta must'):
+        SDTClusterer(k=10, hidden_channels=16, predictor_channels=16, veto_eta=bad)
+
+
+def test_veto_eta_survives_a_checkpoint(tmp_path):
+    model = SDTClusterer(k=4, hidden_channels=8, predictor_channels=8, heads=2)
+    assert model.config['veto_eta'] is None  # the veto follows eta
+    model.config['veto_eta'] = 0.3
+    path = model.save(tmp_path / 'm.safetensors')
+    assert SDTClusterer.load(path).config['veto_eta'] == 0.3
+
+
+def test_tune_eta_chooses_the_veto_threshold_up_to_eta(faces):
+    x, y = faces
+    torch.manual_seed(0)
+    model = SDTClusterer(k=10, hidden_channels=16, predictor_channels=16, heads=2)
+    model.config['eta'] = 0.6
+    sweep = model.tune_eta(x, y, grid=(0.2, 0.4, 0.6, 0.9), veto=True)
+    assert [row['veto_eta'] for row in sweep] == [0.2, 0.4, 0.6]  # up to eta
+    best = max(row['bcubed_fscore'] for row in sweep)
+    near = sorted(r['veto_eta'] for r in sweep if r['bcubed_fscore'] >= best - 1e-3)
+    assert model.config['veto_eta'] == near[(len(near) - 1) // 2]
+    assert model.config['eta'] == 0.6
 
 
 def test_tune_eta_chooses_from_the_grid(faces):
@@ -551,6 +604,7 @@ def test_version_0_1_checkpoints_keep_the_knn_reference_and_no_veto(tmp_path):
     assert old.config['veto'] is False and old.band == (2, 10)
     assert old.train_range is None
     assert old.config['topk_quantile'] is None  # the mode, as before
+    assert old.config['veto_eta'] is None  # the veto follows eta, as before
     new = SDTClusterer(k=4)
     assert new.config['reference'] == 'random_pairs'
     assert new.config['veto'] is True and new.band == (2, 10)

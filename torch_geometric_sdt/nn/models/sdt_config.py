@@ -78,6 +78,12 @@ def check_config(**config: Any) -> tuple[int, int]:
             raise ValueError(f'{name} must be a number (got {value!r})')
         if not 0.0 <= value <= 1.0 or (name == 'dropout' and value == 1.0):
             raise ValueError(f'{name} must lie in [0, 1] (got {value})')
+    veto_eta = config['veto_eta']
+    if veto_eta is not None:
+        if isinstance(veto_eta, bool) or not isinstance(veto_eta, (int, float)):
+            raise ValueError(f'veto_eta must be a number or None (got {veto_eta!r})')
+        if not 0.0 <= veto_eta <= 1.0:
+            raise ValueError(f'veto_eta must lie in [0, 1] (got {veto_eta})')
     q = config['topk_quantile']
     if q is not None:
         if isinstance(q, bool) or not isinstance(q, (int, float)):
