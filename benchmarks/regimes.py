@@ -640,9 +640,9 @@ def locality(
     clusters the extra identity is split into. The SDT runs twice: as it
     comes, and (:data:`OWN_LEVEL`) with the noise level of :obj:`x` alone
     given in both runs (``cluster(scale=noise_scale(x))``), which tells
-    what the random-pair level of the whole input moves. Also the share of rows of
-    :obj:`x` whose kNN list changes and the mean cosine between :obj:`x`
-    and :obj:`x_big`.
+    what the random-pair level of the whole input moves. Also the share of
+    rows of :obj:`x` whose kNN list changes and the mean cosine between
+    :obj:`x` and :obj:`x_big`.
     """
     n = x.size(0)
     x_all = torch.cat([x, x_big])

@@ -210,11 +210,7 @@ def main() -> None:
         del xd, yd, draw_graph
     train_seconds = time.perf_counter() - t0
     extra = {key: summary[key] for key in ('data', 'val_topk_mae')}
-    extra.update(
-        eta=model.config['eta'],
-        veto_eta=model.config['veto_eta'],
-        eta_validation=summary['eta'],
-    )
+    extra.update(eta=model.config['eta'], eta_validation=summary['eta'])
     if args.eta_draw:
         extra.update(eta_draw=args.eta_draw, eta_draw_seed=ETA_DRAW_SEED)
     model.save(args.output, overwrite=True, extra=extra)

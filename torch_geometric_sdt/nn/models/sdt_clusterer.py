@@ -156,10 +156,9 @@ class SDTClusterer(torch.nn.Module):
        that it scores at least :math:`\eta`. The veto is what makes the SDT
        step count: the Top-K predictor now and then gives a one-off face a
        long Top-K (the list of a large identity near it); that node then
-       links, with a high
-       Top-K Jaccard, into every identity of its list, and one such bridge
-       merges two large clusters. Its edges to other identities are the
-       ones the edge head scores low. Measured per regime by
+       links, with a high Top-K Jaccard, into every identity of its list,
+       and one such bridge merges two large clusters. Its edges to other
+       identities are the ones the edge head scores low. Measured per regime by
        ``benchmarks/regime_ablation.py`` (veto on and off). With
        :obj:`veto=False` (version 0.1 models) every Top-K edge is kept and
        the SDT only adds edges.
@@ -205,7 +204,7 @@ class SDTClusterer(torch.nn.Module):
             without this key load). The veto and the added edges answer
             different errors (a bridge out of a long Top-K; a face the
             Top-K left out), so they may want different thresholds
-            (:meth:`tune_veto_eta`). (default: :obj:`None`)
+            (:meth:`tune_eta` with :obj:`veto=True`). (default: :obj:`None`)
         theta (float, optional): Floor :math:`\theta` on :math:`J_{ij}`.
             (default: :obj:`0.0`)
         transform (str, optional): Distance-to-probability transform of the
